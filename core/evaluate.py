@@ -1,0 +1,146 @@
+"""Evaluation on the test split (val when there is none), with scikit-learn's metrics.
+
+Accuracy, balanced accuracy, macro-F1, top-k, the confusion matrix, per-class
+precision/recall/F1/support beside each class's train count, the most-confused pairs,
+per-image predictions with their loss (for galleries) and test-time augmentation side by side.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+
+from . import data
+from .features import FeatureCache, forward_images
+from .models import GraftModel, Preprocessing, create
+from .storage import atomic_write, load_torch, read_json, write_json
+from .transforms import eval_transform, train_transform
+
+
+def load_run_model(run_dir: str | Path, checkpoint: str = "best.pt") -> tuple[GraftModel, dict]:
+    """The run's model (architecture from model.json, weights from the checkpoint) and its card."""
+    run_dir = Path(run_dir)
+    card = read_json(run_dir / "model.json")
+    model = create(card["backbone"], card["num_classes"], card["freeze"], card["head"],
+                   pretrained=False, dropout=card.get("dropout", 0.2))
+    ckpt = run_dir / checkpoint
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: no checkpoint yet (the run has not finished an epoch)")
+    model.load_state_dict(load_torch(ckpt))
+    return model.eval(), card
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits).float(), dim=1).numpy()
+
+
+def predict_probs(model: GraftModel, prep: Preprocessing, paths: list[Path], shas: list[str], *,
+                  views: int = 1, seed: int = 0, progress: bool = False,
+                  use_cache: bool | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Class probabilities per view (view 0 = plain eval, then light augmentations) and an ok mask.
+
+    A frozen backbone goes through the feature cache: the same forward pass, done once.
+    """
+    use_cache = model.freeze == "head" if use_cache is None else use_cache
+    cache = FeatureCache(model.backbone, prep) if use_cache else None
+    results, ok_all = [], np.ones(len(paths), dtype=bool)
+    for v in range(max(1, views)):
+        transform = eval_transform(prep) if v == 0 else train_transform(prep, "light")
+        view_name = "eval" if v == 0 else f"tta-light/{seed}/{v}"
+        vseed = None if v == 0 else seed
+        if cache is not None:
+            feats, ok = cache.features(paths, shas, view_name, transform, seed=vseed, view_index=v,
+                                       progress=progress)
+            with torch.inference_mode():
+                logits = model.head.eval()(torch.from_numpy(feats)).numpy() if ok.any() else \
+                    np.zeros((len(paths), model.head[-1].out_features), np.float32)
+        else:
+            logits, ok = forward_images(model, paths, transform, keys=shas, seed=vseed, view=v,
+                                        progress=progress, desc=f"eval view {v}")
+        results.append(softmax(logits))
+        ok_all &= ok
+    return results, ok_all
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
+                    train_counts: dict[str, int] | None = None) -> dict:
+    """Headline and per-class metrics from true labels and class probabilities."""
+    labels = list(range(len(classes)))
+    y_pred = probs.argmax(1)
+    k = min(5, len(classes) - 1) if len(classes) > 2 else 1
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    pairs = [(classes[i], classes[j], int(cm[i, j])) for i in labels for j in labels if i != j and cm[i, j]]
+    pairs.sort(key=lambda p: -p[2])
+    top_k = float(skm.top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if k > 1 else \
+        float(skm.accuracy_score(y_true, y_pred))
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "top_k": k, "top_k_accuracy": top_k,
+        "labels": classes,
+        "confusion_matrix": cm.tolist(),
+        "per_class": [{"class": c, "precision": float(precision[i]), "recall": float(recall[i]),
+                       "f1": float(f1[i]), "support": int(support[i]), "accuracy": float(recall[i]),
+                       "train_count": int((train_counts or {}).get(c, 0))} for i, c in enumerate(classes)],
+        "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in pairs[:10]],
+    }
+
+
+def evaluate_run(run_dir: str | Path, tta: int = 0, progress: bool = False, store=None,
+                 run_id: str | None = None) -> dict:
+    """Evaluate the run's best checkpoint; writes metrics.json, predictions.csv, model.json."""
+    run_dir = Path(run_dir)
+    model, card = load_run_model(run_dir)
+    classes = card["labels"]
+    split = data.load_manifest(run_dir / "manifest.csv", classes)
+    split_name = "test" if (split.manifest["split"] == "test").any() else "val"
+    rows = split.manifest[split.manifest["split"] == split_name].reset_index(drop=True)
+    root = Path(card["config"]["data"]).expanduser()
+    paths = [root / p for p in rows["path"]]
+    prep = Preprocessing.from_dict(card["preprocessing"])
+    seed = int(card["config"].get("seed", 0))
+    views, ok = predict_probs(model, prep, paths, rows["sha1"].tolist(), views=max(1, tta), seed=seed,
+                              progress=progress)
+    index = {c: i for i, c in enumerate(classes)}
+    y_true = np.array([index[c] for c in rows["label"]])[ok]
+    probs = views[0][ok]
+    train_counts = split.manifest[split.manifest["split"] == "train"]["label"].value_counts().to_dict()
+    result = {"split": split_name, **compute_metrics(y_true, probs, classes, train_counts),
+              "unreadable": [str(p) for p, good in zip(rows["path"], ok) if not good]}
+    if tta and tta > 1:
+        tta_probs = np.mean(views, axis=0)[ok]
+        tta_metrics = compute_metrics(y_true, tta_probs, classes, train_counts)
+        result["tta"] = {"views": tta, "accuracy": tta_metrics["accuracy"],
+                         "balanced_accuracy": tta_metrics["balanced_accuracy"],
+                         "macro_f1": tta_metrics["macro_f1"],
+                         "per_class_accuracy": {p["class"]: p["accuracy"] for p in tta_metrics["per_class"]}}
+    predictions = _predictions_table(rows[ok], probs, y_true, classes)
+    atomic_write(run_dir / "predictions.csv", lambda f: predictions.to_csv(f, index=False), mode="w")
+    write_json(run_dir / "metrics.json", result)
+    card["metrics"] = {k: result[k] for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1",
+                                               "top_k", "top_k_accuracy")}
+    if "tta" in result:
+        card["metrics"]["tta_accuracy"] = result["tta"]["accuracy"]
+    write_json(run_dir / "model.json", card)
+    if store is not None and run_id:
+        store.update(run_id, test_acc=result["accuracy"])
+    return result
+
+
+def _predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    pred = probs.argmax(1)
+    true_p = probs[np.arange(len(y_true)), y_true]
+    table = pd.DataFrame({
+        "path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
+        "predicted": [classes[i] for i in pred], "confidence": probs.max(1),
+        "loss": -np.log(np.clip(true_p, 1e-12, 1.0)), "correct": pred == y_true})
+    for i, c in enumerate(classes):
+        table[f"p_{c}"] = probs[:, i]
+    return table

@@ -1,0 +1,228 @@
+"""Batched inference over image files, and the on-disk feature cache for frozen backbones.
+
+`forward_images` is the one place images go through a network without gradients (feature
+extraction, validation, evaluation, TTA): `torch.inference_mode`, channels_last for CNNs,
+decoding in DataLoader workers that use one thread each beside the model's threads.
+
+`FeatureCache` keeps a frozen backbone's outputs per image and view in SQLite, keyed by a
+fingerprint of the backbone's weights, its preprocessing and each file's content hash, so a
+second run on the same data trains at once and adding images computes only the new ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import collate_skip_none
+from .images import ImageError, load_rgb
+from .models import Preprocessing, uses_channels_last
+from .storage import cache_home
+
+FEATURE_VERSION = 1
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Decoding workers beside the model: one on a 2-core machine, never more than cores - 1."""
+    return max(0, min(cpu_count() - 1, 4))
+
+
+def configure_threads() -> None:
+    """torch threads = cores; workers each get one thread (see `_worker_init`)."""
+    torch.set_num_threads(max(1, cpu_count()))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def view_seed(seed: int, view: int, key: str) -> int:
+    return int(hashlib.sha1(f"{seed}:{view}:{key}".encode()).hexdigest()[:8], 16)
+
+
+class _ViewDataset(torch.utils.data.Dataset):
+    """Images through one transform; an augmented view is seeded per image, so it is reproducible."""
+
+    def __init__(self, paths: list[Path], transform: Callable, keys: list[str] | None = None,
+                 seed: int | None = None, view: int = 0):
+        self.paths, self.transform, self.keys = list(paths), transform, keys
+        self.seed, self.view = seed, view
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            image = load_rgb(self.paths[i])
+        except ImageError as err:
+            print(f"warning: skipping {err}", flush=True)
+            return None
+        if self.seed is not None:
+            torch.manual_seed(view_seed(self.seed, self.view, self.keys[i] if self.keys else str(i)))
+        return self.transform(image), i
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool = False, workers: int | None = None,
+                seed: int = 0) -> torch.utils.data.DataLoader:
+    workers = default_workers() if workers is None else workers
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        collate_fn=collate_skip_none, worker_init_fn=_worker_init if workers else None,
+        persistent_workers=False, pin_memory=torch.cuda.is_available(), generator=generator,
+        prefetch_factor=4 if workers else None)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def forward_images(module: nn.Module, paths: list[Path], transform: Callable, *, batch_size: int = 32,
+                   workers: int | None = None, keys: list[str] | None = None, seed: int | None = None,
+                   view: int = 0, progress: bool = False, desc: str = "forward",
+                   log: Callable[[str], None] | None = print) -> tuple[np.ndarray, np.ndarray]:
+    """Run `module` over image files without gradients → (outputs float32 [N, D], ok mask [N])."""
+    device = pick_device()
+    module = module.to(device).eval()
+    channels_last = uses_channels_last(module)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    loader = make_loader(_ViewDataset(paths, transform, keys, seed, view), batch_size, workers=workers)
+    outputs: np.ndarray | None = None
+    ok = np.zeros(len(paths), dtype=bool)
+    start = time.perf_counter()
+    with torch.inference_mode(), _autocast(device):
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            if batch is None:
+                continue
+            images, index = batch
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            out = module(images).float().cpu().numpy()
+            if outputs is None:
+                outputs = np.zeros((len(paths), out.shape[1]), dtype=np.float32)
+            outputs[index.numpy()] = out
+            ok[index.numpy()] = True
+    if channels_last:
+        module.to(memory_format=torch.contiguous_format)
+    seconds = time.perf_counter() - start
+    if log and len(paths):
+        log(f"{desc}: {int(ok.sum())} images in {seconds:.1f} s ({ok.sum() / max(seconds, 1e-9):.1f} img/s)")
+    if outputs is None:
+        outputs = np.zeros((len(paths), 0), dtype=np.float32)
+    return outputs, ok
+
+
+def fingerprint(module: nn.Module) -> str:
+    """A hash of a module's weights: the cache key part that says 'same backbone, same weights'."""
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class FeatureCache:
+    """Frozen-backbone features on disk: one SQLite file per (weights, preprocessing)."""
+
+    def __init__(self, backbone: nn.Module, prep: Preprocessing, root: str | os.PathLike | None = None):
+        self.backbone = backbone
+        key = json.dumps({"weights": fingerprint(backbone), "prep": prep.to_dict(), "v": FEATURE_VERSION},
+                         sort_keys=True)
+        self.key = hashlib.sha1(key.encode()).hexdigest()[:20]
+        self.root = Path(root) if root else cache_home() / "features"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / f"{self.key}.sqlite"
+        self.computed = 0  # images whose features were computed (not found) by this object
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            with self._connect() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS features (sha1 TEXT, view TEXT, dim INTEGER, "
+                           "vec BLOB, PRIMARY KEY (sha1, view))")
+                db.execute("SELECT count(*) FROM features").fetchone()
+        except sqlite3.DatabaseError as err:
+            print(f"warning: feature cache {self.path} is corrupt ({err}); rebuilding it", flush=True)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            with self._connect() as db:
+                db.execute("CREATE TABLE features (sha1 TEXT, view TEXT, dim INTEGER, vec BLOB, "
+                           "PRIMARY KEY (sha1, view))")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def _lookup(self, shas: list[str], view: str) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        try:
+            with self._connect() as db:
+                for start in range(0, len(shas), 500):
+                    chunk = shas[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for sha, dim, blob in db.execute(
+                            f"SELECT sha1, dim, vec FROM features WHERE view = ? AND sha1 IN ({marks})",
+                            (view, *chunk)):
+                        vec = np.frombuffer(blob, dtype=np.float32) if blob else np.zeros(0, np.float32)
+                        if dim and vec.size == dim and np.isfinite(vec).all():  # torn or bad rows are recomputed
+                            found[sha] = vec
+        except sqlite3.DatabaseError as err:
+            print(f"warning: feature cache unreadable ({err}); recomputing", flush=True)
+            self._open()
+        return found
+
+    def _store(self, rows: list[tuple[str, str, int, bytes]]) -> None:
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?)", rows)
+
+    def features(self, paths: list[Path], shas: list[str], view: str, transform: Callable, *,
+                 seed: int | None = None, view_index: int = 0, batch_size: int = 32,
+                 workers: int | None = None, progress: bool = False,
+                 log: Callable[[str], None] | None = print) -> tuple[np.ndarray, np.ndarray]:
+        """Features for every image (computing only the missing ones) → (array [N, D], ok mask)."""
+        found = self._lookup(list(dict.fromkeys(shas)), view)
+        missing = [i for i, s in enumerate(shas) if s not in found]
+        if missing:
+            out, ok = forward_images(self.backbone, [paths[i] for i in missing], transform,
+                                     batch_size=batch_size, workers=workers, keys=[shas[i] for i in missing],
+                                     seed=seed, view=view_index, progress=progress,
+                                     desc=f"features {view}", log=log)
+            rows = [(shas[i], view, out.shape[1], out[j].tobytes()) for j, i in enumerate(missing) if ok[j]]
+            self._store(rows)
+            self.computed += len(rows)
+            for j, i in enumerate(missing):
+                if ok[j]:
+                    found[shas[i]] = out[j]
+        dim = next((v.size for v in found.values()), 0)
+        result = np.zeros((len(shas), dim), dtype=np.float32)
+        ok_mask = np.zeros(len(shas), dtype=bool)
+        for i, sha in enumerate(shas):
+            if sha in found:
+                result[i], ok_mask[i] = found[sha], True
+        return result, ok_mask

@@ -1,0 +1,142 @@
+"""THE image loader: every image in the project is opened here.
+
+Applies EXIF orientation and turns any mode (greyscale, palette, RGBA, CMYK, 16-bit, float)
+into 8-bit RGB, or raises `ImageError` with a short, named reason.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+
+class ImageError(Exception):
+    """An image that cannot be used; `reason` is one of a few short names."""
+
+    def __init__(self, reason: str, detail: str = "", source: str = ""):
+        self.reason, self.detail, self.source = reason, detail, source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{reason}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass
+class LoadedImage:
+    image: Image.Image  # RGB, EXIF-transposed
+    original_mode: str
+    original_size: tuple[int, int]
+    conversions: list[str] = field(default_factory=list)  # e.g. ["exif-rotated", "cmyk"]
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", "") or type(source).__name__
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("missing", "no such file")
+        if path.stat().st_size == 0:
+            raise ImageError("zero bytes")
+        return Image.open(path)
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise ImageError("zero bytes")
+        return Image.open(io.BytesIO(source))
+    return Image.open(source)
+
+
+def _to_rgb(img: Image.Image, conversions: list[str]) -> Image.Image:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode != "F" and arr.max(initial=0) > 255:
+            arr = arr / 257.0  # 16-bit range -> 8-bit
+            conversions.append("16-bit")
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode == "P":
+        conversions.append("palette")
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        conversions.append("alpha-on-white")
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "CMYK":
+        conversions.append("cmyk")
+    elif mode in ("L", "1"):
+        conversions.append("greyscale")
+    elif mode != "RGB":
+        conversions.append(mode.lower())
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImage:
+    """Open, fully decode, EXIF-transpose and convert to RGB, or raise ImageError.
+
+    `draft_size` lets JPEG decoding skip detail (fast health checks); the whole file is still read,
+    so truncation is still detected.
+    """
+    name = _describe(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = _open(source)
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated GIF/TIFF: first frame
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+    except ImageError as err:
+        err.source = name
+        raise ImageError(err.reason, err.detail, name) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError("too large", str(err).split(".")[0], name) from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image", "Pillow cannot identify the file", name) from None
+    except OSError as err:
+        text = str(err)
+        reason = "truncated" if "truncated" in text or "broken data" in text else "unreadable"
+        raise ImageError(reason, text, name) from None
+    except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as err:
+        raise ImageError("unreadable", str(err) or type(err).__name__, name) from None
+    original_mode, original_size = img.mode, img.size
+    conversions: list[str] = []
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not lose the image
+        orientation = 1
+    if orientation not in (None, 1):
+        img = ImageOps.exif_transpose(img)
+        conversions.append("exif-rotated")
+    try:
+        rgb = _to_rgb(img, conversions)
+    except (OSError, ValueError) as err:
+        raise ImageError("unreadable", str(err), name) from None
+    return LoadedImage(rgb, original_mode, original_size, conversions)
+
+
+def load_rgb(source: ImageSource) -> Image.Image:
+    """The RGB image as a model sees it (before resizing). Raises ImageError."""
+    return open_image(source).image
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS

