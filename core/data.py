@@ -154,7 +154,7 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS)))
     if use_cache and (changed or len(cached) != len(rows)):
         atomic_write(cache_path, lambda f: frame.to_csv(f, index=False), mode="w")
-    is_skip = frame["reason"].fillna("") != ""
+    is_skip = frame["reason"].notna() & (frame["reason"].astype(str) != "")
     items = frame.loc[~is_skip, ITEM_COLUMNS].reset_index(drop=True)
     items["given_split"] = items["given_split"].fillna("")
     items["conversions"] = items["conversions"].fillna("")

@@ -113,7 +113,7 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImag
         raise ImageError("not an image", "Pillow cannot identify the file", name) from None
     except OSError as err:
         text = str(err)
-        reason = "truncated" if "truncated" in text or "broken data" in text else "unreadable"
+        reason = "truncated" if "truncated" in text else "unreadable"
         raise ImageError(reason, text, name) from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as err:
         raise ImageError("unreadable", str(err) or type(err).__name__, name) from None

@@ -1,0 +1,98 @@
+"""Both dataset layouts, the hash-based split (determinism, stability, duplicates), min-per-class."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from conftest import ELPV, make_subset
+from core import data
+
+
+def test_folder_layout_counts_equal_files_on_disk(elpv_small):
+    index = data.scan(elpv_small)
+    assert index.layout == "folders"
+    for class_dir in elpv_small.iterdir():
+        assert index.counts()[class_dir.name] == len(list(class_dir.glob("*.png")))
+
+
+def test_split_is_stratified_deterministic_and_seeded(elpv_small):
+    index = data.scan(elpv_small)
+    a = data.split(index, seed=0).manifest
+    b = data.split(data.scan(elpv_small, use_cache=False), seed=0).manifest
+    assert a.equals(b)
+    c = data.split(index, seed=1).manifest
+    assert not a["split"].equals(c["split"])
+    counts = data.split(index, seed=0).counts()
+    assert (counts > 0).all().all()  # every class in every split
+    assert 0.55 < counts["train"].sum() / counts.values.sum() < 0.85
+
+
+def test_split_is_stable_when_images_are_added(tmp_path):
+    root = make_subset(tmp_path / "ds", 30)
+    before = data.split(data.scan(root), seed=0).manifest.set_index("path")["split"]
+    extra = sorted((ELPV / "defect_000").glob("*.png"))[-15:]
+    for f in extra:
+        shutil.copy2(f, root / "defect_000" / f.name)
+    after = data.split(data.scan(root), seed=0).manifest.set_index("path")["split"]
+    assert len(after) == len(before) + len(extra)
+    assert after.loc[before.index].equals(before)  # no existing image moved
+
+
+def test_exact_duplicates_land_in_the_same_split(tmp_path):
+    root = make_subset(tmp_path / "ds", 20)
+    for f in sorted((root / "defect_100").glob("*.png"))[:10]:
+        shutil.copy2(f, root / "defect_100" / f"copy_{f.name}")
+    manifest = data.split(data.scan(root), seed=3).manifest
+    by_hash = manifest.groupby("sha1")["split"].nunique()
+    assert (by_hash == 1).all()
+
+
+def test_min_per_class_drops_and_reports(tmp_path):
+    root = make_subset(tmp_path / "ds", 12)
+    tiny = root / "tiny"
+    tiny.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((32, 32), i * 60, np.uint8)).save(tiny / f"{i}.png")
+    result = data.split(data.scan(root), min_per_class=5)
+    assert result.dropped == {"tiny": 3}
+    assert "tiny" not in result.classes and len(result.classes) == 4
+    assert "tiny" in data.split(data.scan(root), min_per_class=3).classes
+
+
+def test_given_split_layout_is_used(tmp_path):
+    src = make_subset(tmp_path / "src", 12, classes=["defect_000", "defect_100"])
+    root = tmp_path / "ds"
+    for cls in ("defect_000", "defect_100"):
+        files = sorted((src / cls).glob("*.png"))
+        for split_name, chunk in (("train", files[:8]), ("val", files[8:10]), ("test", files[10:])):
+            (root / split_name / cls).mkdir(parents=True, exist_ok=True)
+            for f in chunk:
+                shutil.copy2(f, root / split_name / cls / f.name)
+    index = data.scan(root)
+    assert index.layout == "splits"
+    result = data.split(index)
+    assert result.classes == ["defect_000", "defect_100"]
+    assert result.counts().to_dict() == {"train": {"defect_000": 8, "defect_100": 8},
+                                         "val": {"defect_000": 2, "defect_100": 2},
+                                         "test": {"defect_000": 2, "defect_100": 2}}
+    assert all(p.startswith(s + "/") for p, s in zip(result.manifest["path"], result.manifest["split"]))
+
+
+def test_manifest_round_trip(tmp_path, elpv_small):
+    result = data.split(data.scan(elpv_small))
+    data.save_manifest(result, tmp_path / "manifest.csv")
+    loaded = data.load_manifest(tmp_path / "manifest.csv")
+    assert loaded.manifest.equals(result.manifest)
+    assert loaded.classes == result.classes
+
+
+def test_scan_cache_notices_a_changed_file(tmp_path):
+    root = make_subset(tmp_path / "ds", 6)
+    first = data.scan(root)
+    victim = sorted((root / "defect_000").glob("*.png"))[0]
+    victim.write_bytes(b"now broken")
+    second = data.scan(root)
+    assert len(second.items) == len(first.items) - 1
+    assert second.skipped["path"].tolist() == [f"defect_000/{victim.name}"]

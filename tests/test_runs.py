@@ -1,0 +1,56 @@
+"""The run store: SQLite in WAL mode, live metrics, dead processes, atomic files."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from core.runs import RunStore
+from core.storage import atomic_write, read_json, write_json
+
+
+def test_store_is_wal_and_round_trips(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create({"data": "x", "backbone": "efficientnet_lite0", "freeze": "head"}, name="first")
+    assert sqlite3.connect(store.db_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.mark_running(run_id)
+    store.log_epoch(run_id, 1, train_loss=1.0, train_acc=0.5, val_loss=0.9, val_acc=0.6, lr=0.01, seconds=2)
+    store.log_epoch(run_id, 2, train_loss=0.8, train_acc=0.6, val_loss=0.7, val_acc=0.7, lr=0.005, seconds=2)
+    other = RunStore(tmp_path)  # another reader, as the dashboard would be
+    assert other.epochs(run_id)["val_acc"].tolist() == [0.6, 0.7]
+    assert other.get(run_id)["status"] == "running"  # this process is alive
+    store.rename(run_id, "renamed")
+    assert other.list()["name"].tolist() == ["renamed"]
+    assert store.resolve(run_id)[0] == run_id
+    store.finish(run_id, "completed")
+    write_json(store.run_dir(run_id) / "config.json", {"data": "x"})
+    assert store.resolve(str(store.run_dir(run_id))) == (run_id, store.run_dir(run_id).resolve())
+    store.delete(run_id)
+    assert store.list().empty and not store.run_dir(run_id).exists()
+
+
+def test_a_run_whose_process_died_reads_as_failed(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create({"data": "x"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.mark_running(run_id)
+    store.update(run_id, pid=dead.pid)
+    run = store.get(run_id)
+    assert run["status"] == "failed" and "ended without finishing" in run["error"]
+
+
+def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "model.json"
+    write_json(target, {"ok": 1})
+
+    def broken(handle):
+        handle.write("{ half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken, mode="w")
+    assert read_json(target) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
