@@ -279,11 +279,11 @@ def _feature_batches(model: models.GraftModel, split: data.Split, root: Path, co
 
 
 def fit(config: TrainConfig, runs_root: str | Path = "runs", run_id: str | None = None,
-        progress: bool = True, resume: bool = False) -> str:
+        progress: bool = True, resume: bool = False, on_epoch=None) -> str:
     """Train according to `config` into the run store at `runs_root`; returns the run id.
 
     The run ends as `completed`, `stopped` (stop request, SIGTERM or Ctrl-C; best checkpoint
-    kept) or `failed` (with the error text).
+    kept) or `failed` (with the error text). `on_epoch(epoch, model)` is called after each epoch.
     """
     configure_threads()
     distributed.setup()
@@ -300,7 +300,7 @@ def fit(config: TrainConfig, runs_root: str | Path = "runs", run_id: str | None 
     if handle_signals:
         signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "signalled", True))
     try:
-        status = _fit(config, store, run_id, stopper, progress, resume)
+        status = _fit(config, store, run_id, stopper, progress, resume, on_epoch)
         if main:
             store.finish(run_id, status)
     except (StopTraining, KeyboardInterrupt):
@@ -318,7 +318,7 @@ def fit(config: TrainConfig, runs_root: str | Path = "runs", run_id: str | None 
 
 
 def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Stopper,
-         progress: bool, resume: bool) -> str:
+         progress: bool, resume: bool, on_epoch=None) -> str:
     main = store is not None
     log = print if main else (lambda *_: None)
     seed_everything(config.seed)
@@ -433,6 +433,8 @@ def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Sto
                 bar.write(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                           f"val loss {val_loss:.4f} acc {val_acc:.3f} | {seconds:.1f} s"
                           + ("  *best*" if improved else f"  (no improvement {state['bad_epochs']}/{config.patience})"))
+            if on_epoch is not None:
+                on_epoch(epoch, model)
             if state["bad_epochs"] >= config.patience:
                 log(f"early stopping: val loss has not improved for {config.patience} epochs")
                 break
