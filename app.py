@@ -1,26 +1,28 @@
-"""Graft dashboard (placeholder until the dashboard issues land): shows the sample dataset and runs."""
+"""Graft dashboard: `streamlit run app.py`. Defines the navigation and the sidebar (working
+dataset and runs folder); each page lives in pages/ and stays thin: read state, call core, draw."""
+from __future__ import annotations
+
 import os
+import sys
 from pathlib import Path
 
 import streamlit as st
 
-from core import data
-from core.runs import RunStore
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-st.set_page_config(page_title="Graft", layout="wide")
-st.title("Graft — transfer learning for a folder of photos")
-st.write("Fine-tune an ImageNet-pretrained backbone on your own classes, offline. "
-         "The full dashboard (Dataset, Train, Results, Predict, Runs) is coming next; "
-         "meanwhile the engine is driven by `python -m core --help`.")
-sample = os.environ.get("GRAFT_SAMPLE")
-folder = st.text_input("Dataset folder", value=sample or "", key="dataset_folder")
-if folder and Path(folder).is_dir():
-    index = data.scan(folder)
-    st.metric("images", len(index.items))
-    st.bar_chart(index.counts())
-    if len(index.skipped):
-        st.dataframe(index.skipped[["path", "reason", "detail"]])
-elif folder:
-    st.error(f"{folder}: not a folder")
-st.subheader("Runs")
-st.dataframe(RunStore("runs").list()[["id", "name", "backbone", "status", "best_val_acc", "test_acc"]])
+from pages import common  # noqa: E402
+
+st.set_page_config(page_title="Graft", page_icon=":material/photo_library:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/results.py", title="Results", icon=":material/analytics:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
+]
+
+common.init_state(os.environ.get("GRAFT_SAMPLE"))
+common.sidebar()
+st.navigation(PAGES).run()

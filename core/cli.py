@@ -69,7 +69,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--min-per-class", type=int)
     p.add_argument("--input-size", type=int, help="override the backbone's input resolution")
     p.add_argument("--no-cache", dest="cache", action="store_false", default=None,
-                   help="head mode without the feature cache (the plain loop)")
+                   help="no feature cache (head) or decoded-image cache (partial/full): the plain loop")
     p.add_argument("--workers", type=int, help="DataLoader workers (default: cores - 1, max 4)")
     p.add_argument("--tta", type=int, help="also evaluate with N test-time-augmentation views")
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
@@ -151,6 +151,29 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+    from .runs import RunStore
+
+    _, run_dir = RunStore(args.runs).resolve(args.run)
+    card = export(run_dir, args.out, args.format)
+    for name, check in card["parity"].items():
+        if isinstance(check, dict):
+            print(f"{name}: max |p - p_torch| = {check['max_abs_diff']:.2e}, same top-1: {check['same_top1']} "
+                  f"({card['parity']['images']} validation images) {'OK' if check['ok'] else 'MISMATCH'}")
+    print(args.out)
+    return 0 if all(c["ok"] for c in card["parity"].values() if isinstance(c, dict)) else 1
+
+
+def cmd_report(args) -> int:
+    from .report import write
+    from .runs import RunStore
+
+    _, run_dir = RunStore(args.runs).resolve(args.run)
+    print(write(run_dir, args.out))
+    return 0
+
+
 def cmd_runs(args) -> int:
     from .runs import RunStore
 
@@ -205,12 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label images (files or folders) with a trained run")
-    p.add_argument("run", help="run id or run folder")
+    p.add_argument("run", help="run id, run folder or export folder")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--csv", help="also write the table to this CSV file")
     _add_runs(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="TorchScript / ONNX + model.json, with a parity check")
+    p.add_argument("run", help="run id or run folder")
+    p.add_argument("--format", choices=("torchscript", "onnx", "both"), default="both")
+    p.add_argument("out", metavar="OUT_DIR")
+    _add_runs(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a run")
+    p.add_argument("run", help="run id or run folder")
+    p.add_argument("out", nargs="?", metavar="OUT.html", help="default: RUN/report.html")
+    _add_runs(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("runs", help="a table of runs")
     _add_runs(p)

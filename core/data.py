@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imagehash
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -23,7 +24,7 @@ from .images import IMAGE_EXTENSIONS, ImageError, load_rgb, open_image
 from .storage import atomic_write, cache_home
 
 SPLITS = ("train", "val", "test")
-ITEM_COLUMNS = ["path", "label", "given_split", "bytes", "mtime_ns", "sha1", "width", "height",
+ITEM_COLUMNS = ["path", "label", "given_split", "bytes", "mtime_ns", "sha1", "dhash", "width", "height",
                 "mode", "conversions"]
 SKIP_COLUMNS = ["path", "reason", "detail", "bytes", "mtime_ns"]
 
@@ -109,6 +110,7 @@ def _check_file(root: Path, rel: str, label: str | None, split: str, stat: os.st
         return {**base, "reason": "unreadable", "detail": str(err)}
     width, height = loaded.original_size
     return {**base, "label": label, "given_split": split, "sha1": hashlib.sha1(data).hexdigest(),
+            "dhash": str(imagehash.dhash(loaded.image)),
             "width": width, "height": height, "mode": loaded.original_mode,
             "conversions": "+".join(loaded.conversions)}
 
@@ -121,8 +123,10 @@ def _cache_file(root: Path) -> Path:
 def _load_cache(path: Path) -> dict[str, dict]:
     try:
         frame = pd.read_csv(path, dtype={"path": str, "label": str, "given_split": str, "sha1": str,
-                                         "mode": str, "conversions": str, "reason": str, "detail": str},
-                            keep_default_na=False)
+                                         "dhash": str, "mode": str, "conversions": str, "reason": str,
+                                         "detail": str}, keep_default_na=False)
+        if list(frame.columns) != list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS)):
+            return {}  # written by another version: rescan
         return {row["path"]: row for row in frame.to_dict("records")}
     except (OSError, ValueError, pd.errors.ParserError):
         return {}  # missing or corrupt cache: rescan
@@ -162,6 +166,20 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
         items[col] = items[col].astype("int64")
     skipped = frame.loc[is_skip, SKIP_COLUMNS].reset_index(drop=True)
     return DatasetIndex(root, layout, items, skipped)
+
+
+def signature(root: str | os.PathLike) -> tuple:
+    """Cheap change detector for a dataset folder: mtimes of the root and the folders two levels
+    down (adding, removing or renaming a file changes its folder's mtime)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return ()
+    parts = [(str(root), root.stat().st_mtime_ns)]
+    for child in sorted(root.iterdir()):
+        if child.is_dir():
+            parts.append((child.name, child.stat().st_mtime_ns))
+            parts += [(f"{child.name}/{g.name}", g.stat().st_mtime_ns) for g in sorted(child.iterdir()) if g.is_dir()]
+    return tuple(parts)
 
 
 def _unit_hash(sha1: str, seed: int) -> float:

@@ -93,6 +93,31 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
     }
 
 
+def calibration(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict:
+    """Reliability diagram bins and the expected calibration error (ECE)."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    rows, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (confidence > lo) & (confidence <= hi)
+        if mask.any():
+            acc, conf = float(correct[mask].mean()), float(confidence[mask].mean())
+            rows.append({"lo": float(lo), "hi": float(hi), "count": int(mask.sum()), "confidence": conf,
+                         "accuracy": acc})
+            ece += mask.mean() * abs(acc - conf)
+    return {"ece": float(ece), "bins": rows}
+
+
+def uncertainty_threshold(y_true: np.ndarray, probs: np.ndarray, keep: float = 0.9) -> float:
+    """The top probability below which a prediction reads 'uncertain': `keep` of the correct
+    validation predictions are at or above it."""
+    confidence = probs.max(1)[probs.argmax(1) == y_true]
+    if confidence.size == 0:
+        return 1.0 / probs.shape[1]
+    return float(np.quantile(confidence, 1 - keep))
+
+
 def evaluate_run(run_dir: str | Path, tta: int = 0, progress: bool = False, store=None,
                  run_id: str | None = None) -> dict:
     """Evaluate the run's best checkpoint; writes metrics.json, predictions.csv, model.json."""
@@ -113,7 +138,16 @@ def evaluate_run(run_dir: str | Path, tta: int = 0, progress: bool = False, stor
     probs = views[0][ok]
     train_counts = split.manifest[split.manifest["split"] == "train"]["label"].value_counts().to_dict()
     result = {"split": split_name, **compute_metrics(y_true, probs, classes, train_counts),
+              "calibration": calibration(y_true, probs),
               "unreadable": [str(p) for p, good in zip(rows["path"], ok) if not good]}
+    val_rows = split.manifest[split.manifest["split"] == "val"]
+    if split_name == "test" and len(val_rows):
+        (val_probs,), val_ok = predict_probs(model, prep, [root / p for p in val_rows["path"]],
+                                             val_rows["sha1"].tolist(), progress=progress)
+        val_true = np.array([index[c] for c in val_rows["label"]])[val_ok]
+        result["uncertainty_threshold"] = uncertainty_threshold(val_true, val_probs[val_ok])
+    else:
+        result["uncertainty_threshold"] = uncertainty_threshold(y_true, probs)
     if tta and tta > 1:
         tta_probs = np.mean(views, axis=0)[ok]
         tta_metrics = compute_metrics(y_true, tta_probs, classes, train_counts)
@@ -126,6 +160,8 @@ def evaluate_run(run_dir: str | Path, tta: int = 0, progress: bool = False, stor
     write_json(run_dir / "metrics.json", result)
     card["metrics"] = {k: result[k] for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1",
                                                "top_k", "top_k_accuracy")}
+    card["metrics"]["ece"] = result["calibration"]["ece"]
+    card["uncertainty_threshold"] = result["uncertainty_threshold"]
     if "tta" in result:
         card["metrics"]["tta_accuracy"] = result["tta"]["accuracy"]
     write_json(run_dir / "model.json", card)

@@ -48,8 +48,10 @@ def default_workers() -> int:
 
 
 def configure_threads() -> None:
-    """torch threads = cores; workers each get one thread (see `_worker_init`)."""
-    torch.set_num_threads(max(1, cpu_count()))
+    """torch threads = cores (shared between the processes of a torchrun launch on this
+    machine); DataLoader workers each get one thread (see `_worker_init`)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, cpu_count() // max(local, 1)))
 
 
 def _worker_init(_: int) -> None:
@@ -103,7 +105,8 @@ def _autocast(device: torch.device):
 def forward_images(module: nn.Module, paths: list[Path], transform: Callable, *, batch_size: int = 32,
                    workers: int | None = None, keys: list[str] | None = None, seed: int | None = None,
                    view: int = 0, progress: bool = False, desc: str = "forward",
-                   log: Callable[[str], None] | None = print) -> tuple[np.ndarray, np.ndarray]:
+                   log: Callable[[str], None] | None = print,
+                   on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run `module` over image files without gradients → (outputs float32 [N, D], ok mask [N])."""
     device = pick_device()
     module = module.to(device).eval()
@@ -127,6 +130,8 @@ def forward_images(module: nn.Module, paths: list[Path], transform: Callable, *,
                 outputs = np.zeros((len(paths), out.shape[1]), dtype=np.float32)
             outputs[index.numpy()] = out
             ok[index.numpy()] = True
+            if on_progress:
+                on_progress(int(ok.sum()), len(paths))
     if channels_last:
         module.to(memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - start
@@ -204,7 +209,8 @@ class FeatureCache:
     def features(self, paths: list[Path], shas: list[str], view: str, transform: Callable, *,
                  seed: int | None = None, view_index: int = 0, batch_size: int = 32,
                  workers: int | None = None, progress: bool = False,
-                 log: Callable[[str], None] | None = print) -> tuple[np.ndarray, np.ndarray]:
+                 log: Callable[[str], None] | None = print,
+                 on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Features for every image (computing only the missing ones) → (array [N, D], ok mask)."""
         found = self._lookup(list(dict.fromkeys(shas)), view)
         missing = [i for i, s in enumerate(shas) if s not in found]
@@ -212,7 +218,7 @@ class FeatureCache:
             out, ok = forward_images(self.backbone, [paths[i] for i in missing], transform,
                                      batch_size=batch_size, workers=workers, keys=[shas[i] for i in missing],
                                      seed=seed, view=view_index, progress=progress,
-                                     desc=f"features {view}", log=log)
+                                     desc=f"features {view}", log=log, on_progress=on_progress)
             rows = [(shas[i], view, out.shape[1], out[j].tobytes()) for j, i in enumerate(missing) if ok[j]]
             self._store(rows)
             self.computed += len(rows)

@@ -18,6 +18,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
+try:  # HEIC/HEIF phone photos, through the pillow-heif plugin when it is installed
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    IMAGE_EXTENSIONS |= {".heic", ".heif"}
+except ImportError:  # pragma: no cover
+    pass
+
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 

@@ -18,20 +18,45 @@ from .transforms import eval_transform
 class Predictor:
     """A trained model with its labels and preprocessing, ready to label images."""
 
-    def __init__(self, model: torch.nn.Module, labels: list[str], prep: Preprocessing, card: dict | None = None):
-        self.device = pick_device()
-        self.model = model.eval().to(self.device)
-        self.channels_last = uses_channels_last(self.model)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+    def __init__(self, model, labels: list[str], prep: Preprocessing, card: dict | None = None):
+        """`model`: an nn.Module, or any callable mapping a float batch (N, 3, H, W) to logits."""
+        self.device = pick_device() if isinstance(model, torch.nn.Module) else torch.device("cpu")
+        self.channels_last = isinstance(model, torch.nn.Module) and uses_channels_last(model)
+        if isinstance(model, torch.nn.Module):
+            model = model.eval().to(self.device)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+        self.model = model
         self.labels, self.prep, self.card = labels, prep, card or {}
         self.transform = eval_transform(prep)
+
+    @property
+    def threshold(self) -> float | None:
+        """Top probability below which a prediction should read 'uncertain' (from validation)."""
+        return self.card.get("uncertainty_threshold")
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> "Predictor":
         from .evaluate import load_run_model
 
         model, card = load_run_model(run_dir, checkpoint)
+        return cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
+
+    @classmethod
+    def from_export(cls, folder: str | os.PathLike, prefer: str = "onnx") -> "Predictor":
+        """An export folder (model.onnx and/or model.ts beside its model.json)."""
+        from .storage import read_json
+
+        folder = Path(folder)
+        card = read_json(folder / "model.json")
+        files = card["files"]
+        if prefer == "onnx" and "onnx" in files or "torchscript" not in files:
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(folder / files["onnx"]), providers=["CPUExecutionProvider"])
+            model = lambda x: torch.from_numpy(session.run(None, {"image": x.cpu().numpy()})[0])  # noqa: E731
+        else:
+            model = torch.jit.load(str(folder / files["torchscript"]), map_location="cpu").eval()
         return cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
 
     def _tensor(self, images: list) -> torch.Tensor:
@@ -95,9 +120,57 @@ def expand_inputs(items: list[str | os.PathLike]) -> list[Path]:
 
 
 def load_predictor(ref: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> Predictor:
-    """A run id (in `runs_root`) or a run folder."""
+    """A run id (in `runs_root`), a run folder, or an export folder."""
+    from .export import is_export
     from .runs import RunStore
 
-    _, run_dir = RunStore(runs_root).resolve(ref)
     configure_threads()
+    if is_export(ref):
+        return Predictor.from_export(ref)
+    _, run_dir = RunStore(runs_root).resolve(ref)
     return Predictor.from_run(run_dir)
+
+
+MAX_ZIP_BYTES = 2 * 1024**3  # uncompressed total
+MAX_ZIP_RATIO = 200  # uncompressed / compressed, per entry (zip bombs)
+
+
+def extract_zip(source, dest: str | os.PathLike) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Safely unpack the image files of a zip into `dest`.
+
+    Returns (extracted image paths, [(entry, reason) for what was refused]). Entries whose path
+    leads outside `dest` (zip-slip), links, oversized or over-compressed entries are refused;
+    nothing is ever written outside `dest`.
+    """
+    import stat
+    import zipfile
+
+    dest = Path(dest).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    extracted: list[Path] = []
+    refused: list[tuple[str, str]] = []
+    total = 0
+    with zipfile.ZipFile(source) as archive:
+        for info in archive.infolist():
+            name = info.filename
+            if info.is_dir():
+                continue
+            target = (dest / name).resolve()
+            if name.startswith(("/", "\\")) or ".." in Path(name).parts or not target.is_relative_to(dest):
+                refused.append((name, "path leads outside the upload folder (zip-slip)"))
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                refused.append((name, "symbolic link"))
+                continue
+            if not is_image_name(name):
+                refused.append((name, "not an image (extension)"))
+                continue
+            total += info.file_size
+            if total > MAX_ZIP_BYTES or info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1) + 1024 * 1024:
+                refused.append((name, "too large once uncompressed (zip bomb?)"))
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as src, open(target, "wb") as out:
+                out.write(src.read(info.file_size + 1)[: info.file_size])
+            extracted.append(target)
+    return extracted, refused

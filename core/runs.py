@@ -134,13 +134,26 @@ class RunStore:
                                            "config"])
 
     def _reconcile(self, run: dict) -> dict:
-        """A run whose process is gone cannot stay `running`: mark it failed."""
-        if run["status"] == "running" and run.get("host") == socket.gethostname() \
+        """A run whose process is gone cannot stay `running` (or `queued`): mark it failed."""
+        if run["status"] in ACTIVE and run.get("pid") and run.get("host") == socket.gethostname() \
                 and not pid_alive(run.get("pid")):
-            error = "the training process ended without finishing (killed or crashed)"
-            self.finish(run["id"], "failed", error)
-            run.update(status="failed", error=error, ended=time.time())
+            self._refresh(run)
         return run
+
+    def _refresh(self, run: dict) -> None:
+        with self._connect() as db:  # the process may have finished between our reads
+            row = db.execute("SELECT status, error FROM runs WHERE id = ?", (run["id"],)).fetchone()
+        if row and row["status"] not in ACTIVE:
+            run.update(status=row["status"], error=row["error"])
+            return
+        error = "the training process ended without finishing (killed or crashed)"
+        log = self.run_dir(run["id"]) / "train.log"
+        if log.is_file():
+            tail = [l for l in log.read_text(errors="replace").replace("\r", "\n").splitlines() if l.strip()]
+            if tail:
+                error += ":\n" + "\n".join(tail[-8:])
+        self.finish(run["id"], "failed", error)
+        run.update(status="failed", error=error, ended=time.time())
 
     def rename(self, run_id: str, name: str) -> None:
         self.update(run_id, name=name)

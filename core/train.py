@@ -28,6 +28,8 @@ from . import __version__, data, distributed, models
 from .features import FeatureCache, configure_threads, default_workers, make_loader, pick_device
 from .runs import RunStore
 from .storage import load_torch, read_json, save_torch, write_json
+from .decoded import DecodedDataset, tensor_transforms
+from .estimate import epoch_seconds
 from .transforms import eval_transform, train_transform
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -62,7 +64,7 @@ class TrainConfig:
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     min_per_class: int = 5
     input_size: int | None = None  # override the backbone's input resolution
-    cache: bool = True  # feature cache in head mode
+    cache: bool = True  # feature cache (head) or decoded-image cache (partial/full); False: plain loop
     workers: int | None = None
     tta: int = 0  # evaluate with N TTA views as well
 
@@ -112,12 +114,12 @@ class _Stopper:
 
     def check(self) -> None:
         now = time.monotonic()
-        if self.signalled:
+        if self.signalled and distributed.world_size() == 1:
             raise StopTraining
-        if now - self._last < self.every_s:
-            return
+        if distributed.world_size() == 1 and now - self._last < self.every_s:
+            return  # under torchrun every rank checks every batch, so the broadcasts line up
         self._last = now
-        flag = bool(self.store and self.store.stop_requested(self.run_id))
+        flag = self.signalled or bool(self.store and self.store.stop_requested(self.run_id))
         if distributed.broadcast_flag(flag):
             raise StopTraining
 
@@ -194,24 +196,41 @@ def model_card(config: TrainConfig, classes: list[str], prep: models.Preprocessi
 # ---------------------------------------------------------------------- the loop
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on a GPU: bf16 where supported, else fp16 (with a grad scaler); none on CPU
+    (bf16 autocast is ~4x slower on CPUs without AMX)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def run_epoch(module: nn.Module, loader, criterion: nn.Module, device: torch.device,
               optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-              on_batch=None, bar=None) -> tuple[float, float]:
+              on_batch=None, bar=None, scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy)."""
     training = optimizer is not None
     module.train(training)
+    dtype = amp_dtype(device)
     total_loss, correct, seen = 0.0, 0, 0
     with torch.set_grad_enabled(training):
         for batch in loader:
             if batch is None:
                 continue
             inputs, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            logits = module(inputs)
-            loss = criterion(logits, labels)
+            if dtype is not None and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = module(inputs)
+            loss = criterion(logits.float(), labels)
             if training:
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is not None and scaler.is_enabled():
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
                 scheduler.step()
             n = labels.numel()
             total_loss += loss.item() * n
@@ -228,10 +247,23 @@ def run_epoch(module: nn.Module, loader, criterion: nn.Module, device: torch.dev
 
 def _image_batches(model: models.GraftModel, split: data.Split, root: Path, config: TrainConfig,
                    prep: models.Preprocessing) -> _Batches:
-    train_paths, train_labels = split.paths(root, "train")
-    val_paths, val_labels = split.paths(root, "val")
-    train_set = data.ImageDataset(train_paths, train_labels, train_transform(prep, config.augmentation))
-    val_set = data.ImageDataset(val_paths, val_labels, eval_transform(prep))
+    """Loaders over images: decoded once into the decoded-image cache when fine-tuning (`cache`),
+    or decoded every epoch (the plain loop, `--no-cache`)."""
+    frames = {s: split.manifest[split.manifest["split"] == s] for s in ("train", "val")}
+    index = {c: i for i, c in enumerate(split.classes)}
+
+    def dataset(name: str, transform):
+        frame = frames[name]
+        paths, labels = [root / p for p in frame["path"]], [index[c] for c in frame["label"]]
+        if config.cache:
+            return DecodedDataset(paths, frame["sha1"].tolist(), labels, prep, transform)
+        return data.ImageDataset(paths, labels, transform)
+
+    if config.cache:
+        train_tf, eval_tf = tensor_transforms(prep, config.augmentation)
+    else:
+        train_tf, eval_tf = train_transform(prep, config.augmentation), eval_transform(prep)
+    train_set, val_set = dataset("train", train_tf), dataset("val", eval_tf)
     sampler = None
     if distributed.world_size() > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=config.seed)
@@ -239,14 +271,20 @@ def _image_batches(model: models.GraftModel, split: data.Split, root: Path, conf
     train = torch.utils.data.DataLoader(
         train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
         num_workers=workers, collate_fn=data.collate_skip_none, drop_last=len(train_set) > config.batch_size,
-        worker_init_fn=(lambda _: torch.set_num_threads(1)) if workers else None,
+        worker_init_fn=_one_thread if workers else None,
         generator=torch.Generator().manual_seed(config.seed), pin_memory=torch.cuda.is_available())
     val = make_loader(val_set, config.batch_size, workers=workers)
     return _Batches(model, train, val, sampler)
 
 
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
 def _feature_batches(model: models.GraftModel, split: data.Split, root: Path, config: TrainConfig,
-                     prep: models.Preprocessing, progress: bool) -> _Batches:
+                     prep: models.Preprocessing, progress: bool, report=None) -> _Batches:
+    """Cached backbone features for train (plain view + augmented views) and val; `report(phase,
+    done, total)` hears how feature extraction goes."""
     cache = FeatureCache(model.backbone, prep)
     rows = {s: split.manifest[split.manifest["split"] == s] for s in ("train", "val")}
     index = {c: i for i, c in enumerate(split.classes)}
@@ -255,7 +293,8 @@ def _feature_batches(model: models.GraftModel, split: data.Split, root: Path, co
         frame = rows[name]
         feats, ok = cache.features([root / p for p in frame["path"]], frame["sha1"].tolist(), view,
                                    transform, seed=seed, view_index=view_index, workers=config.workers,
-                                   batch_size=max(config.batch_size, 32), progress=progress)
+                                   batch_size=max(config.batch_size, 32), progress=progress,
+                                   on_progress=(lambda d, t: report(f"features {name} {view}", d, t)) if report else None)
         labels = np.array([index[c] for c in frame["label"]], dtype=np.int64)
         return torch.from_numpy(feats[ok]), torch.from_numpy(labels[ok])
 
@@ -325,7 +364,7 @@ def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Sto
     root = Path(config.data).expanduser()
     run_dir = store.run_dir(run_id) if main else None
     manifest_path = run_dir / "manifest.csv" if main else None
-    if resume and manifest_path.is_file():
+    if resume and main and manifest_path.is_file():
         split = data.load_manifest(manifest_path, read_json(run_dir / "model.json")["labels"])
     else:
         index = data.scan(root, progress=progress and main)
@@ -350,10 +389,25 @@ def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Sto
         write_json(run_dir / "model.json", model_card(config, split.classes, prep))
     device = distributed.setup() or pick_device()
     model.to(device)
-    batches = (_feature_batches(model, split, root, config, prep, progress and main)
+    if device.type == "cuda" and models.uses_channels_last(model):
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+    def report(phase: str, done: int, total: int) -> None:
+        if main and (done == total or time.monotonic() - last_report[0] > 1.0):
+            last_report[0] = time.monotonic()
+            store.set_progress(run_id, phase=phase, phase_done=done, phase_total=total)
+
+    last_report = [0.0]
+    batches = (_feature_batches(model, split, root, config, prep, progress and main, report)
                if config.uses_cache and distributed.world_size() == 1
                else _image_batches(model, split, root, config, prep))
     module = batches.module
+    if module is model and main:
+        estimate = epoch_seconds(config.backbone, config.freeze, len(batches.train.dataset),
+                                 len(batches.val.dataset), False, config.input_size)[0]
+        log(f"estimated time per epoch on this machine: ~{estimate:.0f} s "
+            f"(~{estimate * config.epochs / 60:.1f} min for {config.epochs} epochs)")
+        store.set_progress(run_id, estimated_epoch_seconds=estimate)
     if distributed.world_size() > 1 and module is model:
         module = torch.nn.parallel.DistributedDataParallel(model)
     weights = class_weights(counts["train"].tolist(), config.class_weights)
@@ -411,7 +465,7 @@ def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Sto
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             train_loss, train_acc = run_epoch(module, batches.train, criterion, device, optimizer,
-                                              scheduler, on_batch, bar)
+                                              scheduler, on_batch, bar, scaler)
             val_loss, val_acc = run_epoch(module, batches.val, criterion, device)
             seconds = time.perf_counter() - t0
             improved = val_loss < state["best_val_loss"]

@@ -111,3 +111,11 @@ def test_scan_skips_each_bad_file_with_its_reason_and_keeps_the_rest(bad_and_odd
     conversions = dict(zip(index.items["path"], index.items["conversions"]))
     assert "exif-rotated" in conversions["things/rotated.jpg"]
     assert conversions["things/good.jpg"] == ""
+
+
+def test_heic_photos_load_through_the_plugin(tmp_path):
+    path = tmp_path / "phone.heic"
+    gradient(64, 48).save(path, format="HEIF")
+    img = load_rgb(path)
+    assert img.size == (64, 48) and img.mode == "RGB"
+    assert abs(int(np.asarray(img)[:, 0, 0].mean()) - 0) < 30  # the gradient's dark left edge survives

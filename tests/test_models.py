@@ -2,8 +2,6 @@
 cache (and the helpful error when missing), heads and freeze modes."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 import torch

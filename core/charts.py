@@ -1,0 +1,108 @@
+"""Altair charts shared by the pages and the HTML report (no Streamlit here)."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+
+def curves_long(epochs: pd.DataFrame, run_label: str | None = None) -> pd.DataFrame:
+    """Per-epoch metrics in long form: epoch, metric (loss/accuracy), split (train/val), value."""
+    rows = []
+    for metric in ("loss", "acc"):
+        for split in ("train", "val"):
+            col = f"{split}_{metric}"
+            if col in epochs:
+                part = epochs[["epoch", col]].rename(columns={col: "value"}).dropna()
+                part["metric"] = "loss" if metric == "loss" else "accuracy"
+                part["split"] = split
+                if run_label is not None:
+                    part["run"] = run_label
+                rows.append(part)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["epoch", "value", "metric", "split"])
+
+
+def curves(epochs: pd.DataFrame, color: str = "split", title_suffix: str = "") -> alt.HConcatChart:
+    """Loss and accuracy against epoch, train and val (or several runs when color='run')."""
+    data = epochs if "metric" in epochs else curves_long(epochs)
+    charts = []
+    for metric in ("loss", "accuracy"):
+        sub = data[data["metric"] == metric]
+        enc = dict(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+                   y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+                   color=alt.Color(f"{color}:N"), tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]
+                   + (["run"] if color == "run" else []))
+        if color == "run":
+            enc["strokeDash"] = alt.StrokeDash("split:N")
+        charts.append(alt.Chart(sub).mark_line(point=True).encode(**enc).properties(
+            title=f"{metric}{title_suffix}", width=320, height=220))
+    return alt.hconcat(*charts)
+
+
+def batch_loss(batches: pd.DataFrame, alpha: float = 0.1) -> alt.Chart:
+    """Per-batch training loss, exponentially smoothed."""
+    data = batches[["step", "loss"]].copy()
+    data["smoothed"] = data["loss"].ewm(alpha=alpha).mean()
+    base = alt.Chart(data).encode(x=alt.X("step:Q", title="batch"))
+    raw = base.mark_line(opacity=0.25).encode(y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)))
+    smooth = base.mark_line().encode(y="smoothed:Q", tooltip=["step", alt.Tooltip("smoothed:Q", format=".4f")])
+    return (raw + smooth).properties(title="per-batch loss (smoothed)", width=660, height=180)
+
+
+def confusion(metrics: dict, normalised: bool = False, classes: list[str] | None = None) -> alt.Chart:
+    """Heatmap of the confusion matrix: counts and row-normalised percentages on hover."""
+    labels = metrics["labels"]
+    cm = pd.DataFrame(metrics["confusion_matrix"], index=labels, columns=labels)
+    keep = classes or labels
+    rows = []
+    for true in keep:
+        total = max(int(cm.loc[true].sum()), 1)
+        for pred in keep:
+            count = int(cm.loc[true, pred])
+            rows.append({"true": true, "predicted": pred, "count": count, "percent": count / total})
+    frame = pd.DataFrame(rows)
+    value = "percent" if normalised else "count"
+    size = max(220, min(26 * len(keep), 900))
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=keep, title="predicted"), y=alt.Y("true:N", sort=keep, title="true"))
+    heat = base.mark_rect().encode(
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues"), title=value),
+        tooltip=["true", "predicted", "count", alt.Tooltip("percent:Q", format=".1%")])
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text(f"{value}:Q", format=".0%" if normalised else "d"),
+        color=alt.condition(f"datum.{value} > {frame[value].max() / 2 if len(frame) else 0}",
+                            alt.value("white"), alt.value("black")))
+    layers = heat + text if len(keep) <= 30 else heat
+    return layers.properties(width=size, height=size, title="Confusion matrix")
+
+
+def per_class(metrics: dict) -> alt.Chart:
+    """Per-class accuracy (recall) bars with each class's training count on hover and as text."""
+    frame = pd.DataFrame(metrics["per_class"])
+    bars = alt.Chart(frame).mark_bar().encode(
+        x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy (recall)"),
+        y=alt.Y("class:N", sort="-x", title=None),
+        tooltip=["class", alt.Tooltip("accuracy:Q", format=".3f"), alt.Tooltip("precision:Q", format=".3f"),
+                 alt.Tooltip("f1:Q", format=".3f"), "support", "train_count"])
+    text = bars.mark_text(align="left", dx=3).encode(text=alt.Text("train_count:Q", format="d"))
+    return (bars + text).properties(title="Per-class accuracy (label: training images)", width=420)
+
+
+def reliability(calibration: dict) -> alt.Chart:
+    """Reliability diagram: accuracy against confidence per bin, with the diagonal."""
+    frame = pd.DataFrame(calibration["bins"])
+    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="grey").encode(
+        x="x:Q", y="y:Q")
+    points = alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence"),
+        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
+        size=alt.Size("count:Q", legend=None), tooltip=["lo", "hi", "count", alt.Tooltip("confidence:Q", format=".3f"),
+                                                        alt.Tooltip("accuracy:Q", format=".3f")])
+    return (diagonal + points).properties(title=f"Reliability (ECE {calibration['ece']:.3f})", width=300, height=300)
+
+
+def top_k_bars(top: list[tuple[str, float]]) -> alt.Chart:
+    frame = pd.DataFrame(top, columns=["class", "probability"])
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("class:N", sort="-x", title=None),
+        tooltip=["class", alt.Tooltip("probability:Q", format=".3f")]).properties(width=300, height=30 * len(frame))

@@ -1,0 +1,87 @@
+"""Standalone loader for a Graft export folder (copied into it as `graft_predict.py`).
+
+Needs only Pillow and numpy, plus onnxruntime (for model.onnx) or torch (for model.ts):
+
+    python graft_predict.py EXPORT_DIR IMAGE...        # prints file, label, probability
+    from graft_predict import load; predict = load(EXPORT_DIR); predict(["a.jpg"])
+
+Preprocessing is read from model.json and matches training exactly: EXIF orientation, RGB,
+shorter side resized (PIL, same filter), centre crop, scale to [0, 1], normalise.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+           "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+def to_rgb(image):
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(arr / 257.0 if arr.max(initial=0) > 255 else arr, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def preprocess(image, prep):
+    image = to_rgb(image)
+    w, h = image.size
+    short = prep["resize_size"]
+    size = (short, max(1, int(short * h / w))) if w <= h else (max(1, int(short * w / h)), short)
+    image = image.resize(size, FILTERS[prep["interpolation"]], reducing_gap=None)
+    crop = prep["input_size"]
+    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+    image = image.crop((left, top, left + crop, top + crop))
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    arr = (arr - np.array(prep["mean"], np.float32)) / np.array(prep["std"], np.float32)
+    return arr.transpose(2, 0, 1)
+
+
+def softmax(logits):
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def load(folder, prefer="onnx"):
+    """A function: list of image paths (or PIL images) → list of {label: probability} dicts."""
+    folder = Path(folder)
+    card = json.loads((folder / "model.json").read_text())
+    files = card["files"]
+    if prefer == "onnx" and "onnx" in files or "torchscript" not in files:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(folder / files["onnx"]), providers=["CPUExecutionProvider"])
+        run = lambda x: session.run(None, {"image": x})[0]  # noqa: E731
+    else:
+        import torch
+
+        module = torch.jit.load(str(folder / files["torchscript"]), map_location="cpu").eval()
+
+        def run(x):
+            with torch.inference_mode():
+                return module(torch.from_numpy(x)).numpy()
+
+    def predict(images):
+        batch = np.stack([preprocess(img if isinstance(img, Image.Image) else Image.open(img), card["preprocessing"])
+                          for img in images]).astype(np.float32)
+        probs = softmax(run(batch))
+        return [dict(zip(card["labels"], map(float, p))) for p in probs]
+
+    predict.card = card
+    return predict
+
+
+if __name__ == "__main__":
+    predict = load(sys.argv[1])
+    for path, probs in zip(sys.argv[2:], predict(sys.argv[2:])):
+        label = max(probs, key=probs.get)
+        print(f"{path}\t{label}\t{probs[label]:.4f}")

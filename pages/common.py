@@ -1,0 +1,87 @@
+"""What every page shares: session state, the sidebar, and cached calls into core."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import data, health, samples, settings
+from core.runs import RunStore
+
+
+def init_state(sample_env: str | None = None) -> None:
+    """Session state from the settings file (first run of a session only)."""
+    if st.session_state.get("_initialised"):
+        return
+    saved = settings.load()
+    st.session_state.setdefault("dataset", saved["dataset"] or (sample_env or ""))
+    st.session_state.setdefault("runs_dir", saved["runs"])
+    st.session_state.setdefault("min_per_class", int(saved["min_per_class"]))
+    st.session_state.setdefault("recent", saved["recent"])
+    st.session_state["_initialised"] = True
+
+
+def _use_folder(folder: str) -> None:
+    st.session_state["dataset"] = folder
+    st.session_state["recent"] = settings.save(dataset=folder)["recent"]
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.header("Working data")
+        typed = st.text_input("Dataset folder", value=st.session_state["dataset"], key="dataset_input",
+                              help="ROOT/<class>/*.jpg, or ROOT/{train,val,test}/<class>/*")
+        if typed != st.session_state["dataset"]:
+            _use_folder(typed.strip())
+        recent = [r for r in st.session_state.get("recent", []) if r != st.session_state["dataset"]]
+        if recent:
+            pick = st.selectbox("Recent folders", ["—", *recent], key="recent_pick")
+            if pick != "—":
+                _use_folder(pick)
+                st.session_state.pop("recent_pick")
+                st.rerun()
+        if st.button("Use the sample dataset (ELPV solar cells)", key="use_sample"):
+            with st.spinner("Fetching the ELPV sample from PyPI (once)…"):
+                folder = str(samples.fetch("elpv", progress=False))
+            _use_folder(folder)
+            st.session_state["dataset_input"] = folder
+            st.rerun()
+        runs_dir = st.text_input("Runs folder", value=st.session_state["runs_dir"], key="runs_input")
+        if runs_dir != st.session_state["runs_dir"]:
+            st.session_state["runs_dir"] = runs_dir
+            settings.save(runs=runs_dir)
+
+
+@st.cache_data(show_spinner="Scanning the folder…", max_entries=8)
+def scan(folder: str, signature: tuple) -> data.DatasetIndex:
+    return data.scan(folder)
+
+
+@st.cache_data(max_entries=16)
+def split(folder: str, signature: tuple, min_per_class: int, seed: int = 0) -> data.Split:
+    return data.split(scan(folder, signature), seed=seed, min_per_class=min_per_class)
+
+
+@st.cache_data(max_entries=8)
+def check_health(folder: str, signature: tuple, min_per_class: int) -> health.Health:
+    return health.check(scan(folder, signature), split(folder, signature, min_per_class))
+
+
+def current_dataset() -> tuple[str, tuple] | None:
+    """(folder, signature) of the working dataset, or None with a message drawn."""
+    folder = st.session_state.get("dataset", "").strip()
+    if not folder:
+        st.info("Choose a dataset folder in the sidebar, or use the sample dataset.")
+        return None
+    if not Path(folder).expanduser().is_dir():
+        st.error(f"`{folder}` is not a folder. Give a folder with one sub-folder per class.")
+        return None
+    return folder, data.signature(folder)
+
+
+def store() -> RunStore:
+    return RunStore(st.session_state.get("runs_dir") or "runs")
+
+
+def coming_next(what: str) -> None:
+    st.info(f"{what} is coming next. Meanwhile: `python -m core --help`.")

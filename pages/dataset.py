@@ -1,0 +1,120 @@
+"""Dataset page: class counts by split, the min-per-class filter, a sample browser, data health
+and an augmentation preview."""
+import math
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import models, settings, thumbs
+from core.images import ImageError, load_rgb
+from core.transforms import AUG_LEVELS, preview
+from pages import common
+
+PER_PAGE = 24
+
+st.title("Dataset")
+current = common.current_dataset()
+if not current:
+    st.stop()
+folder, signature = current
+index = common.scan(folder, signature)
+st.caption(f"`{index.root}` · layout: {'given train/val/test folders' if index.layout == 'splits' else 'one folder per class, split automatically (70/15/15, seeded, hash-based)'}")
+if index.items.empty:
+    st.warning(f"No usable images in `{folder}`. It needs one sub-folder per class with images in it "
+               f"({len(index.skipped)} files skipped).")
+    if len(index.skipped):
+        st.dataframe(index.skipped[["path", "reason", "detail"]], hide_index=True)
+    st.stop()
+
+# ------------------------------------------------------------------ counts
+min_per_class = st.number_input("Minimum images per class (smaller classes are dropped; Train uses this too)",
+                                min_value=1, max_value=100_000, step=1, key="min_per_class")
+if min_per_class != settings.load()["min_per_class"]:
+    settings.save(min_per_class=int(min_per_class))
+split = common.split(folder, signature, int(min_per_class))
+if split.dropped:
+    st.warning("Dropped classes (fewer than %d images): %s" % (
+        min_per_class, ", ".join(f"**{c}** ({n})" for c, n in split.dropped.items())))
+if len(split.classes) < 2:
+    st.error("Fewer than two classes remain: lower the minimum or add images.")
+    st.stop()
+
+counts = split.counts()
+totals = counts.sum(axis=1).sort_values(ascending=False)
+ratio = totals.max() / max(totals.min(), 1)
+cols = st.columns(4)
+cols[0].metric("Classes", len(split.classes))
+cols[1].metric("Images used", int(totals.sum()))
+cols[2].metric("Imbalance (largest / smallest)", f"{ratio:.1f}×")
+cols[3].metric("Skipped files", len(index.skipped))
+small = totals[totals < 10]
+if len(small):
+    st.warning(f"Classes with fewer than 10 images: {', '.join(small.index)} — results on them will be noisy.")
+if ratio > 10:
+    st.warning(f"The largest class is {ratio:.0f}× the smallest: accuracy alone will flatter the model; "
+               "class weights are applied automatically and balanced accuracy is reported.")
+
+long = counts.reset_index().melt(id_vars="label", var_name="split", value_name="images")
+chart = alt.Chart(long).mark_bar().encode(
+    x=alt.X("images:Q", title="images", stack="zero"),
+    y=alt.Y("label:N", sort=totals.index.tolist(), title=None),
+    color=alt.Color("split:N", sort=["train", "val", "test"], scale=alt.Scale(scheme="tableau10")),
+    order=alt.Order("split_order:Q"),
+    tooltip=["label", "split", "images"],
+).transform_calculate(split_order="indexof(['train','val','test'], datum.split)")
+left, right = st.columns([3, 2])
+left.altair_chart(chart, width="stretch")
+right.dataframe(counts.assign(total=counts.sum(axis=1)).loc[totals.index], width="stretch")
+
+# ------------------------------------------------------------------ samples
+st.header("Samples")
+pick_col, page_col = st.columns([3, 1])
+choice = pick_col.selectbox("Class", ["All classes", *index.classes], key="browse_class")
+items = index.items if choice == "All classes" else index.items[index.items["label"] == choice]
+pages = max(1, math.ceil(len(items) / PER_PAGE))
+page = page_col.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="browse_page")
+chunk = items.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
+shown, captions = [], []
+for row in chunk.itertuples():
+    thumb = thumbs.thumbnail(index.root / row.path, row.sha1)
+    if thumb:
+        shown.append(thumb)
+        captions.append(f"{row.path.rsplit('/', 1)[-1]} · {row.width}×{row.height} · {row.bytes / 1024:.0f} KB")
+if shown:
+    st.image(shown, caption=captions, width=150)
+
+# ------------------------------------------------------------------ health
+st.header("Data health")
+report = common.check_health(folder, signature, int(min_per_class))
+summary = pd.DataFrame(list(report.summary().items()), columns=["check", "count"])
+if len(report.leakage):
+    st.error(f"{report.leakage['group'].nunique()} duplicate group(s) sit in more than one split: the same "
+             "photo in train and test makes the test accuracy a lie. Remove the copies.")
+left, right = st.columns([2, 3])
+left.dataframe(summary, hide_index=True, width="stretch")
+sizes = index.items.assign(shorter=index.items[["width", "height"]].min(axis=1))
+right.altair_chart(alt.Chart(sizes).mark_bar().encode(
+    x=alt.X("shorter:Q", bin=alt.Bin(maxbins=30), title="shorter side (px)"),
+    y=alt.Y("count():Q", title="images")).properties(title="Image size distribution"), width="stretch")
+for title, table in (("Leakage across splits", report.leakage), ("Skipped files", report.skipped),
+                     ("Exact duplicates", report.exact_duplicates), ("Near-duplicates (perceptual hash)", report.near_duplicates),
+                     ("Tiny images", report.tiny), ("Converted on load", report.converted)):
+    with st.expander(f"{title} ({len(table)})", expanded=title == "Leakage across splits" and len(table) > 0):
+        if len(table):
+            st.dataframe(table, hide_index=True, width="stretch")
+        else:
+            st.write("None.")
+
+# ------------------------------------------------------------------ augmentation
+st.header("Augmentation preview")
+st.caption("One training image as the model will see it, 16 times, for the chosen preset.")
+level = st.selectbox("Preset", AUG_LEVELS, index=AUG_LEVELS.index("light"), key="aug_preview_level")
+sample_row = chunk.iloc[0] if len(chunk) else items.iloc[0]
+try:
+    image = load_rgb(index.root / sample_row["path"])
+    views = preview(image, models.preprocessing_for(models.DEFAULT_BACKBONE), level)
+    st.image(views, width=120, caption=[f"view {i + 1}" for i in range(len(views))])
+    st.caption(f"from `{sample_row['path']}`")
+except ImageError as err:
+    st.warning(str(err))

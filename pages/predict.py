@@ -1,0 +1,120 @@
+"""Predict page: drop images (or a zip, or a folder) and read the model's answer, with an
+'uncertain' verdict below a threshold calibrated on validation, Grad-CAM, and export."""
+import io
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import charts
+from core.explain import NotSupported, gradcam, overlay
+from core.export import export
+from core.images import IMAGE_EXTENSIONS, ImageError, open_image
+from core.predict import Predictor, expand_inputs, extract_zip
+from pages import common
+
+IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+
+st.title("Predict")
+store = common.store()
+runs = store.list()
+ready = runs[runs["status"].isin(["completed", "stopped"])] if len(runs) else runs
+ready = ready[[(store.run_dir(r) / "best.pt").is_file() for r in ready["id"]]] if len(ready) else ready
+if ready.empty:
+    st.info("No trained run yet: train one on the Train page.")
+    st.stop()
+ready = ready.sort_values("test_acc", ascending=False, na_position="last")
+labels = dict(zip(ready["id"], ready["name"] + " · test acc " + ready["test_acc"].map(
+    lambda a: f"{a:.3f}" if pd.notna(a) else "—") + " (" + ready["id"] + ")"))
+run_id = st.selectbox("Model (run)", ready["id"].tolist(), format_func=labels.get, key="predict_run")
+run_dir = store.run_dir(run_id)
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def predictor(run_dir: str, stamp: float) -> Predictor:
+    return Predictor.from_run(run_dir)
+
+
+model = predictor(str(run_dir), (run_dir / "best.pt").stat().st_mtime)
+default_threshold = float(model.threshold or 0.5)
+c1, c2 = st.columns([3, 1])
+threshold = c1.slider("Below this top probability, say 'uncertain'", 0.0, 1.0,
+                      value=round(default_threshold, 3), step=0.01, key="threshold",
+                      help=f"Default {default_threshold:.3f}: 90% of the correct validation predictions are above it.")
+top_k = c2.number_input("Top-k", 1, len(model.labels), min(3, len(model.labels)), key="predict_top_k")
+
+
+def verdict(result: dict) -> str:
+    if result["confidence"] < threshold:
+        return f"uncertain — none of the known classes? (best guess {result['label']}, {result['confidence']:.0%})"
+    return f"{result['label']} ({result['confidence']:.0%})"
+
+
+# ------------------------------------------------------------------ single images
+st.header("Images")
+uploads = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple_files=True, key="upload_images")
+for i, upload in enumerate(uploads or []):
+    data = upload.getvalue()
+    try:
+        loaded = open_image(io.BytesIO(data))
+    except ImageError as err:
+        st.error(f"{upload.name}: {err.reason}" + (f" ({err.detail})" if err.detail else ""))
+        continue
+    result = model.predict([loaded.image], top_k=int(top_k))[0]
+    left, mid, right = st.columns([2, 3, 2])
+    left.image(loaded.image, caption=upload.name + (" (EXIF-rotated)" if "exif-rotated" in loaded.conversions else ""),
+               width="stretch")
+    mid.markdown(f"**{upload.name}**: {verdict(result)}")
+    mid.altair_chart(charts.top_k_bars(result["top"]), key=f"topk_{i}")
+    if right.toggle("Grad-CAM", key=f"gradcam_{i}"):
+        try:
+            heat, target, _ = gradcam(model.model.cpu(), loaded.image, model.prep)
+            right.image(overlay(loaded.image, heat), caption=f"why '{model.labels[target]}'", width="stretch")
+        except NotSupported as err:
+            right.info(str(err))
+
+# ------------------------------------------------------------------ batch
+st.header("Batch")
+archive = st.file_uploader("A zip of images", type=["zip"], key="upload_zip")
+folder = st.text_input("…or a folder on this machine", key="batch_folder")
+paths, problems = [], []
+if archive is not None:
+    tmp = Path(tempfile.mkdtemp(prefix="graft-upload-"))
+    try:
+        paths, problems = extract_zip(io.BytesIO(archive.getvalue()), tmp)
+    except Exception as err:  # not a zip at all
+        problems = [(archive.name, f"not a readable zip ({err})")]
+elif folder.strip():
+    if Path(folder).expanduser().is_dir():
+        paths = expand_inputs([Path(folder).expanduser()])
+    else:
+        st.error(f"`{folder}` is not a folder.")
+for name, reason in problems:
+    st.warning(f"{name}: {reason}")
+if paths:
+    bar = st.progress(0.0, text=f"0 / {len(paths)}")
+    results = []
+    for start in range(0, len(paths), 32):
+        results += model.predict(paths[start:start + 32], top_k=int(top_k))
+        bar.progress(min(1.0, len(results) / len(paths)), text=f"{len(results)} / {len(paths)}")
+    table = pd.DataFrame([{
+        "file": str(Path(r["source"]).name), "predicted": r.get("label", ""),
+        "confidence": r.get("confidence"), "verdict": verdict(r) if "label" in r else f"error: {r['error']}"}
+        for r in results])
+    st.dataframe(table, hide_index=True, key="batch_table")
+    st.download_button("Download CSV", table.to_csv(index=False), file_name="predictions.csv", mime="text/csv",
+                       key="batch_csv")
+
+# ------------------------------------------------------------------ export
+st.header("Export")
+fmt = st.radio("Format", ["both", "onnx", "torchscript"], horizontal=True, key="export_format")
+if st.button("Export this model", key="export_button"):
+    out = run_dir / "export"
+    with st.spinner("Exporting and checking parity on validation images…"):
+        card = export(run_dir, out, fmt)
+    checks = {k: v for k, v in card["parity"].items() if isinstance(v, dict)}
+    for name, check in checks.items():
+        (st.success if check["ok"] else st.error)(
+            f"{name}: max probability difference {check['max_abs_diff']:.1e}, same top-1: {check['same_top1']}")
+    st.write(f"Written to `{out}` (model + model.json + graft_predict.py).")

@@ -1,0 +1,167 @@
+"""Results page: the evaluation a stakeholder understands, for one run, and a report to hand on."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, report, thumbs
+from core.evaluate import evaluate_run
+from core.explain import NotSupported, gradcam, overlay
+from core.images import ImageError, load_rgb
+from core.storage import read_json
+from pages import common
+
+st.title("Results")
+store = common.store()
+runs = store.list()
+done = runs[runs["status"].isin(["completed", "stopped"])]
+done = done[[ (store.run_dir(r) / "best.pt").is_file() for r in done["id"]]] if len(done) else done
+if done.empty:
+    st.info("No finished run yet: train one on the Train page.")
+    st.stop()
+labels = dict(zip(done["id"], done["name"] + " · " + done["status"] + " (" + done["id"] + ")"))
+run_id = st.selectbox("Run", done["id"].tolist(), format_func=labels.get, key="results_run")
+run_dir = store.run_dir(run_id)
+
+
+@st.cache_data(show_spinner="Evaluating on the test images…")
+def metrics_for(run_dir: str, stamp: float) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        evaluate_run(run_dir, store=common.store(), run_id=Path(run_dir).name)
+    return read_json(path)
+
+
+def stamp(path: Path) -> float:
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+metrics = metrics_for(str(run_dir), stamp(run_dir / "metrics.json"))
+card = read_json(run_dir / "model.json")
+root = Path(card["config"]["data"])
+predictions = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False)
+predictions["correct"] = predictions["correct"].astype(str) == "True"
+manifest = pd.read_csv(run_dir / "manifest.csv", keep_default_na=False)
+sha = dict(zip(manifest["path"], manifest["sha1"]))
+
+# ------------------------------------------------------------------ headline
+split_name = "test" if metrics["split"] == "test" else "validation (no test split)"
+st.caption(f"Evaluated on the {split_name} images of the run's manifest.")
+cols = st.columns(6)
+cols[0].metric("Accuracy", f"{metrics['accuracy']:.1%}")
+cols[1].metric("Balanced accuracy", f"{metrics['balanced_accuracy']:.1%}")
+cols[2].metric("Macro F1", f"{metrics['macro_f1']:.3f}")
+cols[3].metric(f"Top-{metrics['top_k']} accuracy", f"{metrics['top_k_accuracy']:.1%}")
+cols[4].metric("Test images", metrics["n"])
+if "tta" in metrics:
+    cols[5].metric(f"TTA accuracy ({metrics['tta']['views']} views)", f"{metrics['tta']['accuracy']:.1%}",
+                   delta=f"{metrics['tta']['accuracy'] - metrics['accuracy']:+.1%}")
+elif cols[5].button("Compute TTA (5 views)", key="compute_tta"):
+    with st.spinner("Test-time augmentation…"):
+        evaluate_run(run_dir, tta=5, store=store, run_id=run_id)
+    st.rerun()
+
+# ------------------------------------------------------------------ confusion
+st.header("Confusion matrix")
+labels_all = metrics["labels"]
+normalised = st.toggle("Row-normalised (% of each true class)", key="cm_normalised")
+shown = labels_all
+if len(labels_all) > 15:
+    involved = list(dict.fromkeys([c for p in metrics["most_confused"] for c in (p["true"], p["predicted"])]))
+    if involved and st.toggle("Only the classes in the top confusions", value=True, key="cm_focus"):
+        shown = involved
+left, right = st.columns([3, 2])
+left.altair_chart(charts.confusion(metrics, normalised, shown), key="cm_chart")
+right.subheader("Most confused pairs")
+right.dataframe(pd.DataFrame(metrics["most_confused"]), hide_index=True, key="confused_pairs")
+
+# ------------------------------------------------------------------ per class
+st.header("Per class")
+per_class = pd.DataFrame(metrics["per_class"])
+if "tta" in metrics:
+    per_class["tta accuracy"] = per_class["class"].map(metrics["tta"]["per_class_accuracy"])
+    per_class["tta gain"] = per_class["tta accuracy"] - per_class["accuracy"]
+left, right = st.columns([2, 3])
+left.altair_chart(charts.per_class(metrics), key="per_class_chart")
+right.dataframe(per_class, hide_index=True, key="per_class_table",
+                column_config={c: st.column_config.NumberColumn(format="%.3f")
+                               for c in ("accuracy", "precision", "recall", "f1", "tta accuracy", "tta gain")})
+
+
+# ------------------------------------------------------------------ galleries
+def grid(rows: pd.DataFrame, key: str, per_row: int = 6) -> None:
+    for start in range(0, len(rows), per_row):
+        cells = st.columns(per_row)
+        for cell, row in zip(cells, rows.iloc[start:start + per_row].itertuples()):
+            data = thumbs.thumbnail(root / row.path, sha.get(row.path, row.path.replace("/", "_")))
+            if data:
+                cell.image(data, width="stretch")
+            mark = ":green[✓" if row.correct else ":red[✗"
+            cell.markdown(f"{mark} {row.predicted} {row.confidence:.0%}]  \n"
+                          f"<small>true: {row.label}</small>", unsafe_allow_html=True)
+
+
+st.header("Mistakes")
+mistakes = predictions[~predictions["correct"]].sort_values("loss", ascending=False)
+f1, f2 = st.columns(2)
+true_filter = f1.selectbox("True class", ["any", *labels_all], key="mistakes_true")
+pred_filter = f2.selectbox("Predicted class", ["any", *labels_all], key="mistakes_pred")
+if true_filter != "any":
+    mistakes = mistakes[mistakes["label"] == true_filter]
+if pred_filter != "any":
+    mistakes = mistakes[mistakes["predicted"] == pred_filter]
+st.caption(f"{len(mistakes)} misclassified images, highest loss first.")
+grid(mistakes.head(24), "mistakes")
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def load_model(run_dir: str, stamp: float):
+    from core.evaluate import load_run_model
+
+    return load_run_model(run_dir)[0]
+
+
+if len(mistakes):
+    picked = st.selectbox("Look closer at", mistakes["path"].tolist(), key="mistake_pick")
+    row = mistakes[mistakes["path"] == picked].iloc[0]
+    try:
+        image = load_rgb(root / picked)
+        model = load_model(str(run_dir), stamp(run_dir / "best.pt"))
+        from core.models import Preprocessing
+
+        prep = Preprocessing.from_dict(card["preprocessing"])
+        a, b, c = st.columns(3)
+        a.image(image, caption=f"{picked} — true {row['label']}", width="stretch")
+        top = sorted(((cls, float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
+        b.altair_chart(charts.top_k_bars(top), key="mistake_topk")
+        try:
+            heat, target, _ = gradcam(model, image, prep)
+            c.image(overlay(image, heat), caption=f"Grad-CAM for '{labels_all[target]}'", width="stretch")
+        except NotSupported as err:
+            c.info(str(err))
+    except ImageError as err:
+        st.warning(str(err))
+
+st.header("Predictions for a category")
+category = st.selectbox("Class", labels_all, key="category_pick")
+grid(predictions[predictions["label"] == category].head(36), "category")
+
+# ------------------------------------------------------------------ curves, calibration, config
+st.header("Training")
+epochs = store.epochs(run_id)
+if len(epochs):
+    st.altair_chart(charts.curves(epochs), key="results_curves")
+left, right = st.columns(2)
+left.altair_chart(charts.reliability(metrics["calibration"]), key="reliability")
+left.caption(f"Expected calibration error: {metrics['calibration']['ece']:.3f} (0 = confidences match accuracy)")
+right.subheader("Config")
+right.code(json.dumps(card["config"], indent=2), language="json")
+
+st.header("Report")
+if st.button("Build the HTML report", key="build_report"):
+    with st.spinner("Rendering…"):
+        st.session_state["report_html"] = (run_id, report.build(run_dir))
+if st.session_state.get("report_html", (None,))[0] == run_id:
+    st.download_button("Download report.html", st.session_state["report_html"][1], file_name=f"{run_id}-report.html",
+                       mime="text/html", key="download_report")

@@ -1,0 +1,86 @@
+"""Runs page: every run in a sortable table; rename, delete; compare two or more side by side."""
+import datetime as dt
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import charts
+from core.storage import read_json
+from pages import common
+
+st.title("Runs")
+store = common.store()
+runs = store.list()
+if runs.empty:
+    st.info(f"No runs in `{store.root}` yet: start one on the Train page.")
+    st.stop()
+
+
+def when(ts) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if pd.notna(ts) else ""
+
+
+table = pd.DataFrame({
+    "id": runs["id"], "name": runs["name"], "date": runs["created"].map(when),
+    "dataset": runs["dataset"].map(lambda p: str(p).rstrip("/").rsplit("/", 1)[-1]),
+    "backbone": runs["backbone"], "freeze": runs["freeze"],
+    "epochs": runs["epochs_done"], "status": runs["status"],
+    "best val acc": runs["best_val_acc"], "test acc": runs["test_acc"],
+    "duration (s)": (runs["ended"].fillna(pd.Timestamp.now().timestamp()) - runs["started"]).round(1),
+})
+st.dataframe(table, hide_index=True, key="runs_table", width="stretch",
+             column_config={"best val acc": st.column_config.NumberColumn(format="%.3f"),
+                            "test acc": st.column_config.NumberColumn(format="%.3f")})
+labels = dict(zip(runs["id"], runs["name"] + " (" + runs["id"] + ")"))
+
+with st.expander("Rename or delete a run"):
+    target = st.selectbox("Run", runs["id"].tolist(), format_func=labels.get, key="manage_run")
+    new_name = st.text_input("New name", key="rename_to")
+    if st.button("Rename", key="rename_button") and new_name.strip():
+        store.rename(target, new_name.strip())
+        st.rerun()
+    confirm = st.checkbox("Yes, delete this run and its files", key="delete_confirm")
+    if st.button("Delete", key="delete_button", disabled=not confirm):
+        store.delete(target)
+        st.session_state.pop("delete_confirm", None)
+        st.rerun()
+
+st.header("Compare")
+chosen = st.multiselect("Runs to compare", runs["id"].tolist(), format_func=labels.get,
+                        default=runs["id"].tolist()[:2] if len(runs) >= 2 else None, key="compare_runs")
+if len(chosen) < 2:
+    st.caption("Pick two or more runs.")
+    st.stop()
+
+curves = pd.concat([charts.curves_long(store.epochs(r), labels[r]) for r in chosen], ignore_index=True)
+if len(curves):
+    st.altair_chart(charts.curves(curves, color="run"), key="compare_curves")
+
+configs = {labels[r]: store.get(r)["config"] for r in chosen}
+keys = sorted(set().union(*configs.values()))
+differ = [k for k in keys if len({str(c.get(k)) for c in configs.values()}) > 1]
+st.subheader("What differs")
+if differ:
+    st.dataframe(pd.DataFrame({name: [str(c.get(k)) for k in differ] for name, c in configs.items()}, index=differ),
+                 width="stretch", key="compare_config")
+else:
+    st.write("The configs are identical.")
+
+per_class = []
+for r in chosen:
+    try:
+        metrics = read_json(store.run_dir(r) / "metrics.json")
+    except (OSError, ValueError):
+        continue
+    per_class += [{"run": labels[r], "class": p["class"], "accuracy": p["accuracy"]} for p in metrics["per_class"]]
+if per_class:
+    st.subheader("Per-class accuracy")
+    frame = pd.DataFrame(per_class)
+    st.altair_chart(alt.Chart(frame).mark_bar().encode(
+        x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("run:N", title=None),
+        color="run:N", row=alt.Row("class:N", header=alt.Header(labelAngle=0, labelAlign="left")),
+        tooltip=["run", "class", alt.Tooltip("accuracy:Q", format=".3f")]).properties(width=420),
+        key="compare_per_class")
+    st.dataframe(frame.pivot(index="class", columns="run", values="accuracy"), width="stretch",
+                 key="compare_per_class_table")

@@ -1,0 +1,135 @@
+"""Train page: a form that launches training outside the script run, then live curves,
+progress and Stop, polled from the run store once a second."""
+import time
+
+import streamlit as st
+
+from core import charts, estimate, jobs, models
+from core.train import CLASS_WEIGHTS, TrainConfig
+from core.transforms import AUG_LEVELS
+from pages import common
+
+st.title("Train")
+current = common.current_dataset()
+if not current:
+    st.stop()
+folder, signature = current
+min_per_class = int(st.session_state.get("min_per_class", 5))
+split = common.split(folder, signature, min_per_class)
+if len(split.classes) < 2:
+    st.error("Training needs at least two classes with enough images: check the Dataset page.")
+    st.stop()
+counts = split.counts()
+n_train, n_val = int(counts.get("train", 0).sum()), int(counts.get("val", 0).sum())
+runs_root = st.session_state.get("runs_dir") or "runs"
+
+
+@st.cache_data(show_spinner="Timing the backbone on this machine…")
+def epoch_estimate(backbone: str, freeze: str, n_train: int, n_val: int) -> tuple[float, float]:
+    return estimate.epoch_seconds(backbone, freeze, n_train, n_val)
+
+
+def describe(name: str) -> str:
+    spec = models.get_spec(name)
+    weights = "weights here" if models.weights_available(name) else "weights missing"
+    return f"{name} · {spec.params_m:.1f} M · {spec.preprocessing.input_size}px · {weights}"
+
+
+running = jobs.active(runs_root)
+with st.form("train_form"):
+    st.caption(f"{len(split.classes)} classes · {n_train} training and {n_val} validation images "
+               f"(min {min_per_class} per class)")
+    c1, c2, c3 = st.columns(3)
+    backbone = c1.selectbox("Backbone", [s.name for s in models.list_backbones()], format_func=describe,
+                            key="tr_backbone")
+    freeze = c2.selectbox("What trains", models.FREEZE_MODES, key="tr_freeze",
+                          format_func={"head": "head only (backbone frozen, fastest)",
+                                       "partial": "head + last stages", "full": "everything"}.get)
+    epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs")
+    c1, c2, c3 = st.columns(3)
+    batch_size = c1.number_input("Batch size", 1, 1024, 32, key="tr_batch")
+    lr = c2.number_input("Learning rate (0 = automatic)", 0.0, 1.0, 0.0, format="%.5f", key="tr_lr")
+    aug = c3.selectbox("Augmentation", ("auto", *AUG_LEVELS), key="tr_aug")
+    c1, c2, c3 = st.columns(3)
+    weights = c1.selectbox("Class weights", CLASS_WEIGHTS, key="tr_class_weights")
+    patience = c2.number_input("Early-stopping patience (epochs)", 1, 500, 5, key="tr_patience")
+    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
+    name = st.text_input("Run name", "", key="tr_name", placeholder="optional")
+    first, later = epoch_estimate(backbone, freeze, n_train, n_val)
+    st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs ~{later:.0f} s "
+               + ("(features are computed once, then cached)." if freeze == "head" else "."))
+    submitted = st.form_submit_button("Start training", type="primary", disabled=running is not None)
+
+if running:
+    st.info(f"Run `{running}` is training; one training at a time on this machine.")
+if submitted:
+    config = TrainConfig(data=folder, backbone=backbone, freeze=freeze, epochs=int(epochs),
+                         batch_size=int(batch_size), lr=float(lr) or None, aug=aug, class_weights=weights,
+                         patience=int(patience), seed=int(seed), name=name or None, min_per_class=min_per_class)
+    if not models.weights_available(backbone):
+        st.error(f"Pretrained weights for {backbone} are not on this machine: "
+                 f"`python -m core backbones` says where to put them.")
+    else:
+        try:
+            st.session_state["watch_run"] = jobs.start(config, runs_root)
+        except jobs.Busy as err:
+            st.error(str(err))
+
+
+def watched_run() -> str | None:
+    return jobs.active(runs_root) or st.session_state.get("watch_run") or next(
+        iter(common.store().list()["id"].tolist()), None)
+
+
+@st.fragment(run_every=1)
+def live() -> None:
+    run_id = watched_run()
+    if not run_id:
+        st.write("No runs yet.")
+        return
+    store = common.store()
+    try:
+        run = store.get(run_id)
+    except KeyError:
+        return
+    status = run["status"]
+    st.subheader(f"{run['name']} — {status}")
+    progress = run.get("progress") or {}
+    if status in ("queued", "running"):
+        if st.button("Stop", key="stop_run", type="secondary"):
+            jobs.stop(run_id, runs_root)
+            st.toast("Stop requested: the run ends after the current batch.")
+        elapsed = time.time() - (run["started"] or run["created"])
+        if "steps" in progress:
+            done, total = progress["step"], max(progress["steps"], 1)
+            st.progress(min(done / total, 1.0), text=f"epoch {progress.get('epoch', 0)}/{run['config'].get('epochs')} · "
+                        f"batch {done}/{total} · {elapsed:.0f} s elapsed · ETA {progress.get('eta', 0):.0f} s")
+        elif "phase" in progress:
+            done, total = progress["phase_done"], max(progress["phase_total"], 1)
+            st.progress(min(done / total, 1.0), text=f"{progress['phase']}: {done}/{total} images · "
+                        f"{elapsed:.0f} s elapsed (the backbone runs once per image, then epochs take seconds)")
+        else:
+            st.progress(0.0, text=f"preparing (scanning the folder, loading the model)… {elapsed:.0f} s")
+    elif status == "failed":
+        st.error(f"The run failed: {run['error']}")
+    elif status == "stopped":
+        st.warning("Stopped on request; the best checkpoint is kept.")
+    else:
+        st.success(f"Completed · test accuracy {run['test_acc']:.3f}" if run["test_acc"] is not None else "Completed")
+    cols = st.columns(3)
+    cols[0].metric("Best val accuracy", f"{run['best_val_acc']:.3f}" if run["best_val_acc"] is not None else "—",
+                   help="from the epoch with the lowest validation loss")
+    cols[1].metric("Best epoch", run["best_epoch"] or "—")
+    cols[2].metric("Early-stopping counter", f"{progress.get('bad_epochs', 0)}/{run['config'].get('patience')}")
+    epochs_df = store.epochs(run_id)
+    if len(epochs_df):
+        st.altair_chart(charts.curves(epochs_df), key="live_curves")
+        batches = store.batches(run_id)
+        if len(batches) > 1:
+            st.altair_chart(charts.batch_loss(batches), key="live_batches")
+        st.dataframe(epochs_df.drop(columns=["run_id", "time"]), hide_index=True, key="live_table")
+    with st.expander("Log"):
+        st.code(jobs.log_tail(run_id, runs_root) or "(empty)")
+
+
+live()

@@ -1,0 +1,95 @@
+"""The dashboard through Streamlit's AppTest: real folders, real images."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, make_subset
+
+PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
+         "pages/runs.py"]
+
+
+def open_page(page: str, dataset: str, runs: str, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["dataset"] = dataset
+    at.session_state["runs_dir"] = runs
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page != "pages/home.py":
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_real_data(page, elpv_small, tmp_path):
+    at = open_page(page, str(elpv_small), str(tmp_path / "runs"))
+    assert not at.exception, at.exception
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_every_page_handles_a_bad_folder_with_a_message(page, kind, tmp_path):
+    folder = tmp_path / kind
+    if kind == "empty":
+        folder.mkdir()
+    at = open_page(page, str(folder), str(tmp_path / "runs"))
+    assert not at.exception, at.exception
+    if page in ("pages/home.py", "pages/dataset.py"):
+        shown = " ".join(m.value for m in [*at.error, *at.warning, *at.info])
+        assert str(folder) in shown or "No usable images" in shown
+
+
+def _counts_table(at: AppTest):
+    return next(df.value for df in at.dataframe if "total" in df.value.columns)
+
+
+def test_class_counts_equal_the_files_on_disk(elpv_small, tmp_path):
+    at = open_page("pages/dataset.py", str(elpv_small), str(tmp_path / "runs"))
+    table = _counts_table(at)
+    on_disk = {d.name: len(list(d.glob("*.png"))) for d in elpv_small.iterdir()}
+    assert table["total"].to_dict() == on_disk
+    assert at.metric[1].value == str(sum(on_disk.values()))
+
+
+def test_min_per_class_changes_the_dropped_classes(tmp_path):
+    root = make_subset(tmp_path / "ds", 12)
+    for f in sorted((root / "defect_067").glob("*.png"))[6:]:
+        f.unlink()  # defect_067 now has 6 images
+    at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"), min_per_class=5)
+    assert not any("Dropped classes" in w.value for w in at.warning)
+    at.number_input(key="min_per_class").set_value(8).run()
+    dropped = [w.value for w in at.warning if "Dropped classes" in w.value]
+    assert dropped and "defect_067" in dropped[0] and "defect_000" not in dropped[0]
+    assert "defect_067" not in _counts_table(at).index
+
+
+def test_a_duplicate_across_train_and_test_is_reported_as_leakage(tmp_path):
+    src = make_subset(tmp_path / "src", 10, classes=["defect_000", "defect_100"])
+    root = tmp_path / "ds"
+    for cls in ("defect_000", "defect_100"):
+        files = sorted((src / cls).glob("*.png"))
+        for name, chunk in (("train", files[:6]), ("val", files[6:8]), ("test", files[8:])):
+            (root / name / cls).mkdir(parents=True, exist_ok=True)
+            for f in chunk:
+                shutil.copy2(f, root / name / cls / f.name)
+    planted = sorted((root / "train" / "defect_100").glob("*.png"))[0]
+    shutil.copy2(planted, root / "test" / "defect_100" / "planted_copy.png")
+    at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"))
+    assert any("more than one split" in e.value for e in at.error)
+    leak = next(df.value for df in at.dataframe if "kind" in df.value.columns)
+    assert set(leak["path"]) == {f"train/defect_100/{planted.name}", "test/defect_100/planted_copy.png"}
+    assert set(leak["split"]) == {"train", "test"}
+
+
+def test_sample_browser_shows_thumbnails_not_full_images(elpv_small, tmp_path):
+    at = open_page("pages/dataset.py", str(elpv_small), str(tmp_path / "runs"), browse_class="defect_100")
+    assert not at.exception
+    thumbs = list((Path(__import__("os").environ["GRAFT_HOME"]) / "thumbs" / "160").rglob("*.jpg"))
+    assert len(thumbs) >= 24
+    assert all(t.stat().st_size < 20_000 for t in thumbs)

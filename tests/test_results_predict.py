@@ -1,0 +1,141 @@
+"""Results page, report, Grad-CAM, Predict page and export — on a real trained run."""
+from __future__ import annotations
+
+import html.parser
+import io
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from conftest import run_cli
+from core.evaluate import evaluate_run, load_run_model
+from core.explain import gradcam
+from core.images import load_rgb
+from core.models import Preprocessing
+from core.predict import Predictor, extract_zip
+from core.storage import read_json
+from test_dashboard import open_page
+
+
+def _state(trained_run):
+    runs, run_id, _ = trained_run
+    return dict(results_run=run_id, predict_run=run_id), runs, run_id
+
+
+def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
+    state, runs, run_id = _state(trained_run)
+    expected = evaluate_run(runs / run_id)
+    at = open_page("pages/results.py", str(elpv_small), str(runs), **state)
+    assert not at.exception, at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Accuracy"] == f"{expected['accuracy']:.1%}"
+    assert shown["Balanced accuracy"] == f"{expected['balanced_accuracy']:.1%}"
+    assert shown["Macro F1"] == f"{expected['macro_f1']:.3f}"
+    assert shown[f"Top-{expected['top_k']} accuracy"] == f"{expected['top_k_accuracy']:.1%}"
+    assert shown["Test images"] == str(expected["n"])
+    assert np.array(expected["confusion_matrix"]).sum() == expected["n"]
+    per_class = next(df.value for df in at.dataframe if "train_count" in df.value.columns)
+    manifest = pd.read_csv(runs / run_id / "manifest.csv")
+    counts = manifest[manifest["split"] == "train"]["label"].value_counts().to_dict()
+    assert dict(zip(per_class["class"], per_class["train_count"])) == counts
+    preds = pd.read_csv(runs / run_id / "predictions.csv")
+    wrong = set(preds.loc[~preds["correct"], "path"])
+    picker = at.selectbox(key="mistake_pick")
+    assert set(picker.options) == wrong
+    assert wrong  # a real run on ELPV makes mistakes to show
+
+
+def test_report_is_self_contained_html_with_the_headline(trained_run, tmp_path):
+    _, runs, run_id = _state(trained_run)
+    result = run_cli("report", run_id, str(tmp_path / "r.html"), "--runs", str(runs))
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (tmp_path / "r.html").read_text()
+    html.parser.HTMLParser().feed(text)  # parses
+    assert text.startswith("<!doctype html>") and text.rstrip().endswith("</html>")
+    acc = read_json(runs / run_id / "metrics.json")["accuracy"]
+    assert f"{acc:.1%}" in text
+    assert "<svg" in text and "data:image/jpeg;base64," in text
+    for needle in ('src="http', "src='http", '<script src', '<link rel="stylesheet" href="http'):
+        assert needle not in text
+
+
+def test_gradcam_on_a_real_lite0_run(trained_run, elpv_small):
+    _, runs, run_id = _state(trained_run)
+    model, card = load_run_model(runs / run_id)
+    image = load_rgb(sorted(elpv_small.rglob("*.png"))[0]).resize((320, 280))
+    heat, target, probs = gradcam(model, image, Preprocessing.from_dict(card["preprocessing"]))
+    assert heat.shape == (280, 320)
+    assert heat.min() >= 0 and heat.max() <= 1 and heat.std() > 0.01
+    assert 0 <= target < len(card["labels"]) and abs(probs.sum() - 1) < 1e-5
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_predict_page_shows_the_predictors_answer_and_refuses_bad_files(trained_run, elpv_small):
+    state, runs, run_id = _state(trained_run)
+    good = sorted(elpv_small.rglob("*.png"))[0]
+    china = Image.fromarray(load_sample_images().images[0])
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")
+    at = open_page("pages/predict.py", str(elpv_small), str(runs), **{**state, "threshold": 0.0})
+    at.file_uploader(key="upload_images").set_value([
+        ("cell.png", good.read_bytes(), "image/png"), ("china.png", _png(china), "image/png"),
+        ("empty.png", b"", "image/png"), ("notes.png", b"just text", "image/png"),
+        ("bomb.png", bomb.getvalue(), "image/png")]).run()
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "empty.png: zero bytes" in errors and "notes.png: not an image" in errors and "bomb.png: too large" in errors
+    predictor = Predictor.from_run(runs / run_id)
+    texts = " ".join(m.value for m in at.markdown)
+    for name, image in (("cell.png", load_rgb(good)), ("china.png", china)):
+        expected = predictor.predict([image])[0]
+        assert f"**{name}**: {expected['label']} ({expected['confidence']:.0%})" in texts
+    at.slider(key="threshold").set_value(1.0).run()
+    assert "uncertain — none of the known classes?" in " ".join(m.value for m in at.markdown)
+
+
+def test_zip_slip_writes_nothing_outside(tmp_path, elpv_small):
+    archive = io.BytesIO()
+    good = sorted(elpv_small.rglob("*.png"))[0].read_bytes()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/cell.png", good)
+        zf.writestr("../evil.png", good)
+        zf.writestr("/abs/evil2.png", good)
+        zf.writestr("readme.txt", "hello")
+    dest = tmp_path / "upload"
+    extracted, refused = extract_zip(io.BytesIO(archive.getvalue()), dest)
+    assert extracted == [dest.resolve() / "ok" / "cell.png"]
+    assert {name for name, _ in refused} == {"../evil.png", "/abs/evil2.png", "readme.txt"}
+    assert not (tmp_path / "evil.png").exists() and not list(tmp_path.glob("**/evil2.png"))
+
+
+def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elpv_small, tmp_path):
+    _, runs, run_id = _state(trained_run)
+    out = tmp_path / "export"
+    result = run_cli("export", run_id, str(out), "--runs", str(runs))
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    card = read_json(out / "model.json")
+    for fmt in ("torchscript", "onnx"):
+        assert card["parity"][fmt]["ok"] and card["parity"][fmt]["max_abs_diff"] <= 1e-4
+    assert card["labels"] and card["preprocessing"]["mean"] and card["version"]
+    files = [str(p) for p in sorted(elpv_small.rglob("*.png"))[:12]]
+    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    fresh = subprocess.run([sys.executable, "graft_predict.py", ".", *files], cwd=out, capture_output=True,
+                           text=True, env=clean_env)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    labels = [line.split("\t")[1] for line in fresh.stdout.strip().splitlines()]
+    expected = [r["label"] for r in Predictor.from_run(runs / run_id).predict(files)]
+    assert labels == expected
+    via_cli = run_cli("predict", str(out), *files, "--csv", str(tmp_path / "p.csv"))
+    assert via_cli.returncode == 0, via_cli.stderr[-2000:]
+    assert pd.read_csv(tmp_path / "p.csv")["predicted"].tolist() == expected

@@ -1,0 +1,91 @@
+"""Train and Runs pages: a real (tiny) training launched from the form, live curves from the
+run store, Stop, a killed process, one training at a time, and comparison of runs."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core import jobs
+from core.runs import RunStore
+from core.train import TrainConfig
+from test_dashboard import open_page
+
+
+def wait_for(predicate, timeout=240.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def start_button(at):
+    return next(b for b in at.button if b.label == "Start training")
+
+
+def test_form_starts_one_real_run_and_the_page_shows_its_metrics(elpv_small, tmp_path):
+    runs = tmp_path / "runs"
+    at = open_page("pages/train.py", str(elpv_small), str(runs), tr_epochs=3)
+    assert not at.exception, at.exception
+    start_button(at).click().run()
+    assert not at.exception, at.exception
+    store = RunStore(runs)
+    assert len(store.list()) == 1
+    run_id = store.list()["id"].iloc[0]
+    at.run()  # a rerun while it trains...
+    at.run()
+    assert len(store.list()) == 1  # ...starts nothing new
+    assert wait_for(lambda: store.get(run_id)["status"] not in ("queued", "running"))
+    assert store.get(run_id)["status"] == "completed", jobs.log_tail(run_id, runs)
+    at.run()
+    table = next(df.value for df in at.dataframe if "val_acc" in df.value.columns)
+    epochs = store.epochs(run_id)
+    assert table["epoch"].tolist() == epochs["epoch"].tolist() == [1, 2, 3]
+    assert table["val_acc"].tolist() == pytest.approx(epochs["val_acc"].tolist())
+    assert table["train_loss"].tolist() == pytest.approx(epochs["train_loss"].tolist())
+    assert any("Completed" in s.value for s in at.success)
+
+
+SLOW = dict(epochs=200, patience=1000, input_size=64, cache=False, batch_size=8, workers=0)
+
+
+def test_stop_button_ends_the_run_as_stopped(elpv_small, tmp_path):
+    runs = tmp_path / "runs"
+    run_id = jobs.start(TrainConfig(data=str(elpv_small), **SLOW), runs)
+    store = RunStore(runs)
+    assert wait_for(lambda: store.get(run_id)["epochs_done"] >= 1)
+    with pytest.raises(jobs.Busy):  # a second start while one runs is refused
+        jobs.start(TrainConfig(data=str(elpv_small), **SLOW), runs)
+    at = open_page("pages/train.py", str(elpv_small), str(runs))
+    at.button(key="stop_run").click().run()
+    assert wait_for(lambda: store.get(run_id)["status"] == "stopped")
+    assert (store.run_dir(run_id) / "best.pt").is_file()
+    assert jobs.active(runs) is None
+
+
+def test_a_killed_training_process_shows_as_failed(elpv_small, tmp_path):
+    runs = tmp_path / "runs"
+    run_id = jobs.start(TrainConfig(data=str(elpv_small), **SLOW), runs)
+    store = RunStore(runs)
+    assert wait_for(lambda: store.get(run_id)["status"] == "running")
+    jobs.kill(run_id, runs)
+    assert wait_for(lambda: store.get(run_id)["status"] == "failed", timeout=30)
+    at = open_page("pages/train.py", str(elpv_small), str(runs))
+    assert any("failed" in e.value for e in at.error)
+
+
+def test_runs_page_lists_and_compares(trained_run, elpv_small, tmp_path):
+    from core.train import fit
+
+    runs, run_id, _ = trained_run
+    second = fit(TrainConfig(data=str(elpv_small), epochs=2, head="mlp", name="mlp head"), runs, progress=False)
+    at = open_page("pages/runs.py", str(elpv_small), str(runs), compare_runs=[run_id, second])
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "status" in df.value.columns)
+    assert {run_id, second} <= set(table["id"])
+    differ = next(df.value for df in at.dataframe if "head" in df.value.index)
+    assert list(differ.loc["head"]) == ["linear", "mlp"] or list(differ.loc["head"]) == ["mlp", "linear"]
+    per_class = next(df.value for df in at.dataframe if df.value.index.name == "class")
+    assert per_class.shape == (4, 2)
