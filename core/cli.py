@@ -91,7 +91,9 @@ def cmd_train(args) -> int:
         return 2
     config = TrainConfig.from_dict(values)
     run_id = fit(config, args.runs, run_id=args.run_id)
-    return _report_run(args.runs, run_id)
+    from .distributed import is_main
+
+    return _report_run(args.runs, run_id) if is_main() else 0
 
 
 def _report_run(runs: str, run_id: str) -> int:

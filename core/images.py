@@ -66,6 +66,8 @@ def _open(source: ImageSource) -> Image.Image:
         if len(source) == 0:
             raise ImageError("zero bytes")
         return Image.open(io.BytesIO(source))
+    if hasattr(source, "getbuffer") and source.getbuffer().nbytes == 0:
+        raise ImageError("zero bytes")
     return Image.open(source)
 
 

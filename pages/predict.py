@@ -57,7 +57,7 @@ uploads = st.file_uploader("Drop images here", type=IMAGE_TYPES, accept_multiple
 for i, upload in enumerate(uploads or []):
     data = upload.getvalue()
     try:
-        loaded = open_image(io.BytesIO(data))
+        loaded = open_image(data)
     except ImageError as err:
         st.error(f"{upload.name}: {err.reason}" + (f" ({err.detail})" if err.detail else ""))
         continue
