@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import imagehash
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -71,35 +72,54 @@ def detect_layout(root: Path) -> str:
 
 
 def _walk(root: Path, layout: str):
-    """Yield (relative path, label, given split) for every file, and loose files as label None."""
+    """Yield (relative path, label, given split, bytes, mtime_ns) for every file; files outside a
+    class folder get label None. Symbolic-link folders are not followed (no loops)."""
     tops = [(root, "")] if layout == "folders" else [
         (root / d.name, d.name.lower()) for d in sorted(root.iterdir())
         if d.is_dir() and d.name.lower() in SPLITS]
+    base = len(str(root)) + 1
     for top, split in tops:
-        for entry in sorted(top.iterdir()):
+        for entry in sorted(os.scandir(top), key=lambda e: e.name):
             if entry.name.startswith("."):
                 continue
             if entry.is_file():
-                yield entry.relative_to(root).as_posix(), None, split
-                continue
-            if not entry.is_dir():
-                continue
-            for dirpath, dirnames, filenames in os.walk(entry, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if not name.startswith("."):
-                        rel = (Path(dirpath) / name).relative_to(root).as_posix()
-                        yield rel, entry.name, split
+                st = entry.stat()
+                yield entry.path[base:], None, split, st.st_size, st.st_mtime_ns
+            elif entry.is_dir(follow_symlinks=False):
+                yield from _walk_class(entry.path, entry.name, split, base)
 
 
-def _check_file(root: Path, rel: str, label: str | None, split: str, stat: os.stat_result) -> dict:
+def _walk_class(folder: str, label: str, split: str, base: int):
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.path)
+            elif entry.is_file():
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                yield entry.path[base:].replace(os.sep, "/"), label, split, st.st_size, st.st_mtime_ns
+        stack.extend(reversed(subdirs))
+
+
+def _check_file(root: Path, rel: str, label: str | None, split: str, size: int, mtime_ns: int) -> dict:
     """One file's index row, or a skip row (has 'reason')."""
-    base = {"path": rel, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    base = {"path": rel, "label": label, "given_split": split, "bytes": size, "mtime_ns": mtime_ns}
     if label is None:
         return {**base, "reason": "not in a class folder", "detail": "files must sit in ROOT/<class>/"}
     if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
         return {**base, "reason": "not an image", "detail": f"extension {Path(rel).suffix or '(none)'}"}
-    if stat.st_size == 0:
+    if size == 0:
         return {**base, "reason": "zero bytes", "detail": ""}
     try:
         data = (root / rel).read_bytes()
@@ -109,27 +129,28 @@ def _check_file(root: Path, rel: str, label: str | None, split: str, stat: os.st
     except OSError as err:
         return {**base, "reason": "unreadable", "detail": str(err)}
     width, height = loaded.original_size
-    return {**base, "label": label, "given_split": split, "sha1": hashlib.sha1(data).hexdigest(),
-            "dhash": str(imagehash.dhash(loaded.image)),
+    return {**base, "sha1": hashlib.sha1(data).hexdigest(),
+            "dhash": str(imagehash.dhash(loaded.image, hash_size=16)),
             "width": width, "height": height, "mode": loaded.original_mode,
             "conversions": "+".join(loaded.conversions)}
 
 
+ALL_COLUMNS = list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS))
+SCAN_VERSION = 2  # bump when a cached row would mean something else
+LISTING = ["path", "label", "given_split", "bytes", "mtime_ns"]
+
+
 def _cache_file(root: Path) -> Path:
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-    return cache_home() / "scans" / f"{key}.csv"
+    return cache_home() / "scans" / f"{key}-v{SCAN_VERSION}.parquet"
 
 
-def _load_cache(path: Path) -> dict[str, dict]:
+def _load_cache(path: Path) -> pd.DataFrame | None:
     try:
-        frame = pd.read_csv(path, dtype={"path": str, "label": str, "given_split": str, "sha1": str,
-                                         "dhash": str, "mode": str, "conversions": str, "reason": str,
-                                         "detail": str}, keep_default_na=False)
-        if list(frame.columns) != list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS)):
-            return {}  # written by another version: rescan
-        return {row["path"]: row for row in frame.to_dict("records")}
-    except (OSError, ValueError, pd.errors.ParserError):
-        return {}  # missing or corrupt cache: rescan
+        frame = pd.read_parquet(path)
+    except Exception:  # missing, torn or from another version: rescan
+        return None
+    return frame if list(frame.columns) == ALL_COLUMNS else None
 
 
 def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True) -> DatasetIndex:
@@ -138,47 +159,53 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     layout = detect_layout(root)
+    listing = pd.DataFrame(list(_walk(root, layout)), columns=LISTING)
     cache_path = _cache_file(root)
-    cached = _load_cache(cache_path) if use_cache else {}
-    rows, changed = [], False
-    for rel, label, split in tqdm(list(_walk(root, layout)), desc="scan", unit="file",
-                                  disable=not progress, leave=False):
-        try:
-            stat = (root / rel).stat()
-        except OSError as err:
-            rows.append({"path": rel, "reason": "unreadable", "detail": str(err), "bytes": 0, "mtime_ns": 0})
-            continue
-        old = cached.get(rel)
-        if old and old["bytes"] == stat.st_size and old["mtime_ns"] == stat.st_mtime_ns \
-                and (old.get("reason") or old.get("label") == label):
-            rows.append({k: v for k, v in old.items() if v != "" or k in ("conversions", "given_split")})
-            continue
-        rows.append(_check_file(root, rel, label, split, stat))
-        changed = True
-    frame = pd.DataFrame(rows, columns=list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS)))
-    if use_cache and (changed or len(cached) != len(rows)):
-        atomic_write(cache_path, lambda f: frame.to_csv(f, index=False), mode="w")
+    cached = _load_cache(cache_path) if use_cache else None
+    if cached is not None and len(cached):
+        old = listing[["path", "label", "bytes", "mtime_ns"]].merge(
+            cached, on="path", how="left", suffixes=("", "_c"))
+        reuse = ((old["bytes_c"] == old["bytes"]) & (old["mtime_ns_c"] == old["mtime_ns"])
+                 & (old["reason"].notna() | (old["label_c"] == old["label"]))).to_numpy()
+    else:
+        reuse = pd.Series(False, index=listing.index).to_numpy()
+    fresh = listing[~reuse]
+    checked = [_check_file(root, r.path, r.label, r.given_split, r.bytes, r.mtime_ns)
+               for r in tqdm(fresh.itertuples(), total=len(fresh), desc="scan", unit="file",
+                             disable=not progress, leave=False)]
+    kept = cached.set_index("path").loc[listing["path"][reuse]].reset_index() if reuse.any() else None
+    parts = [p for p in (kept, pd.DataFrame(checked, columns=ALL_COLUMNS)) if p is not None and len(p)]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ALL_COLUMNS)
+    frame = frame.reindex(columns=ALL_COLUMNS)
+    order = {p: i for i, p in enumerate(listing["path"])}
+    frame = frame.iloc[np.argsort([order[p] for p in frame["path"]], kind="stable")].reset_index(drop=True)
+    if use_cache and (len(checked) or cached is None or len(cached) != len(frame)):
+        atomic_write(cache_path, lambda f: frame.to_parquet(f, index=False))
     is_skip = frame["reason"].notna() & (frame["reason"].astype(str) != "")
     items = frame.loc[~is_skip, ITEM_COLUMNS].reset_index(drop=True)
-    items["given_split"] = items["given_split"].fillna("")
-    items["conversions"] = items["conversions"].fillna("")
+    for col in ("given_split", "conversions"):
+        items[col] = items[col].fillna("").astype(str)
     for col in ("bytes", "mtime_ns", "width", "height"):
         items[col] = items[col].astype("int64")
     skipped = frame.loc[is_skip, SKIP_COLUMNS].reset_index(drop=True)
+    skipped["detail"] = skipped["detail"].fillna("").astype(str)
     return DatasetIndex(root, layout, items, skipped)
 
 
 def signature(root: str | os.PathLike) -> tuple:
-    """Cheap change detector for a dataset folder: mtimes of the root and the folders two levels
-    down (adding, removing or renaming a file changes its folder's mtime)."""
+    """Cheap change detector for a dataset folder: the mtimes of the root and of the class folders
+    (adding, removing or renaming a file changes its folder's mtime). Files are not listed."""
     root = Path(root).expanduser()
     if not root.is_dir():
         return ()
     parts = [(str(root), root.stat().st_mtime_ns)]
-    for child in sorted(root.iterdir()):
-        if child.is_dir():
+    for child in sorted(os.scandir(root), key=lambda e: e.name):
+        if child.is_dir(follow_symlinks=False):
             parts.append((child.name, child.stat().st_mtime_ns))
-            parts += [(f"{child.name}/{g.name}", g.stat().st_mtime_ns) for g in sorted(child.iterdir()) if g.is_dir()]
+            if child.name.lower() in SPLITS:
+                parts += [(f"{child.name}/{g.name}", g.stat().st_mtime_ns)
+                          for g in sorted(os.scandir(child.path), key=lambda e: e.name)
+                          if g.is_dir(follow_symlinks=False)]
     return tuple(parts)
 
 
@@ -243,7 +270,10 @@ class ImageDataset:
         except ImageError as err:
             print(f"warning: skipping {err}", flush=True)
             return None
-        return (self.transform(image) if self.transform else image), self.labels[i]
+        return self.apply(i, image), self.labels[i]
+
+    def apply(self, i: int, image):
+        return self.transform(image) if self.transform else image
 
 
 def collate_skip_none(batch):

@@ -58,9 +58,9 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both") -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, example)
-        atomic_write(out_dir / "model.ts", lambda f: torch.jit.save(traced, f))
+            atomic_write(out_dir / "model.ts", lambda f: torch.jit.save(traced, f))
+            loaded = torch.jit.load(str(out_dir / "model.ts"))
         files["torchscript"] = "model.ts"
-        loaded = torch.jit.load(str(out_dir / "model.ts"))
         with torch.inference_mode():
             parity["torchscript"] = _compare(reference, torch.softmax(loaded(batch), 1).numpy())
     if fmt in ("onnx", "both"):

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import collate_skip_none
-from .images import ImageError, load_rgb
+from .data import ImageDataset, collate_skip_none
 from .models import Preprocessing, uses_channels_last
 from .storage import cache_home
 
@@ -62,26 +61,19 @@ def view_seed(seed: int, view: int, key: str) -> int:
     return int(hashlib.sha1(f"{seed}:{view}:{key}".encode()).hexdigest()[:8], 16)
 
 
-class _ViewDataset(torch.utils.data.Dataset):
-    """Images through one transform; an augmented view is seeded per image, so it is reproducible."""
+class _ViewDataset(ImageDataset):
+    """(transformed image, its index); an augmented view is seeded per image and view, so it is
+    reproducible whatever the batch order or worker."""
 
     def __init__(self, paths: list[Path], transform: Callable, keys: list[str] | None = None,
                  seed: int | None = None, view: int = 0):
-        self.paths, self.transform, self.keys = list(paths), transform, keys
-        self.seed, self.view = seed, view
+        super().__init__(paths, list(range(len(paths))), transform)
+        self.keys, self.seed, self.view = keys, seed, view
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            image = load_rgb(self.paths[i])
-        except ImageError as err:
-            print(f"warning: skipping {err}", flush=True)
-            return None
+    def apply(self, i: int, image):
         if self.seed is not None:
             torch.manual_seed(view_seed(self.seed, self.view, self.keys[i] if self.keys else str(i)))
-        return self.transform(image), i
+        return self.transform(image)
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool = False, workers: int | None = None,

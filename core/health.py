@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .data import DatasetIndex, Split
@@ -31,6 +32,15 @@ class Health:
                 "exact-duplicate groups": self.exact_duplicates["group"].nunique(),
                 "near-duplicate groups": self.near_duplicates["group"].nunique(),
                 "groups leaking across splits": self.leakage["group"].nunique()}
+
+
+def size_histogram(items: pd.DataFrame, bins: int = 30) -> pd.DataFrame:
+    """Counts of images by their shorter side: columns lo, hi, images."""
+    shorter = items[["width", "height"]].min(axis=1)
+    if shorter.empty:
+        return pd.DataFrame(columns=["lo", "hi", "images"])
+    counts, edges = np.histogram(shorter, bins=min(bins, max(1, shorter.nunique())))
+    return pd.DataFrame({"lo": edges[:-1].round(1), "hi": edges[1:].round(1), "images": counts})
 
 
 def _groups(items: pd.DataFrame, key: str) -> pd.DataFrame:

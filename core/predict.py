@@ -56,7 +56,11 @@ class Predictor:
             session = onnxruntime.InferenceSession(str(folder / files["onnx"]), providers=["CPUExecutionProvider"])
             model = lambda x: torch.from_numpy(session.run(None, {"image": x.cpu().numpy()})[0])  # noqa: E731
         else:
-            model = torch.jit.load(str(folder / files["torchscript"]), map_location="cpu").eval()
+            import warnings
+
+            with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what serving stacks load
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(str(folder / files["torchscript"]), map_location="cpu").eval()
         return cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
 
     def _tensor(self, images: list) -> torch.Tensor:

@@ -12,6 +12,7 @@ from core.transforms import AUG_LEVELS, preview
 from pages import common
 
 PER_PAGE = 24
+MAX_ROWS = 500  # rows of a health table sent to the browser
 
 st.title("Dataset")
 current = common.current_dataset()
@@ -93,16 +94,19 @@ if len(report.leakage):
              "photo in train and test makes the test accuracy a lie. Remove the copies.")
 left, right = st.columns([2, 3])
 left.dataframe(summary, hide_index=True, width="stretch")
-sizes = index.items.assign(shorter=index.items[["width", "height"]].min(axis=1))
+sizes = common.size_histogram(folder, signature)
 right.altair_chart(alt.Chart(sizes).mark_bar().encode(
-    x=alt.X("shorter:Q", bin=alt.Bin(maxbins=30), title="shorter side (px)"),
-    y=alt.Y("count():Q", title="images")).properties(title="Image size distribution"), width="stretch")
+    x=alt.X("lo:Q", bin="binned", title="shorter side (px)"), x2="hi:Q",
+    y=alt.Y("images:Q", title="images"), tooltip=["lo", "hi", "images"]).properties(
+    title="Image size distribution"), width="stretch")
 for title, table in (("Leakage across splits", report.leakage), ("Skipped files", report.skipped),
                      ("Exact duplicates", report.exact_duplicates), ("Near-duplicates (perceptual hash)", report.near_duplicates),
                      ("Tiny images", report.tiny), ("Converted on load", report.converted)):
     with st.expander(f"{title} ({len(table)})", expanded=title == "Leakage across splits" and len(table) > 0):
         if len(table):
-            st.dataframe(table, hide_index=True, width="stretch")
+            st.dataframe(table.head(MAX_ROWS), hide_index=True, width="stretch")
+            if len(table) > MAX_ROWS:
+                st.caption(f"First {MAX_ROWS} of {len(table)} rows.")
         else:
             st.write("None.")
 

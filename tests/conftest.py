@@ -49,6 +49,31 @@ def make_subset(dest: Path, per_class: int, classes=None) -> Path:
     return dest
 
 
+def make_split_layout(dest: Path, per_class: int, train: int, val: int,
+                      classes=("defect_000", "defect_100")) -> Path:
+    """ROOT/{train,val,test}/<class>/ from real ELPV images: `train`, `val`, then the rest as test."""
+    for cls in classes:
+        files = sorted((ELPV / cls).glob("*.png"))[:per_class]
+        for name, chunk in (("train", files[:train]), ("val", files[train:train + val]),
+                            ("test", files[train + val:])):
+            (dest / name / cls).mkdir(parents=True, exist_ok=True)
+            for f in chunk:
+                shutil.copy2(f, dest / name / cls / f.name)
+    return dest
+
+
+def wait_for(predicate, timeout: float = 240.0) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @pytest.fixture(scope="session")
 def elpv_small(tmp_path_factory) -> Path:
     """40 real images a class, 4 classes."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, make_subset
+from conftest import ROOT, make_split_layout, make_subset
 
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
          "pages/runs.py"]
@@ -70,14 +70,7 @@ def test_min_per_class_changes_the_dropped_classes(tmp_path):
 
 
 def test_a_duplicate_across_train_and_test_is_reported_as_leakage(tmp_path):
-    src = make_subset(tmp_path / "src", 10, classes=["defect_000", "defect_100"])
-    root = tmp_path / "ds"
-    for cls in ("defect_000", "defect_100"):
-        files = sorted((src / cls).glob("*.png"))
-        for name, chunk in (("train", files[:6]), ("val", files[6:8]), ("test", files[8:])):
-            (root / name / cls).mkdir(parents=True, exist_ok=True)
-            for f in chunk:
-                shutil.copy2(f, root / name / cls / f.name)
+    root = make_split_layout(tmp_path / "ds", 10, 6, 2)
     planted = sorted((root / "train" / "defect_100").glob("*.png"))[0]
     shutil.copy2(planted, root / "test" / "defect_100" / "planted_copy.png")
     at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"))

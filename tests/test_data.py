@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from conftest import ELPV, make_subset
+from conftest import ELPV, make_split_layout, make_subset
 from core import data
 
 
@@ -62,14 +62,7 @@ def test_min_per_class_drops_and_reports(tmp_path):
 
 
 def test_given_split_layout_is_used(tmp_path):
-    src = make_subset(tmp_path / "src", 12, classes=["defect_000", "defect_100"])
-    root = tmp_path / "ds"
-    for cls in ("defect_000", "defect_100"):
-        files = sorted((src / cls).glob("*.png"))
-        for split_name, chunk in (("train", files[:8]), ("val", files[8:10]), ("test", files[10:])):
-            (root / split_name / cls).mkdir(parents=True, exist_ok=True)
-            for f in chunk:
-                shutil.copy2(f, root / split_name / cls / f.name)
+    root = make_split_layout(tmp_path / "ds", 12, 8, 2)
     index = data.scan(root)
     assert index.layout == "splits"
     result = data.split(index)

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, wait_for
 from core import data
 from core.evaluate import evaluate_run
 from core.predict import Predictor
@@ -97,14 +96,6 @@ def test_class_weights_follow_the_imbalance():
     assert float(balanced[2] / balanced[0]) == pytest.approx(16.0)
 
 
-def _wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
 
 def test_stop_request_ends_the_run_as_stopped_and_keeps_the_best(elpv_small, tmp_path):
     store = RunStore(tmp_path / "runs")
@@ -112,7 +103,7 @@ def test_stop_request_ends_the_run_as_stopped_and_keeps_the_best(elpv_small, tmp
     run_id = store.create(vars(config))
     thread = threading.Thread(target=fit, args=(config, store.root, run_id), kwargs={"progress": False})
     thread.start()
-    assert _wait_for(lambda: store.get(run_id)["epochs_done"] >= 1)
+    assert wait_for(lambda: store.get(run_id)["epochs_done"] >= 1)
     store.request_stop(run_id)
     thread.join(timeout=120)
     run = store.get(run_id)
@@ -133,7 +124,7 @@ def test_killed_run_is_failed_then_resumes_from_its_last_epoch(elpv_small, tmp_p
                              "--run-id", run_id, "--runs", str(runs)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert _wait_for(lambda: store.get(run_id)["epochs_done"] >= 2)
+    assert wait_for(lambda: store.get(run_id)["epochs_done"] >= 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = store.get(run_id)

@@ -2,23 +2,15 @@
 run store, Stop, a killed process, one training at a time, and comparison of runs."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from core import jobs
 from core.runs import RunStore
 from core.train import TrainConfig
+from conftest import wait_for
 from test_dashboard import open_page
 
-
-def wait_for(predicate, timeout=240.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def start_button(at):
