@@ -74,6 +74,17 @@ def wait_for(predicate, timeout: float = 240.0) -> bool:
     return False
 
 
+def chart_data(at) -> list:
+    """The data frames behind the altair charts an AppTest page drew (what the browser plots)."""
+    import pyarrow as pa
+
+    frames = []
+    for chart in at.get("vega_lite_chart"):
+        for dataset in chart.proto.datasets:
+            frames.append(pa.ipc.open_stream(dataset.data.data).read_pandas())
+    return frames
+
+
 @pytest.fixture(scope="session")
 def elpv_small(tmp_path_factory) -> Path:
     """40 real images a class, 4 classes."""

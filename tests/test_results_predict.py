@@ -87,14 +87,16 @@ def test_predict_page_shows_the_predictors_answer_and_refuses_bad_files(trained_
     china = Image.fromarray(load_sample_images().images[0])
     bomb = io.BytesIO()
     Image.new("1", (20000, 20000)).save(bomb, format="PNG")
+    truncated = good.read_bytes()[:2000]
     at = open_page("pages/predict.py", str(elpv_small), str(runs), **{**state, "threshold": 0.0})
     at.file_uploader(key="upload_images").set_value([
         ("cell.png", good.read_bytes(), "image/png"), ("china.png", _png(china), "image/png"),
         ("empty.png", b"", "image/png"), ("notes.png", b"just text", "image/png"),
-        ("bomb.png", bomb.getvalue(), "image/png")]).run()
+        ("bomb.png", bomb.getvalue(), "image/png"), ("cut.png", truncated, "image/png")]).run()
     assert not at.exception, at.exception
     errors = " ".join(e.value for e in at.error)
     assert "empty.png: zero bytes" in errors and "notes.png: not an image" in errors and "bomb.png: too large" in errors
+    assert "cut.png: truncated" in errors
     predictor = Predictor.from_run(runs / run_id)
     texts = " ".join(m.value for m in at.markdown)
     for name, image in (("cell.png", load_rgb(good)), ("china.png", china)):
@@ -102,6 +104,31 @@ def test_predict_page_shows_the_predictors_answer_and_refuses_bad_files(trained_
         assert f"**{name}**: {expected['label']} ({expected['confidence']:.0%})" in texts
     at.slider(key="threshold").set_value(1.0).run()
     assert "uncertain — none of the known classes?" in " ".join(m.value for m in at.markdown)
+
+
+def test_batch_zip_through_the_page_refuses_zip_slip_and_predicts_the_rest(trained_run, elpv_small, tmp_path,
+                                                                         monkeypatch):
+    state, runs, run_id = _state(trained_run)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # pick up the new TMPDIR
+    goods = sorted(elpv_small.rglob("*.png"))[:3]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in goods:
+            zf.writestr(f"cells/{f.name}", f.read_bytes())
+        zf.writestr("../../escaped.png", goods[0].read_bytes())
+    at = open_page("pages/predict.py", str(elpv_small), str(runs), **state)
+    at.file_uploader(key="upload_zip").set_value(("batch.zip", archive.getvalue(), "application/zip")).run()
+    assert not at.exception, at.exception
+    assert any("../../escaped.png" in w.value and "zip-slip" in w.value for w in at.warning)
+    table = next(df.value for df in at.dataframe if "verdict" in df.value.columns)
+    expected = Predictor.from_run(runs / run_id).predict(goods)
+    assert table["file"].tolist() == [f.name for f in goods]
+    assert table["predicted"].tolist() == [r["label"] for r in expected]
+    assert not list(tmp_path.rglob("escaped.png"))
 
 
 def test_zip_slip_writes_nothing_outside(tmp_path, elpv_small):

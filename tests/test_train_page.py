@@ -8,7 +8,9 @@ import pytest
 from core import jobs
 from core.runs import RunStore
 from core.train import TrainConfig
-from conftest import wait_for
+import pandas as pd
+
+from conftest import chart_data, wait_for
 from test_dashboard import open_page
 
 
@@ -32,8 +34,16 @@ def test_form_starts_one_real_run_and_the_page_shows_its_metrics(elpv_small, tmp
     assert wait_for(lambda: store.get(run_id)["status"] not in ("queued", "running"))
     assert store.get(run_id)["status"] == "completed", jobs.log_tail(run_id, runs)
     at.run()
-    table = next(df.value for df in at.dataframe if "val_acc" in df.value.columns)
     epochs = store.epochs(run_id)
+    plotted = pd.concat([f for f in chart_data(at) if {"metric", "split", "epoch"} <= set(f.columns)])
+    for metric, col in (("loss", "loss"), ("accuracy", "acc")):
+        for split in ("train", "val"):
+            points = plotted[(plotted["metric"] == metric) & (plotted["split"] == split)].sort_values("epoch")
+            assert points["epoch"].tolist() == [1, 2, 3]
+            assert points["value"].tolist() == pytest.approx(epochs[f"{split}_{col}"].tolist())
+    batch_points = next(f for f in chart_data(at) if "smoothed" in f.columns)
+    assert batch_points["loss"].tolist() == pytest.approx(store.batches(run_id)["loss"].tolist())
+    table = next(df.value for df in at.dataframe if "val_acc" in df.value.columns)
     assert table["epoch"].tolist() == epochs["epoch"].tolist() == [1, 2, 3]
     assert table["val_acc"].tolist() == pytest.approx(epochs["val_acc"].tolist())
     assert table["train_loss"].tolist() == pytest.approx(epochs["train_loss"].tolist())
