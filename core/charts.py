@@ -62,7 +62,7 @@ def confusion(metrics: dict, normalised: bool = False, classes: list[str] | None
             rows.append({"true": true, "predicted": pred, "count": count, "percent": count / total})
     frame = pd.DataFrame(rows)
     value = "percent" if normalised else "count"
-    size = max(220, min(26 * len(keep), 900))
+    cell = max(14, min(56, 640 // max(len(keep), 1)))  # pixels per class, so 4 or 60 classes both read
     base = alt.Chart(frame).encode(
         x=alt.X("predicted:N", sort=keep, title="predicted"), y=alt.Y("true:N", sort=keep, title="true"))
     heat = base.mark_rect().encode(
@@ -73,7 +73,7 @@ def confusion(metrics: dict, normalised: bool = False, classes: list[str] | None
         color=alt.condition(f"datum.{value} > {frame[value].max() / 2 if len(frame) else 0}",
                             alt.value("white"), alt.value("black")))
     layers = heat + text if len(keep) <= 30 else heat
-    return layers.properties(width=size, height=size, title="Confusion matrix")
+    return layers.properties(width=alt.Step(cell), height=alt.Step(cell), title="Confusion matrix")
 
 
 def per_class(metrics: dict) -> alt.Chart:
@@ -85,7 +85,7 @@ def per_class(metrics: dict) -> alt.Chart:
         tooltip=["class", alt.Tooltip("accuracy:Q", format=".3f"), alt.Tooltip("precision:Q", format=".3f"),
                  alt.Tooltip("f1:Q", format=".3f"), "support", "train_count"])
     text = bars.mark_text(align="left", dx=3).encode(text=alt.Text("train_count:Q", format="d"))
-    return (bars + text).properties(title="Per-class accuracy (label: training images)", width=420)
+    return (bars + text).properties(title="Per-class accuracy (label: training images)", height=alt.Step(26))
 
 
 def reliability(calibration: dict) -> alt.Chart:
@@ -105,4 +105,4 @@ def top_k_bars(top: list[tuple[str, float]]) -> alt.Chart:
     frame = pd.DataFrame(top, columns=["class", "probability"])
     return alt.Chart(frame).mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("class:N", sort="-x", title=None),
-        tooltip=["class", alt.Tooltip("probability:Q", format=".3f")]).properties(width=300, height=30 * len(frame))
+        tooltip=["class", alt.Tooltip("probability:Q", format=".3f")]).properties(height=alt.Step(24))

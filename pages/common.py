@@ -1,12 +1,48 @@
 """What every page shares: session state, the sidebar, and cached calls into core."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
 
 from core import data, health, samples, settings
 from core.runs import RunStore
+
+
+PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/dataset.py", "Dataset", ":material/folder_open:"),
+         ("pages/train.py", "Train", ":material/model_training:"), ("pages/results.py", "Results", ":material/analytics:"),
+         ("pages/predict.py", "Predict", ":material/image_search:"), ("pages/runs.py", "Runs", ":material/list:")]
+
+
+def navigation():
+    """The app's pages, in order (st.navigation; the caller runs the returned page)."""
+    return st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
+                          for i, (path, title, icon) in enumerate(PAGES)])
+
+
+def shell() -> None:
+    """The frame around every page: page config, session state, sidebar."""
+    st.set_page_config(page_title="Graft", page_icon=":material/photo_library:", layout="wide")
+    init_state(os.environ.get("GRAFT_SAMPLE"))
+    sidebar()
+
+
+def ensure_navigation() -> None:
+    """Send a page that Streamlit ran without app.py back through app.py.
+
+    Streamlit treats a `pages/` folder beside the entrypoint as an old-style multipage app until
+    a run of app.py has called `st.navigation`: the first request for /predict on a freshly
+    started server runs pages/predict.py alone (no sidebar, every file listed as a page, and
+    widget state that the next rerun loses). Each page calls this first; in that case it turns
+    the old behaviour off for the server and reruns, now through app.py. Through app.py it
+    does nothing.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def init_state(sample_env: str | None = None) -> None:

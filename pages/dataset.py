@@ -11,6 +11,8 @@ from core.images import ImageError, load_rgb
 from core.transforms import AUG_LEVELS, preview
 from pages import common
 
+common.ensure_navigation()
+
 PER_PAGE = 24
 MAX_ROWS = 500  # rows of a health table sent to the browser
 

@@ -2,6 +2,8 @@ import streamlit as st
 
 from pages import common
 
+common.ensure_navigation()
+
 st.title("Graft")
 st.markdown("Fine-tune an ImageNet-pretrained model on **your** folder of photos — one sub-folder per "
             "class — on an ordinary CPU, offline.  \nSee the data, train with live curves, read the "

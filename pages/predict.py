@@ -14,6 +14,8 @@ from core.images import IMAGE_EXTENSIONS, ImageError, open_image
 from core.predict import Predictor, expand_inputs, extract_zip
 from pages import common
 
+common.ensure_navigation()
+
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 
 st.title("Predict")

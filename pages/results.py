@@ -12,6 +12,8 @@ from core.images import ImageError, load_rgb
 from core.storage import read_json
 from pages import common
 
+common.ensure_navigation()
+
 st.title("Results")
 store = common.store()
 runs = store.list()

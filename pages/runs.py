@@ -9,6 +9,8 @@ from core import charts
 from core.storage import read_json
 from pages import common
 
+common.ensure_navigation()
+
 st.title("Runs")
 store = common.store()
 runs = store.list()

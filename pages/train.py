@@ -9,6 +9,8 @@ from core.train import CLASS_WEIGHTS, TrainConfig
 from core.transforms import AUG_LEVELS
 from pages import common
 
+common.ensure_navigation()
+
 st.title("Train")
 current = common.current_dataset()
 if not current:
@@ -56,7 +58,8 @@ with st.form("train_form"):
     seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
     name = st.text_input("Run name", "", key="tr_name", placeholder="optional")
     first, later = epoch_estimate(backbone, freeze, n_train, n_val)
-    st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs ~{later:.0f} s "
+    st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs "
+               f"{'under a second' if later < 1 else f'~{later:.0f} s'} "
                + ("(features are computed once, then cached)." if freeze == "head" else "."))
     submitted = st.form_submit_button("Start training", type="primary", disabled=running is not None)
 
@@ -126,7 +129,7 @@ def live() -> None:
         st.altair_chart(charts.curves(epochs_df), key="live_curves")
         batches = store.batches(run_id)
         if len(batches) > 1:
-            st.altair_chart(charts.batch_loss(batches), key="live_batches")
+            st.altair_chart(charts.batch_loss(batches), key="live_batches", height=240)
         st.dataframe(epochs_df.drop(columns=["run_id", "time"]), hide_index=True, key="live_table")
     with st.expander("Log"):
         st.code(jobs.log_tail(run_id, runs_root) or "(empty)")

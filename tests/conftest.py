@@ -36,6 +36,25 @@ def isolated_cache(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def served_app_state(monkeypatch):
+    """AppTest as in a running server after its first request.
+
+    AppTest resets Streamlit's old-style `pages/` auto-discovery flag before every run, as if
+    each run were the first request of a new server; pages/common.ensure_navigation would then
+    rerun every time (losing button clicks). A real server clears the flag once, for good.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    class Served(PagesManager):
+        def __init__(self, *args, **kwargs):
+            PagesManager.uses_pages_directory = False
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(app_test, "PagesManager", Served)
+
+
 def make_subset(dest: Path, per_class: int, classes=None) -> Path:
     """Copy `per_class` real ELPV images of each class (spread over the class) into `dest`."""
     for class_dir in sorted(ELPV.iterdir()):
