@@ -29,7 +29,11 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "best.pt") -> tuple[Gr
     ckpt = run_dir / checkpoint
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: no checkpoint yet (the run has not finished an epoch)")
-    model.load_state_dict(load_torch(ckpt))
+    try:
+        model.load_state_dict(load_torch(ckpt))
+    except Exception as err:  # not a state_dict, torn, or for another architecture
+        raise ValueError(f"{ckpt}: not a usable checkpoint for {card['backbone']} "
+                         f"({type(err).__name__}: {str(err)[:200]})") from None
     return model.eval(), card
 
 

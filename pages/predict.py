@@ -38,7 +38,11 @@ def predictor(run_dir: str, stamp: float) -> Predictor:
     return Predictor.from_run(run_dir)
 
 
-model = predictor(str(run_dir), (run_dir / "best.pt").stat().st_mtime)
+try:
+    model = predictor(str(run_dir), (run_dir / "best.pt").stat().st_mtime)
+except (OSError, ValueError, KeyError) as err:
+    st.error(f"This run's model cannot be loaded: {err}")
+    st.stop()
 default_threshold = float(model.threshold or 0.5)
 c1, c2 = st.columns([3, 1])
 threshold = c1.slider("Below this top probability, say 'uncertain'", 0.0, 1.0,

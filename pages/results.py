@@ -39,7 +39,11 @@ def stamp(path: Path) -> float:
     return path.stat().st_mtime if path.is_file() else 0.0
 
 
-metrics = metrics_for(str(run_dir), stamp(run_dir / "metrics.json"))
+try:
+    metrics = metrics_for(str(run_dir), stamp(run_dir / "metrics.json"))
+except (OSError, ValueError, KeyError) as err:
+    st.error(f"This run cannot be evaluated: {err}")
+    st.stop()
 card = read_json(run_dir / "model.json")
 root = Path(card["config"]["data"])
 predictions = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False)
@@ -142,7 +146,7 @@ if len(mistakes):
             c.image(overlay(image, heat), caption=f"Grad-CAM for '{labels_all[target]}'", width="stretch")
         except NotSupported as err:
             c.info(str(err))
-    except ImageError as err:
+    except (ImageError, ValueError) as err:
         st.warning(str(err))
 
 st.header("Predictions for a category")

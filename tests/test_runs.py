@@ -54,3 +54,21 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
         atomic_write(target, broken, mode="w")
     assert read_json(target) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
+
+
+def test_a_checkpoint_that_is_not_a_state_dict_gives_a_clear_error(trained_run, tmp_path):
+    import shutil
+
+    from core.evaluate import load_run_model
+
+    runs, run_id, _ = trained_run
+    copy = tmp_path / run_id
+    shutil.copytree(runs / run_id, copy)
+    (copy / "best.pt").write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(ValueError, match="not a usable checkpoint"):
+        load_run_model(copy)
+    import torch
+
+    torch.save({"head.1.weight": torch.zeros(3, 3)}, copy / "best.pt")  # a state_dict, of the wrong model
+    with pytest.raises(ValueError, match="best.pt"):
+        load_run_model(copy)
