@@ -13,7 +13,8 @@ SAMPLE := $(GRAFT_HOME)/samples/elpv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The venv path carries the requirements hash, so an existing venv is always the right one.
+$(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt

@@ -41,9 +41,7 @@ def cmd_scan(args) -> int:
 
 
 def _train_parser(sub) -> None:
-    from .models import FREEZE_MODES, HEADS
-    from .train import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
-    from .transforms import AUG_LEVELS
+    from .choices import AUG_LEVELS, CLASS_WEIGHTS, FREEZE_MODES, HEADS, OPTIMIZERS, SCHEDULES
 
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on a folder of images")
     p.add_argument("data", nargs="?", help="ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*")

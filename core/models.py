@@ -22,11 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .choices import DEFAULT_BACKBONE, FREEZE_MODES, HEADS  # noqa: F401  (re-exported)
 from .storage import load_torch
-
-FREEZE_MODES = ("head", "partial", "full")
-HEADS = ("linear", "mlp")
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 class WeightsNotFound(RuntimeError):

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__, data, distributed, models
+from .choices import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
 from .features import FeatureCache, configure_threads, default_workers, make_loader, pick_device
 from .runs import RunStore
 from .storage import load_torch, read_json, save_torch, write_json
@@ -32,8 +33,6 @@ from .decoded import DecodedDataset, tensor_transforms
 from .estimate import epoch_seconds
 from .transforms import eval_transform, train_transform
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "onecycle", "none")
 
 
 @dataclass
@@ -139,9 +138,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-CLASS_WEIGHTS = ("auto", "sqrt", "balanced", "off")
 
 
 def class_weights(counts: list[int], mode: str) -> torch.Tensor | None:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from .choices import AUG_LEVELS
 from .models import Preprocessing
-
-AUG_LEVELS = ("none", "light", "standard", "strong")
 
 
 def _interp(prep: Preprocessing) -> InterpolationMode:
