@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,7 +13,10 @@ from core.storage import load_torch
 
 def test_torchrun_two_processes_train_one_run(elpv_small, tmp_path):
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29581",
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            "-m", "core", "train", str(elpv_small), "--freeze", "partial", "--input-size", "64",
            "--epochs", "2", "--batch-size", "8", "--workers", "0", "--runs", str(runs)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
