@@ -88,9 +88,18 @@ def cmd_train(args) -> int:
         print("error: give a DATA folder (or a --config with 'data')", file=sys.stderr)
         return 2
     config = TrainConfig.from_dict(values)
-    run_id = fit(config, args.runs, run_id=args.run_id)
     from .distributed import is_main
+    from .jobs import Busy, hold
 
+    if args.run_id or not is_main():  # a run that `jobs.start` created, or a torchrun worker
+        run_id = fit(config, args.runs, run_id=args.run_id)
+    else:
+        try:
+            with hold(config, args.runs) as run_id:
+                fit(config, args.runs, run_id=run_id)
+        except Busy as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 3
     return _report_run(args.runs, run_id) if is_main() else 0
 
 

@@ -12,8 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 from .runs import RunStore, pid_alive
 from .storage import read_json, write_json
@@ -44,21 +46,44 @@ def active(runs_root: str | os.PathLike) -> str | None:
     return held.get("run_id") if pid_alive(held.get("pid")) else None
 
 
-def start(config: TrainConfig, runs_root: str | os.PathLike = "runs") -> str:
-    """Create a queued run and launch its training process; returns the run id."""
-    store = RunStore(runs_root)
+@contextmanager
+def _claim(store: RunStore):
+    """Refuse when a run is training here; otherwise hold an atomic claim while one starts (so two
+    viewers clicking Start at once start one run)."""
     running = active(store.root)
     if running:
         raise Busy(f"run {running} is still training in {store.root}; stop it or wait for it to finish "
                    f"(one training at a time per machine)")
-    lock = store.root / LOCK
     claim = store.root / f".{LOCK}.claim"
-    try:  # atomic claim so two viewers clicking Start at once start one run
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.close(fd)
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         raise Busy("another training run is being started right now") from None
     try:
+        yield
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+@contextmanager
+def hold(config: TrainConfig, runs_root: str | os.PathLike = "runs") -> Iterator[str]:
+    """For a training run in this very process (the CLI): the same one-at-a-time rule as `start`.
+    Yields the new run's id; the lock is released when the block ends."""
+    store = RunStore(runs_root)
+    with _claim(store):
+        run_id = store.create(asdict(config), config.name)
+        write_json(store.root / LOCK, {"run_id": run_id, "pid": os.getpid()})
+    try:
+        yield run_id
+    finally:
+        (store.root / LOCK).unlink(missing_ok=True)
+
+
+def start(config: TrainConfig, runs_root: str | os.PathLike = "runs") -> str:
+    """Create a queued run and launch its training process; returns the run id."""
+    store = RunStore(runs_root)
+    lock = store.root / LOCK
+    with _claim(store):
         run_id = store.create(asdict(config), config.name)
         run_dir = store.run_dir(run_id)
         write_json(run_dir / "request.json", asdict(config))
@@ -74,9 +99,7 @@ def start(config: TrainConfig, runs_root: str | os.PathLike = "runs") -> str:
         _children.append(child)
         store.update(run_id, pid=child.pid, host=socket.gethostname())
         write_json(lock, {"run_id": run_id, "pid": child.pid})
-        return run_id
-    finally:
-        claim.unlink(missing_ok=True)
+    return run_id
 
 
 def stop(run_id: str, runs_root: str | os.PathLike = "runs") -> None:

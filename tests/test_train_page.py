@@ -10,7 +10,7 @@ from core.runs import RunStore
 from core.train import TrainConfig
 import pandas as pd
 
-from conftest import chart_data, wait_for
+from conftest import chart_data, run_cli, wait_for
 from test_dashboard import open_page
 
 
@@ -60,6 +60,9 @@ def test_stop_button_ends_the_run_as_stopped(elpv_small, tmp_path):
     assert wait_for(lambda: store.get(run_id)["epochs_done"] >= 1)
     with pytest.raises(jobs.Busy):  # a second start while one runs is refused
         jobs.start(TrainConfig(data=str(elpv_small), **SLOW), runs)
+    from_cli = run_cli("train", str(elpv_small), "--runs", str(runs), "--epochs", "1")
+    assert from_cli.returncode == 3 and run_id in from_cli.stderr  # the command line too
+    assert len(store.list()) == 1
     at = open_page("pages/train.py", str(elpv_small), str(runs))
     at.button(key="stop_run").click().run()
     assert wait_for(lambda: store.get(run_id)["status"] == "stopped")
