@@ -104,12 +104,13 @@ def cmd_train(args) -> int:
 
 
 def _report_run(runs: str, run_id: str) -> int:
+    """The status, then the machine-readable last line: `run_id=ID test_acc=0.8123`."""
     from .runs import RunStore
 
     run = RunStore(runs).get(run_id)
     acc = run["test_acc"]
-    print(f"run_id={run_id} status={run['status']} test_acc={acc:.4f}" if acc is not None
-          else f"run_id={run_id} status={run['status']} test_acc=nan")
+    print(f"status: {run['status']}" + (f" ({run['error'].splitlines()[0]})" if run.get("error") else ""))
+    print(f"run_id={run_id} test_acc={acc:.4f}" if acc is not None else f"run_id={run_id} test_acc=nan")
     return 0 if run["status"] in ("completed", "stopped") else 1
 
 
