@@ -17,7 +17,6 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -344,5 +343,3 @@ def uses_channels_last(model: nn.Module) -> bool:
     """CNN backbones run faster in channels_last for inference on CPU (PERF.md: 1.8×)."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
-
-Builder = Callable[..., nn.Module]

@@ -398,6 +398,9 @@ def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Sto
                if config.uses_cache and distributed.world_size() == 1
                else _image_batches(model, split, root, config, prep))
     module = batches.module
+    if batches.info:
+        log(f"feature cache {batches.info['cache_key']}: {batches.info['computed']} image views computed, "
+            f"the rest from the cache ({batches.info['cache_seconds']:.1f} s)")
     if module is model and main:
         estimate = epoch_seconds(config.backbone, config.freeze, len(batches.train.dataset),
                                  len(batches.val.dataset), False, config.input_size)[0]

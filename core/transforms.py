@@ -42,11 +42,6 @@ def train_transform(prep: Preprocessing, level: str = "light") -> v2.Compose:
     return v2.Compose([*steps, *_to_tensor(prep)])
 
 
-def tta_transforms(prep: Preprocessing, views: int) -> list[v2.Compose]:
-    """The plain eval view first, then `views - 1` light augmentations (flip + mild crop)."""
-    return [eval_transform(prep)] + [train_transform(prep, "light") for _ in range(max(0, views - 1))]
-
-
 def preview(image, prep: Preprocessing, level: str, n: int = 16, seed: int = 0) -> list:
     """`n` augmented training views of one PIL image, as PIL images (the boat tutorial's figure)."""
     torch.manual_seed(seed)

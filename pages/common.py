@@ -123,7 +123,3 @@ def current_dataset() -> tuple[str, tuple] | None:
 
 def store() -> RunStore:
     return RunStore(st.session_state.get("runs_dir") or "runs")
-
-
-def coming_next(what: str) -> None:
-    st.info(f"{what} is coming next. Meanwhile: `python -m core --help`.")
