@@ -473,15 +473,15 @@ def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Sto
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
-            if main:
+            if main:  # metrics before last.pt: a kill in between replays the epoch on resume, losing nothing
                 if improved:
                     save_torch(run_dir / "best.pt", model.state_dict())
-                save_torch(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                 "scheduler": scheduler.state_dict(), **state})
                 store.log_epoch(run_id, epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                                 val_acc=val_acc, lr=lr, seconds=seconds)
                 store.update(run_id, best_epoch=state["best_epoch"], best_val_loss=state["best_val_loss"],
                              best_val_acc=state["best_val_acc"])
+                save_torch(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                 "scheduler": scheduler.state_dict(), **state})
                 _flush()
                 bar.write(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                           f"val loss {val_loss:.4f} acc {val_acc:.3f} | {seconds:.1f} s"

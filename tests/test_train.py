@@ -130,7 +130,7 @@ def test_killed_run_is_failed_then_resumes_from_its_last_epoch(elpv_small, tmp_p
     killed = store.get(run_id)
     assert killed["status"] == "failed" and "ended without finishing" in killed["error"]
     done_before = load_torch(runs / run_id / "last.pt")["epoch"]
-    assert 2 <= done_before < 12
+    assert 1 <= done_before < 12  # last.pt is written just after the epoch is logged
     before = store.epochs(run_id).set_index("epoch").loc[:done_before, "train_loss"]
     result = run_cli("resume", run_id, "--runs", str(runs))
     assert result.returncode == 0, result.stderr[-2000:]
