@@ -46,15 +46,16 @@ def ensure_navigation() -> None:
 
 
 def init_state(sample_env: str | None = None) -> None:
-    """Session state from the settings file (first run of a session only)."""
-    if st.session_state.get("_initialised"):
-        return
+    """Session state from the settings file, for whatever this session does not hold yet.
+
+    Runs every time: Streamlit forgets a widget's key (min_per_class) on a page that does not
+    draw that widget, and the settings file remembers it.
+    """
     saved = settings.load()
     st.session_state.setdefault("dataset", saved["dataset"] or (sample_env or ""))
     st.session_state.setdefault("runs_dir", saved["runs"])
     st.session_state.setdefault("min_per_class", int(saved["min_per_class"]))
     st.session_state.setdefault("recent", saved["recent"])
-    st.session_state["_initialised"] = True
 
 
 def _use_folder(folder: str) -> None:

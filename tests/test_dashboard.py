@@ -86,3 +86,14 @@ def test_sample_browser_shows_thumbnails_not_full_images(elpv_small, tmp_path):
     thumbs = list((Path(__import__("os").environ["GRAFT_HOME"]) / "thumbs" / "160").rglob("*.jpg"))
     assert len(thumbs) >= 24
     assert all(t.stat().st_size < 20_000 for t in thumbs)
+
+
+def test_the_min_per_class_chosen_on_the_dataset_page_reaches_the_train_page(tmp_path):
+    root = make_subset(tmp_path / "ds", 12)
+    for f in sorted((root / "defect_067").glob("*.png"))[6:]:
+        f.unlink()
+    at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"))
+    at.number_input(key="min_per_class").set_value(8).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    assert any("3 classes" in c.value and "min 8 per class" in c.value for c in at.caption)
