@@ -75,6 +75,7 @@ if submitted:
     else:
         try:
             st.session_state["watch_run"] = jobs.start(config, runs_root)
+            st.rerun()  # redraw the form as busy
         except jobs.Busy as err:
             st.error(str(err))
 
