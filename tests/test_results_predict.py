@@ -10,10 +10,11 @@ import zipfile
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from conftest import run_cli
+from conftest import chart_data, run_cli
 from core.evaluate import evaluate_run, load_run_model
 from core.explain import gradcam
 from core.images import load_rgb
@@ -41,6 +42,8 @@ def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
     assert shown["Test images"] == str(expected["n"])
     assert np.array(expected["confusion_matrix"]).sum() == expected["n"]
     per_class = next(df.value for df in at.dataframe if "train_count" in df.value.columns)
+    for column in ("precision", "recall", "f1", "support"):
+        assert per_class[column].tolist() == pytest.approx([p[column] for p in expected["per_class"]])
     manifest = pd.read_csv(runs / run_id / "manifest.csv")
     counts = manifest[manifest["split"] == "train"]["label"].value_counts().to_dict()
     assert dict(zip(per_class["class"], per_class["train_count"])) == counts
@@ -99,9 +102,13 @@ def test_predict_page_shows_the_predictors_answer_and_refuses_bad_files(trained_
     assert "cut.png: truncated" in errors
     predictor = Predictor.from_run(runs / run_id)
     texts = " ".join(m.value for m in at.markdown)
-    for name, image in (("cell.png", load_rgb(good)), ("china.png", china)):
-        expected = predictor.predict([image])[0]
+    bars = [f for f in chart_data(at) if list(f.columns) == ["class", "probability"]]
+    assert len(bars) == 2  # one top-k chart per good image, none for the bad ones
+    for (name, image), shown in zip((("cell.png", load_rgb(good)), ("china.png", china)), bars):
+        expected = predictor.predict([image], top_k=3)[0]
         assert f"**{name}**: {expected['label']} ({expected['confidence']:.0%})" in texts
+        assert shown["class"].tolist() == [c for c, _ in expected["top"]]
+        assert shown["probability"].tolist() == pytest.approx([p for _, p in expected["top"]], abs=1e-5)
     at.slider(key="threshold").set_value(1.0).run()
     assert "uncertain — none of the known classes?" in " ".join(m.value for m in at.markdown)
 
