@@ -50,11 +50,6 @@ def broadcast_flag(flag: bool) -> bool:
     return bool(tensor.item())
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -133,6 +133,12 @@ class RunStore:
                                            "best_val_loss", "best_val_acc", "test_acc", "error", "pid",
                                            "config"])
 
+    def finished(self) -> pd.DataFrame:
+        """Runs with a usable model: completed or stopped, with a best checkpoint on disk."""
+        runs = self.list()
+        runs = runs[runs["status"].isin(["completed", "stopped"])]
+        return runs[[(self.run_dir(r) / "best.pt").is_file() for r in runs["id"]]]
+
     def _reconcile(self, run: dict) -> dict:
         """A run whose process is gone cannot stay `running` (or `queued`): mark it failed."""
         if run["status"] in ACTIVE and run.get("pid") and run.get("host") == socket.gethostname() \

@@ -406,7 +406,6 @@ def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Sto
                                  len(batches.val.dataset), False, config.input_size)[0]
         log(f"estimated time per epoch on this machine: ~{estimate:.0f} s "
             f"(~{estimate * config.epochs / 60:.1f} min for {config.epochs} epochs)")
-        store.set_progress(run_id, estimated_epoch_seconds=estimate)
     if distributed.world_size() > 1 and module is model:
         module = torch.nn.parallel.DistributedDataParallel(model)
     weights = class_weights(counts["train"].tolist(), config.class_weights)

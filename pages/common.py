@@ -4,9 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core import data, health, samples, settings
+from core.explain import gradcam, overlay
+from core.predict import Predictor
 from core.runs import RunStore
 
 
@@ -124,3 +128,42 @@ def current_dataset() -> tuple[str, tuple] | None:
 
 def store() -> RunStore:
     return RunStore(st.session_state.get("runs_dir") or "runs")
+
+
+def mtime(path: Path) -> float:
+    """A file's modification time (0 when missing): the cache key part that notices a rewrite."""
+    return path.stat().st_mtime if path.is_file() else 0.0
+
+
+@st.cache_data(max_entries=16)
+def _table(path: str, stamp: float) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def table(path: Path) -> pd.DataFrame:
+    """A run's CSV (predictions, manifest), read again only when the file changes."""
+    return _table(str(path), mtime(path))
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _predictor(run_dir: str, stamp: float) -> Predictor:
+    return Predictor.from_run(run_dir)
+
+
+def predictor(run_dir: Path) -> Predictor:
+    """The run's model, loaded once per server for as long as best.pt is unchanged."""
+    return _predictor(str(run_dir), mtime(run_dir / "best.pt"))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def predict_image(run_dir: str, stamp: float, image_key: str, top_k: int, _image: Image.Image) -> dict:
+    """The run's top-k for one image, computed once (moving a slider does not predict again)."""
+    return _predictor(run_dir, stamp).predict([_image], top_k=top_k)[0]
+
+
+@st.cache_data(show_spinner="Grad-CAM…", max_entries=64)
+def gradcam_overlay(run_dir: str, stamp: float, image_key: str, _image: Image.Image) -> tuple[Image.Image, str]:
+    """(the image with its Grad-CAM heatmap, the class it explains); `image_key` names `_image`."""
+    model = _predictor(run_dir, stamp)
+    heat, target, _ = gradcam(model.model.cpu(), _image, model.prep)
+    return overlay(_image, heat), model.labels[target]

@@ -1,5 +1,6 @@
 """Predict page: drop images (or a zip, or a folder) and read the model's answer, with an
 'uncertain' verdict below a threshold calibrated on validation, Grad-CAM, and export."""
+import hashlib
 import io
 import tempfile
 from pathlib import Path
@@ -8,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.explain import NotSupported, gradcam, overlay
+from core.explain import NotSupported
 from core.export import export
 from core.images import IMAGE_EXTENSIONS, ImageError, open_image
-from core.predict import Predictor, expand_inputs, extract_zip
+from core.predict import expand_inputs, extract_zip
 from pages import common
 
 common.ensure_navigation()
@@ -20,9 +21,7 @@ IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 
 st.title("Predict")
 store = common.store()
-runs = store.list()
-ready = runs[runs["status"].isin(["completed", "stopped"])] if len(runs) else runs
-ready = ready[[(store.run_dir(r) / "best.pt").is_file() for r in ready["id"]]] if len(ready) else ready
+ready = store.finished()
 if ready.empty:
     st.info("No trained run yet: train one on the Train page.")
     st.stop()
@@ -33,13 +32,8 @@ run_id = st.selectbox("Model (run)", ready["id"].tolist(), format_func=labels.ge
 run_dir = store.run_dir(run_id)
 
 
-@st.cache_resource(show_spinner="Loading the model…")
-def predictor(run_dir: str, stamp: float) -> Predictor:
-    return Predictor.from_run(run_dir)
-
-
 try:
-    model = predictor(str(run_dir), (run_dir / "best.pt").stat().st_mtime)
+    model = common.predictor(run_dir)
 except (OSError, ValueError, KeyError) as err:
     st.error(f"This run's model cannot be loaded: {err}")
     st.stop()
@@ -67,7 +61,8 @@ for i, upload in enumerate(uploads or []):
     except ImageError as err:
         st.error(f"{upload.name}: {err.reason}" + (f" ({err.detail})" if err.detail else ""))
         continue
-    result = model.predict([loaded.image], top_k=int(top_k))[0]
+    key, stamp = hashlib.sha1(data).hexdigest(), common.mtime(run_dir / "best.pt")
+    result = common.predict_image(str(run_dir), stamp, key, int(top_k), loaded.image)
     left, mid, right = st.columns([2, 3, 2])
     left.image(loaded.image, caption=upload.name + (" (EXIF-rotated)" if "exif-rotated" in loaded.conversions else ""),
                width="stretch")
@@ -75,8 +70,8 @@ for i, upload in enumerate(uploads or []):
     mid.altair_chart(charts.top_k_bars(result["top"]), key=f"topk_{i}")
     if right.toggle("Grad-CAM", key=f"gradcam_{i}"):
         try:
-            heat, target, _ = gradcam(model.model.cpu(), loaded.image, model.prep)
-            right.image(overlay(loaded.image, heat), caption=f"why '{model.labels[target]}'", width="stretch")
+            shown, explained = common.gradcam_overlay(str(run_dir), stamp, key, loaded.image)
+            right.image(shown, caption=f"why '{explained}'", width="stretch")
         except NotSupported as err:
             right.info(str(err))
 

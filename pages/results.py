@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import charts, report, thumbs
 from core.evaluate import evaluate_run
-from core.explain import NotSupported, gradcam, overlay
+from core.explain import NotSupported
 from core.images import ImageError, load_rgb
 from core.storage import read_json
 from pages import common
@@ -16,9 +16,7 @@ common.ensure_navigation()
 
 st.title("Results")
 store = common.store()
-runs = store.list()
-done = runs[runs["status"].isin(["completed", "stopped"])]
-done = done[[ (store.run_dir(r) / "best.pt").is_file() for r in done["id"]]] if len(done) else done
+done = store.finished()
 if done.empty:
     st.info("No finished run yet: train one on the Train page.")
     st.stop()
@@ -35,20 +33,16 @@ def metrics_for(run_dir: str, stamp: float) -> dict:
     return read_json(path)
 
 
-def stamp(path: Path) -> float:
-    return path.stat().st_mtime if path.is_file() else 0.0
-
-
 try:
-    metrics = metrics_for(str(run_dir), stamp(run_dir / "metrics.json"))
+    metrics = metrics_for(str(run_dir), common.mtime(run_dir / "metrics.json"))
 except (OSError, ValueError, KeyError) as err:
     st.error(f"This run cannot be evaluated: {err}")
     st.stop()
 card = read_json(run_dir / "model.json")
 root = Path(card["config"]["data"])
-predictions = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False)
+predictions = common.table(run_dir / "predictions.csv").copy()
 predictions["correct"] = predictions["correct"].astype(str) == "True"
-manifest = pd.read_csv(run_dir / "manifest.csv", keep_default_na=False)
+manifest = common.table(run_dir / "manifest.csv")
 sha = dict(zip(manifest["path"], manifest["sha1"]))
 
 # ------------------------------------------------------------------ headline
@@ -96,7 +90,8 @@ right.dataframe(per_class, hide_index=True, key="per_class_table",
 
 
 # ------------------------------------------------------------------ galleries
-def grid(rows: pd.DataFrame, key: str, per_row: int = 6) -> None:
+def grid(rows: pd.DataFrame, per_row: int = 6) -> None:
+    """Thumbnails with the prediction, green when right and red when wrong."""
     for start in range(0, len(rows), per_row):
         cells = st.columns(per_row)
         for cell, row in zip(cells, rows.iloc[start:start + per_row].itertuples()):
@@ -118,14 +113,7 @@ if true_filter != "any":
 if pred_filter != "any":
     mistakes = mistakes[mistakes["predicted"] == pred_filter]
 st.caption(f"{len(mistakes)} misclassified images, highest loss first.")
-grid(mistakes.head(24), "mistakes")
-
-
-@st.cache_resource(show_spinner="Loading the model…")
-def load_model(run_dir: str, stamp: float):
-    from core.evaluate import load_run_model
-
-    return load_run_model(run_dir)[0]
+grid(mistakes.head(24))
 
 
 if len(mistakes):
@@ -133,17 +121,14 @@ if len(mistakes):
     row = mistakes[mistakes["path"] == picked].iloc[0]
     try:
         image = load_rgb(root / picked)
-        model = load_model(str(run_dir), stamp(run_dir / "best.pt"))
-        from core.models import Preprocessing
-
-        prep = Preprocessing.from_dict(card["preprocessing"])
         a, b, c = st.columns(3)
         a.image(image, caption=f"{picked} — true {row['label']}", width="stretch")
         top = sorted(((cls, float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
         b.altair_chart(charts.top_k_bars(top), key="mistake_topk")
         try:
-            heat, target, _ = gradcam(model, image, prep)
-            c.image(overlay(image, heat), caption=f"Grad-CAM for '{labels_all[target]}'", width="stretch")
+            shown, explained = common.gradcam_overlay(str(run_dir), common.mtime(run_dir / "best.pt"),
+                                                      f"{root / picked}:{sha.get(picked, '')}", image)
+            c.image(shown, caption=f"Grad-CAM for '{explained}'", width="stretch")
         except NotSupported as err:
             c.info(str(err))
     except (ImageError, ValueError) as err:
@@ -151,7 +136,7 @@ if len(mistakes):
 
 st.header("Predictions for a category")
 category = st.selectbox("Class", labels_all, key="category_pick")
-grid(predictions[predictions["label"] == category].head(36), "category")
+grid(predictions[predictions["label"] == category].head(36))
 
 # ------------------------------------------------------------------ curves, calibration, config
 st.header("Training")

@@ -25,6 +25,9 @@ def test_store_is_wal_and_round_trips(tmp_path):
     assert other.list()["name"].tolist() == ["renamed"]
     assert store.resolve(run_id)[0] == run_id
     store.finish(run_id, "completed")
+    assert store.finished().empty  # completed, but no best.pt yet: nothing to predict with
+    (store.run_dir(run_id) / "best.pt").write_bytes(b"")
+    assert store.finished()["id"].tolist() == [run_id]
     write_json(store.run_dir(run_id) / "config.json", {"data": "x"})
     assert store.resolve(str(store.run_dir(run_id))) == (run_id, store.run_dir(run_id).resolve())
     store.delete(run_id)
