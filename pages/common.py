@@ -130,6 +130,20 @@ def store() -> RunStore:
     return RunStore(st.session_state.get("runs_dir") or "runs")
 
 
+def pick_finished_run(label: str, key: str, best_first: bool = False) -> Path:
+    """A selectbox of the runs that have a model (default: the latest, or the best by test
+    accuracy); stops the page with a hint when there is none. Returns the run folder."""
+    runs = store().finished()
+    if runs.empty:
+        st.info("No trained run yet: train one on the Train page.")
+        st.stop()
+    if best_first:
+        runs = runs.sort_values("test_acc", ascending=False, na_position="last")
+    acc = runs["test_acc"].map(lambda a: f"test acc {a:.3f}" if pd.notna(a) else "no test accuracy")
+    names = dict(zip(runs["id"], runs["name"] + " · " + runs["status"] + " · " + acc + " (" + runs["id"] + ")"))
+    return store().run_dir(st.selectbox(label, runs["id"].tolist(), format_func=names.get, key=key))
+
+
 def mtime(path: Path) -> float:
     """A file's modification time (0 when missing): the cache key part that notices a rewrite."""
     return path.stat().st_mtime if path.is_file() else 0.0

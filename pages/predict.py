@@ -20,16 +20,7 @@ common.ensure_navigation()
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 
 st.title("Predict")
-store = common.store()
-ready = store.finished()
-if ready.empty:
-    st.info("No trained run yet: train one on the Train page.")
-    st.stop()
-ready = ready.sort_values("test_acc", ascending=False, na_position="last")
-labels = dict(zip(ready["id"], ready["name"] + " · test acc " + ready["test_acc"].map(
-    lambda a: f"{a:.3f}" if pd.notna(a) else "—") + " (" + ready["id"] + ")"))
-run_id = st.selectbox("Model (run)", ready["id"].tolist(), format_func=labels.get, key="predict_run")
-run_dir = store.run_dir(run_id)
+run_dir = common.pick_finished_run("Model (run)", "predict_run", best_first=True)
 
 
 try:

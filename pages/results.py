@@ -16,13 +16,8 @@ common.ensure_navigation()
 
 st.title("Results")
 store = common.store()
-done = store.finished()
-if done.empty:
-    st.info("No finished run yet: train one on the Train page.")
-    st.stop()
-labels = dict(zip(done["id"], done["name"] + " · " + done["status"] + " (" + done["id"] + ")"))
-run_id = st.selectbox("Run", done["id"].tolist(), format_func=labels.get, key="results_run")
-run_dir = store.run_dir(run_id)
+run_dir = common.pick_finished_run("Run", "results_run")
+run_id = run_dir.name
 
 
 @st.cache_data(show_spinner="Evaluating on the test images…")
