@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import samples  # noqa: E402
 from core.export import export  # noqa: E402
-from core.features import configure_threads  # noqa: E402
+from core.runtime import configure_threads  # noqa: E402
 from core.images import load_rgb  # noqa: E402
 from core.predict import Predictor  # noqa: E402
 from core.train import TrainConfig, fit  # noqa: E402

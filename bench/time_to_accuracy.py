@@ -21,10 +21,11 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import data, models, samples  # noqa: E402
-from core.features import FeatureCache, configure_threads, forward_images  # noqa: E402
+from core.features import FeatureCache, forward_images  # noqa: E402
+from core.runtime import configure_threads  # noqa: E402
 from core.runs import RunStore  # noqa: E402
 from core.train import TrainConfig, fit  # noqa: E402
-from core.transforms import eval_transform  # noqa: E402
+from core.preprocess import eval_transform  # noqa: E402
 
 
 class Clock:

@@ -3,15 +3,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-RUNS_HELP = "the runs folder (default: ./runs)"
+RUNS_HELP = "the runs folder (default: $GRAFT_RUNS, else ~/.cache/graft/runs)"
 
 
 def _add_runs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", default="runs", help=RUNS_HELP)
+    p.add_argument("--runs", default=None, help=RUNS_HELP)
+
+
+def _writable(path: str) -> Path:
+    """An output file path that can be written: its folder exists (or can be made) and is writable."""
+    from .errors import BadInput
+
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise BadInput(f"{out} is a folder; give a file name")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(f"cannot create the folder {folder} ({err.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise BadInput(f"cannot write into {folder} (permission denied)")
+    return out
 
 
 def cmd_samples(args) -> int:
@@ -77,37 +95,39 @@ def _train_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from .distributed import is_main
+    from .errors import BadInput
+    from .jobs import hold
     from .train import TrainConfig, fit
 
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    try:
+        values = json.loads(Path(args.config).read_text()) if args.config else {}
+    except (OSError, ValueError) as err:
+        raise BadInput(f"--config {args.config}: {err}") from None
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None:
             values[f.name] = value
     if not values.get("data"):
-        print("error: give a DATA folder (or a --config with 'data')", file=sys.stderr)
-        return 2
-    config = TrainConfig.from_dict(values)
-    from .distributed import is_main
-    from .jobs import Busy, hold
-
-    if args.run_id or not is_main():  # a run that `jobs.start` created, or a torchrun worker
+        raise BadInput("give a DATA folder (or a --config with 'data')")
+    config = TrainConfig.from_dict(values).resolved()
+    if not Path(config.data).is_dir():
+        raise BadInput(f"{config.data} is not a folder")
+    if config.weights and not Path(config.weights).is_file():
+        raise BadInput(f"--weights {config.weights} is not a file")
+    if args.run_id or not is_main():  # a torchrun worker, or a run created beforehand
         run_id = fit(config, args.runs, run_id=args.run_id)
     else:
-        try:
-            with hold(config, args.runs) as run_id:
-                fit(config, args.runs, run_id=run_id)
-        except Busy as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 3
+        with hold(config, args.runs) as run_id:
+            fit(config, args.runs, run_id=run_id)
     return _report_run(args.runs, run_id) if is_main() else 0
 
 
-def _report_run(runs: str, run_id: str) -> int:
+def _report_run(runs: str | None, run_id: str) -> int:
     """The status, then the machine-readable last line: `run_id=ID test_acc=0.8123`."""
     from .runs import RunStore
 
-    run = RunStore(runs).get(run_id)
+    run = RunStore.open(runs).get(run_id)
     acc = run["test_acc"]
     print(f"status: {run['status']}" + (f" ({run['error'].splitlines()[0]})" if run.get("error") else ""))
     print(f"run_id={run_id} test_acc={acc:.4f}" if acc is not None else f"run_id={run_id} test_acc=nan")
@@ -115,23 +135,22 @@ def _report_run(runs: str, run_id: str) -> int:
 
 
 def cmd_resume(args) -> int:
+    from .runs import RunStore
     from .train import resume
 
-    run_id = resume(args.run, args.runs)
-    return _report_run(args.runs, run_id) if (Path(args.runs) / run_id).is_dir() else 0
+    _, run = RunStore.open(args.runs).resolve(args.run)
+    run_id = resume(str(run.path), args.runs)
+    return _report_run(str(run.path.parent), run_id)
 
 
 def cmd_eval(args) -> int:
     from .evaluate import evaluate_run
-    from .features import configure_threads
+    from .runtime import configure_threads
     from .runs import RunStore
 
     configure_threads()
-    store = RunStore(args.runs)
-    run_id, run_dir = store.resolve(args.run)
-    result = evaluate_run(run_dir, tta=args.tta, progress=True,
-                          store=store if run_dir.parent.resolve() == store.root.resolve() else None,
-                          run_id=run_id)
+    run_id, run = RunStore.open(args.runs).resolve(args.run)
+    result = evaluate_run(run, tta=args.tta, progress=True, store=RunStore.open(run.path.parent), run_id=run_id)
     print(f"{result['split']}: {result['n']} images")
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy"):
         print(f"  {key:18s} {result[key]:.4f}")
@@ -146,18 +165,22 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .storage import atomic_write
     from .predict import expand_inputs, load_predictor
+    from .storage import atomic_write
 
+    out = _writable(args.csv) if args.csv else None
     predictor = load_predictor(args.run, args.runs)
     table = predictor.predict_table(expand_inputs(args.inputs), args.top_k, progress=True)
-    if args.csv:
-        atomic_write(args.csv, lambda f: table.to_csv(f, index=False), mode="w")
+    if out:
+        atomic_write(out, lambda f: table.to_csv(f, index=False), mode="w")
     with_errors = table[table["error"] != ""]
     shown = table.drop(columns=["error"]) if with_errors.empty else table
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     for row in with_errors.itertuples():
         print(f"error: {row.file}: {row.error}", file=sys.stderr)
+    if table.empty or len(with_errors) == len(table):
+        print("error: no input was an image that could be read", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -165,31 +188,36 @@ def cmd_export(args) -> int:
     from .export import export
     from .runs import RunStore
 
-    _, run_dir = RunStore(args.runs).resolve(args.run)
-    card = export(run_dir, args.out, args.format)
-    for name, check in card["parity"].items():
-        if isinstance(check, dict):
-            print(f"{name}: max |p - p_torch| = {check['max_abs_diff']:.2e}, same top-1: {check['same_top1']} "
-                  f"({card['parity']['images']} validation images) {'OK' if check['ok'] else 'MISMATCH'}")
+    _, run = RunStore.open(args.runs).resolve(args.run)
+    card = export(run, args.out, args.format, force=args.force)
+    checks = {k: v for k, v in card["parity"].items() if isinstance(v, dict)}
+    for name, check in checks.items():
+        what = "numpy preprocessing vs torch" if name == "preprocessing" else f"{name} vs PyTorch"
+        print(f"{what}: max difference {check['max_abs_diff']:.2e} on {card['parity']['images']} validation images"
+              + (f", same top-1: {check['same_top1']}" if "same_top1" in check else "")
+              + f" {'OK' if check['ok'] else 'MISMATCH'}")
     print(args.out)
-    return 0 if all(c["ok"] for c in card["parity"].values() if isinstance(c, dict)) else 1
+    return 0 if all(c["ok"] for c in checks.values()) else 1
 
 
 def cmd_report(args) -> int:
     from .report import write
     from .runs import RunStore
 
-    _, run_dir = RunStore(args.runs).resolve(args.run)
-    print(write(run_dir, args.out))
+    out = _writable(args.out) if args.out else None
+    _, run = RunStore.open(args.runs).resolve(args.run)
+    print(write(run, out))
     return 0
 
 
 def cmd_runs(args) -> int:
     from .runs import RunStore
 
-    table = RunStore(args.runs).list()
+    store = RunStore.open(args.runs)
+    store.reconcile()
+    table = store.list()
     if table.empty:
-        print(f"no runs in {args.runs}")
+        print(f"no runs in {store.root}")
         return 0
     cols = ["id", "name", "backbone", "freeze", "status", "epochs_done", "best_val_acc", "test_acc"]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -249,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id or run folder")
     p.add_argument("--format", choices=("torchscript", "onnx", "both"), default="both")
     p.add_argument("out", metavar="OUT_DIR")
+    p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
     _add_runs(p)
     p.set_defaults(func=cmd_export)
 
@@ -268,17 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a `GraftError` is one `error: …` line and a non-zero exit (GRAFT_DEBUG=1 shows
+    the traceback)."""
+    import logging
+
+    from .distributed import is_main
+    from .errors import GraftError, setup_logging
+
     args = build_parser().parse_args(argv)
+    setup_logging(logging.INFO if is_main() else logging.WARNING)
     try:
         return args.func(args)
-    except (FileNotFoundError, KeyError, ValueError) as err:
+    except GraftError as err:
+        if os.environ.get("GRAFT_DEBUG"):
+            raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        from .models import WeightsNotFound
-        from .samples import SampleError
+        return err.exit_code
+    except OSError as err:
+        if os.environ.get("GRAFT_DEBUG"):
+            raise
+        from .storage import free_space
 
-        if isinstance(err, (WeightsNotFound, SampleError)):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+        where = err.filename or ""
+        extra = f" ({free_space(where)} free)" if err.errno == 28 and where else ""
+        print(f"error: {where + ': ' if where else ''}{err.strerror or err}{extra}", file=sys.stderr)
+        return 2

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .errors import NotFound, log
 from .images import IMAGE_EXTENSIONS, ImageError, load_rgb, open_image
 from .storage import atomic_write, cache_home
 
@@ -157,7 +158,7 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     """Index a dataset folder. Unchanged files (same size and mtime) come from the scan cache."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
+        raise NotFound(f"{root}: not a folder")
     layout = detect_layout(root)
     listing = pd.DataFrame(list(_walk(root, layout)), columns=LISTING)
     cache_path = _cache_file(root)
@@ -268,7 +269,7 @@ class ImageDataset:
         try:
             image = load_rgb(self.paths[i])
         except ImageError as err:
-            print(f"warning: skipping {err}", flush=True)
+            log.warning("skipping %s", err)
             return None
         return self.apply(i, image), self.labels[i]
 

@@ -12,11 +12,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.transforms import InterpolationMode, v2
 
+from .errors import log
 from .images import ImageError, load_rgb
-from .models import Preprocessing
+from .preprocess import Preprocessing, square
 from .storage import atomic_write, cache_home
 
 
@@ -24,14 +23,6 @@ def cache_dir(prep: Preprocessing) -> Path:
     path = cache_home() / "decoded" / f"{prep.resize_size}-{prep.interpolation}"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def square(image: Image.Image, prep: Preprocessing) -> np.ndarray:
-    """Shorter side → resize size, centre crop to a square: uint8 HWC."""
-    size = prep.resize_size
-    resize = v2.Compose([v2.Resize(size, interpolation=InterpolationMode(prep.interpolation), antialias=True),
-                         v2.CenterCrop(size)])
-    return np.asarray(resize(image), dtype=np.uint8)
 
 
 class DecodedDataset(torch.utils.data.Dataset):
@@ -57,7 +48,7 @@ class DecodedDataset(torch.utils.data.Dataset):
         try:
             arr = square(load_rgb(self.paths[i]), self.prep)
         except ImageError as err:
-            print(f"warning: skipping {err}", flush=True)
+            log.warning("skipping %s", err)
             return None
         atomic_write(file, lambda f: np.save(f, arr))
         return arr
@@ -67,17 +58,3 @@ class DecodedDataset(torch.utils.data.Dataset):
         if arr is None:
             return None
         return self.transform(torch.from_numpy(np.array(arr)).permute(2, 0, 1)), self.labels[i]
-
-
-def tensor_transforms(prep: Preprocessing, level: str) -> tuple[Callable, Callable]:
-    """(train, eval) transforms for the cached uint8 squares."""
-    from .transforms import train_transform
-
-    tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std)]
-    evaluate = v2.Compose([v2.CenterCrop(prep.input_size), *tail])
-    if level == "none":
-        return evaluate, evaluate
-    steps = [t for t in train_transform(prep, level).transforms if not isinstance(t, (v2.ToImage, v2.ToDtype, v2.Normalize))]
-    return v2.Compose([*steps, *tail]), evaluate
-
-

@@ -12,7 +12,7 @@ from . import models
 @lru_cache(maxsize=32)
 def seconds_per_image(backbone: str, freeze: str, input_size: int | None = None) -> tuple[float, float]:
     """(training step, inference) seconds per image, timed on a small random batch."""
-    from .features import configure_threads
+    from .runtime import configure_threads
 
     configure_threads()
     prep = models.preprocessing_for(backbone, input_size)

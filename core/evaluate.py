@@ -13,28 +13,10 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 
-from . import data
 from .features import FeatureCache, forward_images
-from .models import GraftModel, Preprocessing, create
-from .storage import atomic_write, load_torch, read_json, write_json
-from .transforms import eval_transform, train_transform
-
-
-def load_run_model(run_dir: str | Path, checkpoint: str = "best.pt") -> tuple[GraftModel, dict]:
-    """The run's model (architecture from model.json, weights from the checkpoint) and its card."""
-    run_dir = Path(run_dir)
-    card = read_json(run_dir / "model.json")
-    model = create(card["backbone"], card["num_classes"], card["freeze"], card["head"],
-                   pretrained=False, dropout=card.get("dropout", 0.2))
-    ckpt = run_dir / checkpoint
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{ckpt}: no checkpoint yet (the run has not finished an epoch)")
-    try:
-        model.load_state_dict(load_torch(ckpt))
-    except Exception as err:  # not a state_dict, torn, or for another architecture
-        raise ValueError(f"{ckpt}: not a usable checkpoint for {card['backbone']} "
-                         f"({type(err).__name__}: {str(err)[:200]})") from None
-    return model.eval(), card
+from .models import GraftModel
+from .preprocess import Preprocessing, eval_transform, train_transform
+from .rundir import RunDir
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -122,19 +104,20 @@ def uncertainty_threshold(y_true: np.ndarray, probs: np.ndarray, keep: float = 0
     return float(np.quantile(confidence, 1 - keep))
 
 
-def evaluate_run(run_dir: str | Path, tta: int = 0, progress: bool = False, store=None,
+def evaluate_run(run: RunDir | str | Path, tta: int = 0, progress: bool = False, store=None,
                  run_id: str | None = None) -> dict:
-    """Evaluate the run's best checkpoint; writes metrics.json, predictions.csv, model.json."""
-    run_dir = Path(run_dir)
-    model, card = load_run_model(run_dir)
-    classes = card["labels"]
-    split = data.load_manifest(run_dir / "manifest.csv", classes)
+    """Evaluate the run's best checkpoint; records metrics.json, predictions.csv and, in the
+    model card, the headline metrics and the uncertainty threshold."""
+    run = RunDir(run)
+    model, card = run.load_model()
+    classes = card.labels
+    split = run.manifest(classes)
     split_name = "test" if (split.manifest["split"] == "test").any() else "val"
     rows = split.manifest[split.manifest["split"] == split_name].reset_index(drop=True)
-    root = Path(card["config"]["data"]).expanduser()
+    root = card.data_root
     paths = [root / p for p in rows["path"]]
-    prep = Preprocessing.from_dict(card["preprocessing"])
-    seed = int(card["config"].get("seed", 0))
+    prep = card.preprocessing
+    seed = int(card.config.get("seed", 0))
     views, ok = predict_probs(model, prep, paths, rows["sha1"].tolist(), views=max(1, tta), seed=seed,
                               progress=progress)
     index = {c: i for i, c in enumerate(classes)}
@@ -159,16 +142,13 @@ def evaluate_run(run_dir: str | Path, tta: int = 0, progress: bool = False, stor
                          "balanced_accuracy": tta_metrics["balanced_accuracy"],
                          "macro_f1": tta_metrics["macro_f1"],
                          "per_class_accuracy": {p["class"]: p["accuracy"] for p in tta_metrics["per_class"]}}
-    predictions = _predictions_table(rows[ok], probs, y_true, classes)
-    atomic_write(run_dir / "predictions.csv", lambda f: predictions.to_csv(f, index=False), mode="w")
-    write_json(run_dir / "metrics.json", result)
-    card["metrics"] = {k: result[k] for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1",
-                                               "top_k", "top_k_accuracy")}
-    card["metrics"]["ece"] = result["calibration"]["ece"]
-    card["uncertainty_threshold"] = result["uncertainty_threshold"]
+    run.write_evaluation(result, _predictions_table(rows[ok], probs, y_true, classes))
+    headline = {k: result[k] for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1",
+                                       "top_k", "top_k_accuracy")}
+    headline["ece"] = result["calibration"]["ece"]
     if "tta" in result:
-        card["metrics"]["tta_accuracy"] = result["tta"]["accuracy"]
-    write_json(run_dir / "model.json", card)
+        headline["tta_accuracy"] = result["tta"]["accuracy"]
+    run.write_card(card.with_evaluation(headline, result["uncertainty_threshold"]))
     if store is not None and run_id:
         store.update(run_id, test_acc=result["accuracy"])
     return result

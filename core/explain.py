@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .models import Preprocessing
-from .transforms import eval_transform
+from .preprocess import Preprocessing, crop_box, eval_transform
 
 
 class NotSupported(RuntimeError):
@@ -76,16 +75,39 @@ def gradcam(model: nn.Module, image: Image.Image, prep: Preprocessing, target: i
 def _to_image_frame(cam: np.ndarray, size: tuple[int, int], prep: Preprocessing) -> np.ndarray:
     """Place the crop-sized map back where the centre crop sits in the original image."""
     width, height = size
-    scale = prep.resize_size / min(width, height)
-    side = prep.input_size / scale  # the crop's side in original pixels
-    left, top = (width - side) / 2, (height - side) / 2
+    left, top, right, bottom = crop_box(size, prep)
     box = (int(round(max(left, 0))), int(round(max(top, 0))),
-           int(round(min(left + side, width))), int(round(min(top + side, height))))
+           int(round(min(right, width))), int(round(min(bottom, height))))
     full = np.zeros((height, width), dtype=np.float32)
     crop = Image.fromarray((cam * 255).astype(np.uint8)).resize((box[2] - box[0], box[3] - box[1]),
                                                               Image.Resampling.BILINEAR)
     full[box[1]:box[3], box[0]:box[2]] = np.asarray(crop, dtype=np.float32) / 255
     return full
+
+
+class Explainer:
+    """Grad-CAM on a model of its own (on the CPU), so explaining never moves, or leaves gradients
+    in, a model that prediction shares; one explanation at a time."""
+
+    def __init__(self, model: nn.Module, labels: list[str], prep: Preprocessing):
+        import threading
+
+        self.model, self.labels, self.prep = model.cpu().eval(), labels, prep
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_run(cls, run_dir) -> "Explainer":
+        from .rundir import RunDir
+
+        model, card = RunDir(run_dir).load_model()
+        return cls(model, card.labels, card.preprocessing)
+
+    def gradcam(self, image: Image.Image, target: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+        with self._lock:
+            try:
+                return gradcam(self.model, image, self.prep, target)
+            finally:
+                self.model.zero_grad(set_to_none=True)
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:

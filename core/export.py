@@ -12,47 +12,63 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data import load_manifest
-from .evaluate import load_run_model
-from .images import load_rgb
-from .models import Preprocessing
+from .errors import BadInput
+from .images import ImageError, load_rgb
+from .preprocess import eval_transform, numpy_input
+from .rundir import ModelCard, RunDir
 from .storage import atomic_write, read_json, write_json
-from .transforms import eval_transform
 
 FORMATS = ("torchscript", "onnx", "both")
 TOLERANCE = 1e-4
 
 
-def _parity_images(run_dir: Path, card: dict, limit: int = 32) -> list:
-    manifest = load_manifest(run_dir / "manifest.csv").manifest
+def _parity_images(run: RunDir, card: ModelCard, limit: int = 32) -> tuple[list, list[str]]:
+    """Up to `limit` real validation images of the run (any split when it has no val), and the
+    reason for each one that could not be opened."""
+    manifest = run.manifest().manifest
     rows = manifest[manifest["split"] == "val"]
     rows = rows if len(rows) else manifest
-    root = Path(card["config"]["data"])
-    images = []
+    images, problems = [], []
     for path in rows["path"].head(limit):
         try:
-            images.append(load_rgb(root / path))
-        except Exception:  # an image gone since training is simply not used for parity
-            continue
-    return images
+            images.append(load_rgb(card.data_root / path))
+        except ImageError as err:
+            problems.append(str(err))
+    return images, problems
 
 
-def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both") -> dict:
-    """Write the export folder; returns its model.json (with the parity results)."""
+def _check_target(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"{out_dir} is a file, not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force and not is_export(out_dir):
+        raise BadInput(f"{out_dir} is not empty; choose an empty folder (or --force to write into it)")
+
+
+def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: bool = False) -> dict:
+    """Write the export folder; returns its model.json (with the parity results).
+
+    Parity is checked on real validation images: the PyTorch model against each exported file,
+    and the numpy preprocessing that `graft_predict.py` uses against the torch transform."""
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}")
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, card = load_run_model(run_dir)
+        raise BadInput(f"format must be one of {FORMATS}")
+    run, out_dir = RunDir(run_dir), Path(out_dir)
+    _check_target(out_dir, force)
+    model, card = run.load_model()
     model = model.cpu().eval()
-    prep = Preprocessing.from_dict(card["preprocessing"])
+    prep = card.preprocessing
+    images, problems = _parity_images(run, card)
+    if not images:
+        raise BadInput(f"no validation image of the run could be opened for the parity check "
+                       f"(data folder {card.data_root}): " + "; ".join(problems[:3]))
+    out_dir.mkdir(parents=True, exist_ok=True)
     transform = eval_transform(prep)
-    images = _parity_images(run_dir, card)
-    batch = torch.stack([transform(img) for img in images]) if images else \
-        torch.zeros(2, 3, prep.input_size, prep.input_size)
+    batch = torch.stack([transform(img) for img in images])
+    numpy_batch = np.stack([numpy_input(img, prep) for img in images])
     with torch.inference_mode():
         reference = torch.softmax(model(batch), 1).numpy()
-    files, parity = {}, {}
+    files = {}
+    parity = {"preprocessing": {"max_abs_diff": float(np.abs(numpy_batch - batch.numpy()).max()),
+                                "ok": bool(np.abs(numpy_batch - batch.numpy()).max() <= TOLERANCE)}}
     example = batch[:2]
     if fmt in ("torchscript", "both"):
         with warnings.catch_warnings():
@@ -80,13 +96,13 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both") -> dict:
     shutil.copyfile(Path(__file__).with_name("export_loader.py"), out_dir / "graft_predict.py")
     exported = {
         "format": "graft-export", "version": __version__, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run": run_dir.name, "backbone": card["backbone"], "head": card["head"], "labels": card["labels"],
-        "preprocessing": {**card["preprocessing"], "crop": "center", "input": "RGB, NCHW float32",
+        "run": run.id, "backbone": card.backbone, "head": card.head, "labels": card.labels,
+        "preprocessing": {**prep.to_dict(), "crop": "center", "input": "RGB, NCHW float32",
                           "steps": "EXIF transpose; RGB; shorter side -> resize_size (interpolation); "
                                    "centre crop input_size; /255; (x - mean) / std"},
-        "files": files, "metrics": card.get("metrics", {}),
-        "uncertainty_threshold": card.get("uncertainty_threshold"),
-        "parity": {"images": len(images), "tolerance": TOLERANCE, **parity},
+        "files": files, "metrics": card.metrics,
+        "uncertainty_threshold": card.uncertainty_threshold,
+        "parity": {"images": len(images), "unreadable": problems, "tolerance": TOLERANCE, **parity},
         "loader": "graft_predict.py",
     }
     write_json(out_dir / "model.json", exported)

@@ -23,38 +23,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import runtime
 from .data import ImageDataset, collate_skip_none
-from .models import Preprocessing, uses_channels_last
-from .storage import cache_home
+from .errors import log as logger
+from .preprocess import Preprocessing
+from .storage import cache_home, free_space
 
 FEATURE_VERSION = 1
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
-
-
-def default_workers() -> int:
-    """Decoding workers beside the model: one on a 2-core machine, never more than cores - 1."""
-    return max(0, min(cpu_count() - 1, 4))
-
-
-def configure_threads() -> None:
-    """torch threads = cores (shared between the processes of a torchrun launch on this
-    machine); DataLoader workers each get one thread (see `_worker_init`)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, cpu_count() // max(local, 1)))
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 def view_seed(seed: int, view: int, key: str) -> int:
@@ -76,48 +51,25 @@ class _ViewDataset(ImageDataset):
         return self.transform(image)
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool = False, workers: int | None = None,
-                seed: int = 0) -> torch.utils.data.DataLoader:
-    workers = default_workers() if workers is None else workers
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-        collate_fn=collate_skip_none, worker_init_fn=_worker_init if workers else None,
-        persistent_workers=False, pin_memory=torch.cuda.is_available(), generator=generator,
-        prefetch_factor=4 if workers else None)
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
-
-
 def forward_images(module: nn.Module, paths: list[Path], transform: Callable, *, batch_size: int = 32,
                    workers: int | None = None, keys: list[str] | None = None, seed: int | None = None,
                    view: int = 0, progress: bool = False, desc: str = "forward",
-                   log: Callable[[str], None] | None = print,
+                   log: Callable[[str], None] | None = logger.info,
                    on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run `module` over image files without gradients → (outputs float32 [N, D], ok mask [N])."""
-    device = pick_device()
-    module = module.to(device).eval()
-    channels_last = uses_channels_last(module)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    loader = make_loader(_ViewDataset(paths, transform, keys, seed, view), batch_size, workers=workers)
+    device = runtime.pick_device()
+    module, channels_last = runtime.place(module.eval(), device)
+    loader = runtime.make_loader(_ViewDataset(paths, transform, keys, seed, view), batch_size, workers=workers,
+                                 collate_fn=collate_skip_none)
     outputs: np.ndarray | None = None
     ok = np.zeros(len(paths), dtype=bool)
     start = time.perf_counter()
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), runtime.autocast(device):
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             if batch is None:
                 continue
             images, index = batch
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            out = module(images).float().cpu().numpy()
+            out = module(runtime.to_input(images, device, channels_last)).float().cpu().numpy()
             if outputs is None:
                 outputs = np.zeros((len(paths), out.shape[1]), dtype=np.float32)
             outputs[index.numpy()] = out
@@ -164,7 +116,7 @@ class FeatureCache:
                            "vec BLOB, PRIMARY KEY (sha1, view))")
                 db.execute("SELECT count(*) FROM features").fetchone()
         except sqlite3.DatabaseError as err:
-            print(f"warning: feature cache {self.path} is corrupt ({err}); rebuilding it", flush=True)
+            logger.warning("feature cache %s is corrupt (%s); rebuilding it", self.path, err)
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             with self._connect() as db:
@@ -190,18 +142,24 @@ class FeatureCache:
                         if dim and vec.size == dim and np.isfinite(vec).all():  # torn or bad rows are recomputed
                             found[sha] = vec
         except sqlite3.DatabaseError as err:
-            print(f"warning: feature cache unreadable ({err}); recomputing", flush=True)
+            logger.warning("feature cache unreadable (%s); recomputing", err)
             self._open()
         return found
 
     def _store(self, rows: list[tuple[str, str, int, bytes]]) -> None:
-        with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?)", rows)
+        """Keep computed features; a cache that cannot be written (disk full, read-only) costs only
+        the reuse next time, never the run."""
+        try:
+            with self._connect() as db:
+                db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?)", rows)
+        except sqlite3.Error as err:
+            logger.warning("could not write the feature cache %s (%s; %s free); training goes on without "
+                           "caching these features", self.path, err, free_space(self.root))
 
     def features(self, paths: list[Path], shas: list[str], view: str, transform: Callable, *,
                  seed: int | None = None, view_index: int = 0, batch_size: int = 32,
                  workers: int | None = None, progress: bool = False,
-                 log: Callable[[str], None] | None = print,
+                 log: Callable[[str], None] | None = logger.info,
                  on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Features for every image (computing only the missing ones) → (array [N, D], ok mask)."""
         found = self._lookup(list(dict.fromkeys(shas)), view)

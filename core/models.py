@@ -15,39 +15,16 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .choices import DEFAULT_BACKBONE, FREEZE_MODES, HEADS  # noqa: F401  (re-exported)
+from .errors import BadInput, WeightsNotFound  # noqa: F401  (re-exported)
+from .preprocess import Preprocessing
 from .storage import load_torch
-
-
-class WeightsNotFound(RuntimeError):
-    """Pretrained weights are not on this machine; the message says which file to put where."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    input_size: int = 224
-    crop_pct: float = 0.875  # resize the shorter side to input_size / crop_pct, then centre-crop
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
-
-    @property
-    def resize_size(self) -> int:
-        return int(round(self.input_size / self.crop_pct))
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "resize_size": self.resize_size, "crop": "center"}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
-        return cls(int(data["input_size"]), float(data["crop_pct"]), tuple(data["mean"]),
-                   tuple(data["std"]), data["interpolation"])
 
 
 @dataclass(frozen=True)
@@ -112,7 +89,7 @@ def get_spec(name: str) -> BackboneSpec:
 
         arch = name[5:]
         if not timm.is_model(arch):
-            raise ValueError(f"timm has no model named {arch!r}")
+            raise BadInput(f"timm has no model named {arch!r}")
         cfg = timm.models.get_pretrained_cfg(arch)
         cfg = cfg.to_dict() if cfg else {}
         size = int(cfg.get("input_size", (3, 224, 224))[-1])
@@ -120,7 +97,7 @@ def get_spec(name: str) -> BackboneSpec:
                              tuple(cfg.get("std", (0.229, 0.224, 0.225))), cfg.get("interpolation", "bicubic"))
         return BackboneSpec(name, "timm", 0, prep, (), "timm pretrained weights (--weights FILE, "
                             "or timm's download when online)")
-    raise ValueError(f"unknown backbone {name!r}; known: {', '.join(REGISTRY)} or timm/NAME")
+    raise BadInput(f"unknown backbone {name!r}; known: {', '.join(REGISTRY)} or timm/NAME")
 
 
 # ---------------------------------------------------------------- weights
@@ -265,7 +242,7 @@ def make_head(kind: str, in_features: int, num_classes: int, dropout: float = 0.
     if kind == "mlp":
         return nn.Sequential(nn.Linear(in_features, 256), nn.ReLU(), nn.Dropout(0.4),
                              nn.Linear(256, num_classes))
-    raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
+    raise BadInput(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
 
 
 class GraftModel(nn.Module):
@@ -307,7 +284,7 @@ def create(backbone: str, num_classes: int, freeze: str = "head", head: str = "l
            pretrained: bool = True, weights: str | None = None, dropout: float = 0.2) -> GraftModel:
     """Build backbone + new head. `pretrained=False` skips the weights (a checkpoint follows)."""
     if freeze not in FREEZE_MODES:
-        raise ValueError(f"unknown freeze mode {freeze!r}; choose one of {', '.join(FREEZE_MODES)}")
+        raise BadInput(f"unknown freeze mode {freeze!r}; choose one of {', '.join(FREEZE_MODES)}")
     spec = get_spec(backbone)
     body, dim = _build_backbone(spec, pretrained, weights)
     stages = spec.last_stages or _last_children(body)
@@ -337,9 +314,3 @@ def weights_available(name: str) -> bool:
     if spec.family == "torchvision":
         return torchvision_weights_path(spec).is_file()
     return False
-
-
-def uses_channels_last(model: nn.Module) -> bool:
-    """CNN backbones run faster in channels_last for inference on CPU (PERF.md: 1.8×)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-

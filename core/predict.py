@@ -9,10 +9,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .features import configure_threads, pick_device
+from . import runtime
 from .images import ImageError, ImageSource, is_image_name, load_rgb
-from .models import Preprocessing, uses_channels_last
-from .transforms import eval_transform
+from .preprocess import Preprocessing, eval_transform
+from .rundir import RunDir
+from .storage import cache_home, read_json, write_json
 
 
 class Predictor:
@@ -20,12 +21,10 @@ class Predictor:
 
     def __init__(self, model, labels: list[str], prep: Preprocessing, card: dict | None = None):
         """`model`: an nn.Module, or any callable mapping a float batch (N, 3, H, W) to logits."""
-        self.device = pick_device() if isinstance(model, torch.nn.Module) else torch.device("cpu")
-        self.channels_last = isinstance(model, torch.nn.Module) and uses_channels_last(model)
+        self.device, self.channels_last = torch.device("cpu"), False
         if isinstance(model, torch.nn.Module):
-            model = model.eval().to(self.device)
-            if self.channels_last:
-                model = model.to(memory_format=torch.channels_last)
+            self.device = runtime.pick_device()
+            model, self.channels_last = runtime.place(model.eval(), self.device)
         self.model = model
         self.labels, self.prep, self.card = labels, prep, card or {}
         self.transform = eval_transform(prep)
@@ -37,10 +36,8 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> "Predictor":
-        from .evaluate import load_run_model
-
-        model, card = load_run_model(run_dir, checkpoint)
-        return cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
+        model, card = RunDir(run_dir).load_model(checkpoint)
+        return cls(model, card.labels, card.preprocessing, card.to_dict())
 
     @classmethod
     def from_export(cls, folder: str | os.PathLike, prefer: str = "onnx") -> "Predictor":
@@ -64,12 +61,12 @@ class Predictor:
         return cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
 
     def _tensor(self, images: list) -> torch.Tensor:
-        batch = torch.stack([self.transform(img) for img in images]).to(self.device)
-        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+        return runtime.to_input(torch.stack([self.transform(img) for img in images]), self.device,
+                                self.channels_last)
 
     def probabilities(self, images: list) -> torch.Tensor:
         """Class probabilities for RGB PIL images (already loaded)."""
-        with torch.inference_mode():
+        with torch.inference_mode(), runtime.autocast(self.device):
             return torch.softmax(self.model(self._tensor(images)).float(), dim=1).cpu()
 
     def predict(self, sources: ImageSource | list[ImageSource], top_k: int = 3,
@@ -123,20 +120,59 @@ def expand_inputs(items: list[str | os.PathLike]) -> list[Path]:
     return paths
 
 
-def load_predictor(ref: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> Predictor:
+def load_predictor(ref: str | os.PathLike, runs_root: str | os.PathLike | None = None) -> Predictor:
     """A run id (in `runs_root`), a run folder, or an export folder."""
     from .export import is_export
     from .runs import RunStore
 
-    configure_threads()
+    runtime.configure_threads()
     if is_export(ref):
         return Predictor.from_export(ref)
-    _, run_dir = RunStore(runs_root).resolve(ref)
+    _, run_dir = RunStore.open(runs_root).resolve(ref)
     return Predictor.from_run(run_dir)
 
 
-MAX_ZIP_BYTES = 2 * 1024**3  # uncompressed total
+MAX_ZIP_BYTES = 256 * 1024**2  # uncompressed total
+MAX_ZIP_ENTRIES = 5000
 MAX_ZIP_RATIO = 200  # uncompressed / compressed, per entry (zip bombs)
+KEEP_FREE_BYTES = 1024**3  # an upload never takes the disk below this
+
+
+def uploads_root() -> Path:
+    return cache_home() / "uploads"
+
+
+def unpack_upload(data: bytes, root: str | os.PathLike | None = None) -> tuple[Path, list[Path], list[tuple[str, str]]]:
+    """A zip's images unpacked once per content: (folder, image paths, refused entries). The same
+    bytes again (a rerun of the page) reuse the folder; `remove_upload` deletes it when done."""
+    import hashlib
+    import io
+    import shutil
+
+    root = Path(root) if root else uploads_root()
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / hashlib.sha1(data).hexdigest()[:20]
+    done = folder / ".graft-unpacked.json"
+    if done.is_file():
+        info = read_json(done)
+        return folder, [folder / p for p in info["files"]], [tuple(r) for r in info["refused"]]
+    tmp = root / f".{folder.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        paths, refused = extract_zip(io.BytesIO(data), tmp)
+    except Exception as err:  # not a zip at all, or a damaged one
+        shutil.rmtree(tmp, ignore_errors=True)
+        return folder, [], [("upload", f"not a readable zip ({type(err).__name__}: {err})")]
+    write_json(tmp / done.name, {"files": [str(p.relative_to(tmp)) for p in paths], "refused": refused})
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder, [folder / p.relative_to(tmp) for p in paths], refused
+
+
+def remove_upload(folder: str | os.PathLike) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def extract_zip(source, dest: str | os.PathLike) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -146,6 +182,7 @@ def extract_zip(source, dest: str | os.PathLike) -> tuple[list[Path], list[tuple
     leads outside `dest` (zip-slip), links, oversized or over-compressed entries are refused;
     nothing is ever written outside `dest`.
     """
+    import shutil
     import stat
     import zipfile
 
@@ -154,8 +191,16 @@ def extract_zip(source, dest: str | os.PathLike) -> tuple[list[Path], list[tuple
     extracted: list[Path] = []
     refused: list[tuple[str, str]] = []
     total = 0
+    budget = MAX_ZIP_BYTES
+    try:
+        budget = min(budget, shutil.disk_usage(dest).free - KEEP_FREE_BYTES)
+    except OSError:
+        pass
     with zipfile.ZipFile(source) as archive:
-        for info in archive.infolist():
+        entries = [i for i in archive.infolist() if not i.is_dir()]
+        if len(entries) > MAX_ZIP_ENTRIES:
+            refused += [(i.filename, f"more than {MAX_ZIP_ENTRIES} files in one zip") for i in entries[MAX_ZIP_ENTRIES:]]
+        for info in entries[:MAX_ZIP_ENTRIES]:
             name = info.filename
             if info.is_dir():
                 continue
@@ -169,8 +214,11 @@ def extract_zip(source, dest: str | os.PathLike) -> tuple[list[Path], list[tuple
             if not is_image_name(name):
                 refused.append((name, "not an image (extension)"))
                 continue
+            if total + info.file_size > budget:
+                refused.append((name, f"over the upload budget ({budget // 1024**2} MB unpacked in all)"))
+                continue
             total += info.file_size
-            if total > MAX_ZIP_BYTES or info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1) + 1024 * 1024:
+            if info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1) + 1024 * 1024:
                 refused.append((name, "too large once uncompressed (zip bomb?)"))
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,10 @@ import pandas as pd
 import vl_convert as vlc
 
 from . import charts
+from .errors import NotFound
+from .rundir import RunDir
 from .runs import RunStore
-from .storage import read_json, write_text
+from .storage import write_text
 from .thumbs import thumbnail
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -43,7 +45,7 @@ def _examples(rows: pd.DataFrame, root: Path, correct: bool) -> str:
         if not data:
             continue
         src = "data:image/jpeg;base64," + base64.b64encode(data).decode()
-        caption = f"true {row.label}<br>pred {row.predicted} ({row.confidence:.0%})"
+        caption = f"true {html.escape(str(row.label))}<br>pred {html.escape(str(row.predicted))} ({row.confidence:.0%})"
         figures.append(f'<figure><img class="{"ok" if correct else "bad"}" src="{src}"><figcaption>'
                        f'{caption}</figcaption></figure>')
     return '<div class="grid">' + "".join(figures) + "</div>"
@@ -51,23 +53,22 @@ def _examples(rows: pd.DataFrame, root: Path, correct: bool) -> str:
 
 def build(run_dir: str | Path, examples: int = 8) -> str:
     """The report's HTML text for the run in `run_dir` (evaluated first if needed)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").is_file():
+    run = RunDir(run_dir)
+    if run.metrics() is None:
         from .evaluate import evaluate_run
 
-        evaluate_run(run_dir)
-    metrics, card = read_json(run_dir / "metrics.json"), read_json(run_dir / "model.json")
-    store = RunStore(run_dir.parent)
+        evaluate_run(run)
+    metrics, card = run.metrics(), run.card()
+    store = RunStore.open(run.path.parent)
     try:
-        run = store.get(run_dir.name)
-        epochs = store.epochs(run_dir.name)
-        name = run["name"]
-    except KeyError:
-        epochs, name = pd.DataFrame(), run_dir.name
-    preds = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False)
-    manifest = pd.read_csv(run_dir / "manifest.csv", keep_default_na=False)
+        name = store.get(run.id)["name"]
+        epochs = store.epochs(run.id)
+    except NotFound:
+        epochs, name = pd.DataFrame(), run.id
+    preds = run.predictions()
+    manifest = run.manifest().manifest
     preds = preds.merge(manifest[["path", "sha1"]], on="path", how="left")
-    root = Path(card["config"]["data"])
+    root = card.data_root
     tiles = [_tile("test accuracy" if metrics["split"] == "test" else "val accuracy", f"{metrics['accuracy']:.1%}"),
              _tile("balanced accuracy", f"{metrics['balanced_accuracy']:.1%}"),
              _tile("macro F1", f"{metrics['macro_f1']:.3f}"),
@@ -79,8 +80,8 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
                                                      "train_count"]]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)} — Graft report</title>"
              f"<style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(name)}</h1><p class='sub'>{html.escape(card['backbone'])} · "
-             f"{len(card['labels'])} classes · trained on {html.escape(str(root))}</p>",
+             f"<h1>{html.escape(name)}</h1><p class='sub'>{html.escape(card.backbone)} · "
+             f"{card.num_classes} classes · trained on {html.escape(str(root))}</p>",
              f"<div class='tiles'>{''.join(tiles)}</div>"]
     if len(epochs):
         parts.append("<h2>Training curves</h2>" + _svg(charts.curves(epochs)))
@@ -101,6 +102,6 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
 
 
 def write(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    out = Path(out) if out else Path(run_dir) / "report.html"
+    out = Path(out) if out else RunDir(run_dir).report_file
     write_text(out, build(run_dir))
     return out

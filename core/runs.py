@@ -1,9 +1,11 @@
-"""The run store: an SQLite database (WAL mode) plus one folder per run.
+"""The run store: an SQLite database (WAL mode) plus one folder per run (a `RunDir`).
 
-The database holds runs (status, timestamps, best metrics, error text) and their per-epoch
-and throttled per-batch metrics, written as training goes so another process (the dashboard)
-can read them live. A run folder holds config.json, manifest.csv, model.json, best.pt,
-last.pt, metrics.json and predictions.csv. Only the training process's rank 0 writes.
+The database holds runs (status, pid, timestamps, best metrics, error text, progress, the stop
+request), their per-epoch and throttled per-batch metrics (written as training goes, so the
+dashboard reads them live), and the one-training-at-a-time slot of the runs folder, claimed in
+a `BEGIN IMMEDIATE` transaction. Reads never write: a run whose process died is marked failed
+by an explicit `reconcile()`. `RunStore.open(root)` gives one store per process and folder. A
+damaged database is moved aside and rebuilt from the run folders. Only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from .errors import BadInput, Busy, GraftError, NotFound, log
+from .rundir import RunDir
+from .storage import default_runs_root
 
 STATUSES = ("queued", "running", "completed", "stopped", "failed")
 ACTIVE = ("queued", "running")
@@ -35,6 +41,9 @@ CREATE TABLE IF NOT EXISTS epochs (
 );
 CREATE TABLE IF NOT EXISTS batches (
     run_id TEXT, epoch INTEGER, step INTEGER, loss REAL, time REAL, PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS slot (
+    id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT, pid INTEGER, host TEXT, since REAL
 );
 """
 
@@ -60,15 +69,86 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-class RunStore:
-    """Runs under one folder (`runs/` by default): `runs.sqlite` and a folder per run id."""
+def _alive_here(pid: int | None, host: str | None) -> bool:
+    """Whether a process recorded as (pid, host) may still run: alive here, or on another host."""
+    return bool(pid) and (host != socket.gethostname() or pid_alive(pid))
 
-    def __init__(self, root: str | os.PathLike = "runs"):
-        self.root = Path(root).expanduser()
+
+class RunStore:
+    """Runs under one folder: `runs.sqlite` and a folder per run id."""
+
+    _open: dict[Path, "RunStore"] = {}
+
+    @classmethod
+    def open(cls, root: str | os.PathLike | None = None) -> "RunStore":
+        """The store for `root` (default: `storage.default_runs_root()`), one per process."""
+        path = Path(os.path.abspath(Path(root or default_runs_root()).expanduser()))
+        store = cls._open.get(path)
+        if store is None or not store.db_path.exists():
+            store = cls._open[path] = cls(path)
+        return store
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
+        if self.root.exists() and not self.root.is_dir():
+            raise BadInput(f"runs folder {self.root} is a file, not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "runs.sqlite"
+        self.recovered: str | None = None  # what was rebuilt on opening, in words
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        for attempt in range(50):  # many processes opening a brand-new folder at once
+            try:
+                with self._connect() as db:
+                    db.executescript(SCHEMA)
+                    db.execute("SELECT count(*) FROM runs").fetchone()
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or attempt == 49:
+                    raise
+                time.sleep(0.05 + 0.01 * attempt)
+            except sqlite3.DatabaseError as err:
+                self._move_aside(err)
+        self._adopt_orphans()
+
+    def _move_aside(self, err: Exception) -> None:
+        aside = self.db_path.with_name(f"runs.sqlite.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.db_path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        self.recovered = (f"the run history {self.db_path} was damaged ({err}); it was moved to {aside.name} and "
+                          "rebuilt from the run folders (per-epoch curves of older runs are not recoverable)")
+        log.warning(self.recovered)
+
+    def _adopt_orphans(self) -> None:
+        """Run folders the database does not know (a rebuilt or emptied database) get their row back
+        from their files: config.json, model.json, metrics.json."""
         with self._connect() as db:
-            db.executescript(SCHEMA)
+            known = {r[0] for r in db.execute("SELECT id FROM runs")}
+        orphans = [d for d in sorted(self.root.iterdir()) if d.is_dir() and d.name not in known
+                   and RunDir(d).is_run()]
+        for folder in orphans:
+            self._adopt(RunDir(folder))
+        if orphans and not self.recovered:
+            self.recovered = f"{len(orphans)} run folder(s) missing from {self.db_path} were added back"
+            log.warning(self.recovered)
+
+    def _adopt(self, run: RunDir) -> None:
+        try:
+            config = run.read_config()
+        except GraftError:
+            return
+        metrics = run.metrics() if run.metrics_file.is_file() else None
+        status = "completed" if metrics else "stopped" if run.has_model() else "failed"
+        created = run.config_file.stat().st_mtime
+        with self._connect() as db:
+            db.execute("INSERT OR IGNORE INTO runs (id, name, dataset, backbone, freeze, config, status, created, "
+                       "started, ended, test_acc, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (run.id, config.get("name") or run.id, str(config.get("data", "")), config.get("backbone"),
+                        config.get("freeze"), json.dumps(config), status, created, created,
+                        run.path.stat().st_mtime, (metrics or {}).get("accuracy"),
+                        None if status != "failed" else "recovered from its folder: no checkpoint"))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -84,12 +164,13 @@ class RunStore:
 
     # ------------------------------------------------------------ runs
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+    def run_dir(self, run_id: str) -> RunDir:
+        return RunDir(self.root / run_id)
 
-    def create(self, config: dict, name: str | None = None, status: str = "queued") -> str:
-        run_id = new_run_id()
-        self.run_dir(run_id).mkdir(parents=True, exist_ok=False)
+    def create(self, config: dict, name: str | None = None, status: str = "queued",
+               run_id: str | None = None) -> str:
+        run_id = run_id or new_run_id()
+        self.run_dir(run_id).path.mkdir(parents=True, exist_ok=False)
         with self._connect() as db:
             db.execute("INSERT INTO runs (id, name, dataset, backbone, freeze, config, status, created) "
                        "VALUES (?,?,?,?,?,?,?,?)",
@@ -118,8 +199,8 @@ class RunStore:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise KeyError(f"no run {run_id!r} in {self.root}")
-        run = self._reconcile(dict(row))
+            raise NotFound(f"no run {run_id!r} in {self.root}")
+        run = dict(row)
         run["config"] = json.loads(run["config"] or "{}")
         run["progress"] = json.loads(run["progress"]) if run.get("progress") else {}
         return run
@@ -127,7 +208,6 @@ class RunStore:
     def list(self) -> pd.DataFrame:
         with self._connect() as db:
             rows = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY created DESC")]
-        rows = [self._reconcile(r) for r in rows]
         return pd.DataFrame(rows, columns=["id", "name", "dataset", "backbone", "freeze", "status",
                                            "created", "started", "ended", "epochs_done", "best_epoch",
                                            "best_val_loss", "best_val_acc", "test_acc", "error", "pid",
@@ -137,40 +217,66 @@ class RunStore:
         """Runs with a usable model: completed or stopped, with a best checkpoint on disk."""
         runs = self.list()
         runs = runs[runs["status"].isin(["completed", "stopped"])]
-        return runs[[(self.run_dir(r) / "best.pt").is_file() for r in runs["id"]]]
+        return runs[[self.run_dir(r).has_model() for r in runs["id"]]]
 
-    def _reconcile(self, run: dict) -> dict:
-        """A run whose process is gone cannot stay `running` (or `queued`): mark it failed."""
-        if run["status"] in ACTIVE and run.get("pid") and run.get("host") == socket.gethostname() \
-                and not pid_alive(run.get("pid")):
-            self._refresh(run)
-        return run
+    def reconcile(self) -> list[str]:
+        """Mark failed (with the tail of its log) every queued or running run of this host whose
+        process is gone; returns their ids. Called by the pages and the CLI, never by a read."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id, pid, host FROM runs WHERE status IN ('queued', 'running')").fetchall()
+        dead = [r["id"] for r in rows if r["pid"] and r["host"] == socket.gethostname() and not pid_alive(r["pid"])]
+        for run_id in dead:
+            error = "the training process ended without finishing (killed or crashed)"
+            tail = self.run_dir(run_id).log_tail(8)
+            with self._connect() as db:  # the process may have finished between our reads
+                db.execute("UPDATE runs SET status = 'failed', ended = ?, error = ? "
+                           "WHERE id = ? AND status IN ('queued', 'running')",
+                           (time.time(), error + (":\n" + tail if tail else ""), run_id))
+        return dead
 
-    def _refresh(self, run: dict) -> None:
-        with self._connect() as db:  # the process may have finished between our reads
-            row = db.execute("SELECT status, error FROM runs WHERE id = ?", (run["id"],)).fetchone()
-        if row and row["status"] not in ACTIVE:
-            run.update(status=row["status"], error=row["error"])
-            return
-        error = "the training process ended without finishing (killed or crashed)"
-        log = self.run_dir(run["id"]) / "train.log"
-        if log.is_file():
-            tail = [l for l in log.read_text(errors="replace").replace("\r", "\n").splitlines() if l.strip()]
-            if tail:
-                error += ":\n" + "\n".join(tail[-8:])
-        self.finish(run["id"], "failed", error)
-        run.update(status="failed", error=error, ended=time.time())
+    # ------------------------------------------------------------ the training slot
+
+    def active(self) -> str | None:
+        """The run whose training process holds this folder's slot, if it is alive."""
+        with self._connect() as db:
+            row = db.execute("SELECT run_id, pid, host FROM slot WHERE id = 1").fetchone()
+        return row["run_id"] if row and _alive_here(row["pid"], row["host"]) else None
+
+    def claim(self, run_id: str, pid: int, handover_from: int | None = None) -> None:
+        """Take the one-training-at-a-time slot for `run_id` run by `pid`, atomically; raises `Busy`
+        when a live process holds it (unless that is `pid` or `handover_from`, the starter)."""
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT run_id, pid, host FROM slot WHERE id = 1").fetchone()
+            if row and _alive_here(row[1], row[2]) and row[1] not in (pid, handover_from):
+                db.execute("ROLLBACK")
+                raise Busy(f"run {row[0]} is still training in {self.root}; stop it or wait for it to finish "
+                           f"(one training at a time per runs folder)")
+            db.execute("INSERT OR REPLACE INTO slot VALUES (1, ?, ?, ?, ?)",
+                       (run_id, pid, socket.gethostname(), time.time()))
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def release(self, run_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM slot WHERE id = 1 AND run_id = ?", (run_id,))
 
     def rename(self, run_id: str, name: str) -> None:
         self.update(run_id, name=name)
 
     def delete(self, run_id: str) -> None:
+        """Remove a run's rows and folder; a run that is still training is refused (stop it first)."""
         import shutil
 
+        run = self.get(run_id)
+        if run["status"] in ACTIVE and _alive_here(run.get("pid"), run.get("host")):
+            raise Busy(f"run {run['name']} is still training; stop it first, then delete it")
         with self._connect() as db:
             for table, col in (("runs", "id"), ("epochs", "run_id"), ("batches", "run_id")):
                 db.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        shutil.rmtree(self.run_dir(run_id).path, ignore_errors=True)
 
     def request_stop(self, run_id: str) -> None:
         self.update(run_id, stop_requested=1)
@@ -180,14 +286,14 @@ class RunStore:
             row = db.execute("SELECT stop_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
         return bool(row and row[0])
 
-    def resolve(self, ref: str | os.PathLike) -> tuple[str, Path]:
+    def resolve(self, ref: str | os.PathLike) -> tuple[str, RunDir]:
         """A run id (looked up here) or a run folder path → (run id, folder)."""
-        path = Path(ref)
-        if (path / "config.json").is_file():
-            return path.resolve().name, path.resolve()
-        if (self.run_dir(str(ref)) / "config.json").is_file() or self._exists(str(ref)):
+        path = Path(ref).expanduser()
+        if RunDir(path).is_run():
+            return path.resolve().name, RunDir(path.resolve())
+        if self.run_dir(str(ref)).is_run() or self._exists(str(ref)):
             return str(ref), self.run_dir(str(ref))
-        raise KeyError(f"{ref}: neither a run id in {self.root} nor a run folder")
+        raise NotFound(f"{ref}: neither a run id in {self.root} nor a run folder")
 
     def _exists(self, run_id: str) -> bool:
         with self._connect() as db:
@@ -210,15 +316,17 @@ class RunStore:
     def set_progress(self, run_id: str, **progress: Any) -> None:
         self.update(run_id, progress=json.dumps(progress))
 
-    def epochs(self, run_id: str) -> pd.DataFrame:
+    def epochs(self, run_id: str, after: int = 0) -> pd.DataFrame:
+        """The run's epoch rows after epoch `after` (0: all)."""
         with self._connect() as db:
-            return pd.read_sql_query("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", db,
-                                     params=(run_id,))
+            return pd.read_sql_query("SELECT * FROM epochs WHERE run_id = ? AND epoch > ? ORDER BY epoch", db,
+                                     params=(run_id, after))
 
-    def batches(self, run_id: str) -> pd.DataFrame:
+    def batches(self, run_id: str, after: int = 0) -> pd.DataFrame:
+        """The run's per-batch losses after step `after` (0: all)."""
         with self._connect() as db:
-            return pd.read_sql_query("SELECT * FROM batches WHERE run_id = ? ORDER BY step", db,
-                                     params=(run_id,))
+            return pd.read_sql_query("SELECT * FROM batches WHERE run_id = ? AND step > ? ORDER BY step", db,
+                                     params=(run_id, after))
 
     def truncate_metrics(self, run_id: str, after_epoch: int) -> None:
         """Forget epochs after `after_epoch` (a resume restarts from the last checkpoint)."""

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .errors import SampleError
 from .storage import cache_home, write_text
 
 ELPV_WHEEL = "elpv-dataset==1.0.0.post1"
@@ -31,10 +32,6 @@ FASHION_CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal
                    "sneaker", "bag", "ankle_boot"]
 MARKER = ".graft-sample"
 NAMES = ("elpv", "fashion-mnist")
-
-
-class SampleError(RuntimeError):
-    pass
 
 
 def default_dir(name: str) -> Path:

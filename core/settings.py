@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .storage import cache_home, read_json, write_json
 
-DEFAULTS = {"dataset": "", "recent": [], "runs": "runs", "min_per_class": 5}
+DEFAULTS = {"dataset": "", "recent": [], "runs": "", "min_per_class": 5}  # runs "": the default folder
 
 
 def path() -> Path:

@@ -19,6 +19,31 @@ def cache_home() -> Path:
     return path
 
 
+def default_runs_root() -> Path:
+    """Where runs go unless a runs folder is given: `GRAFT_RUNS`, else `GRAFT_HOME/runs`
+    (`~/.cache/graft/runs`), whatever folder the server or the command was started in."""
+    env = os.environ.get("GRAFT_RUNS")
+    return Path(env).expanduser().absolute() if env else cache_home() / "runs"
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """The free space on `path`'s filesystem, in words ("1.2 GB free")."""
+    import shutil
+
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return "free space unknown"
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if free < 1024 or unit == "TB":
+            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+        free /= 1024
+    return ""
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`."""
     path = Path(path)

@@ -10,7 +10,7 @@ between batches, metrics written to the run store as training goes.
 """
 from __future__ import annotations
 
-import math
+import os
 import random
 import signal
 import threading
@@ -22,17 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import __version__, data, distributed, models
-from .choices import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
-from .features import FeatureCache, configure_threads, default_workers, make_loader, pick_device
-from .runs import RunStore
-from .storage import load_torch, read_json, save_torch, write_json
-from .decoded import DecodedDataset, tensor_transforms
+from . import data, distributed, models, runtime
+from .choices import AUG_LEVELS, CLASS_WEIGHTS, HEADS, OPTIMIZERS, SCHEDULES
+from .decoded import DecodedDataset
+from .errors import BadInput, log
 from .estimate import epoch_seconds
-from .transforms import eval_transform, train_transform
-
+from .features import FeatureCache
+from .preprocess import Preprocessing, eval_transform, tensor_transforms, train_transform
+from .rundir import RunDir, card_for, data_root
+from .runs import RunStore
+from .steps import (Checkpointer, ConsoleReporter, EarlyStopping, EpochRow, LoopState, OnEpoch, Step,
+                    StopTraining, StopWatch, StoreReporter)
 
 
 @dataclass
@@ -69,13 +70,38 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data = str(self.data)
-        self.fractions = tuple(self.fractions)
-        if self.freeze not in models.FREEZE_MODES:
-            raise ValueError(f"freeze must be one of {models.FREEZE_MODES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}")
+        self.fractions = tuple(float(f) for f in self.fractions)
+        choices = {"freeze": models.FREEZE_MODES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "head": HEADS,
+                   "class_weights": CLASS_WEIGHTS, "aug": ("auto", *AUG_LEVELS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise BadInput(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        ranges = {"epochs": (1, 10_000), "batch_size": (1, 65_536), "patience": (1, 10_000), "aug_views": (1, 64),
+                  "min_per_class": (1, 10**9), "tta": (0, 64), "label_smoothing": (0.0, 0.99),
+                  "dropout": (0.0, 0.99), "momentum": (0.0, 0.9999), "backbone_lr_mult": (0.0, 100.0)}
+        if self.lr is not None:
+            ranges["lr"] = (1e-9, 10.0)
+        if self.weight_decay is not None:
+            ranges["weight_decay"] = (0.0, 10.0)
+        if self.input_size is not None:
+            ranges["input_size"] = (32, 1024)
+        if self.workers is not None:
+            ranges["workers"] = (0, 64)
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise BadInput(f"{name.replace('_', '-')} must be between {low} and {high} (got {value!r})")
+        if len(self.fractions) != 3 or min(self.fractions) < 0 or abs(sum(self.fractions) - 1) > 1e-6 \
+                or self.fractions[0] <= 0:
+            raise BadInput(f"fractions must be three shares (train > 0) that add up to 1 (got {self.fractions})")
+
+    def resolved(self) -> "TrainConfig":
+        """The same config with every path absolute (`~` expanded), for a process started elsewhere."""
+        values = asdict(self)
+        values["data"] = str(data_root(self.data))
+        if self.weights:
+            values["weights"] = str(data_root(self.weights))
+        return TrainConfig(**values)
 
     @property
     def augmentation(self) -> str:
@@ -99,41 +125,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-class StopTraining(Exception):
-    """Raised between batches when a stop was requested."""
-
-
-@dataclass
-class _Stopper:
-    store: RunStore | None
-    run_id: str
-    every_s: float = 0.5
-    _last: float = 0.0
-    signalled: bool = False
-
-    def check(self) -> None:
-        now = time.monotonic()
-        if self.signalled and distributed.world_size() == 1:
-            raise StopTraining
-        if distributed.world_size() == 1 and now - self._last < self.every_s:
-            return  # under torchrun every rank checks every batch, so the broadcasts line up
-        self._last = now
-        flag = self.signalled or bool(self.store and self.store.stop_requested(self.run_id))
-        if distributed.broadcast_flag(flag):
-            raise StopTraining
-
-
-@dataclass
-class _Batches:
-    """What the loop trains: a module, and loaders of (input, label) for train and val."""
-
-    module: nn.Module
-    train: torch.utils.data.DataLoader
-    val: torch.utils.data.DataLoader
-    sampler: object = None
-    info: dict = field(default_factory=dict)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -149,7 +140,7 @@ def class_weights(counts: list[int], mode: str) -> torch.Tensor | None:
     """
     counts_arr = np.maximum(np.asarray(counts, dtype=np.float64), 1)
     if mode not in CLASS_WEIGHTS:
-        raise ValueError(f"class weights must be one of {CLASS_WEIGHTS}")
+        raise BadInput(f"class weights must be one of {CLASS_WEIGHTS}")
     if mode == "off" or (mode == "auto" and counts_arr.max() < 3 * counts_arr.min()):
         return None
     weights = 1 / counts_arr if mode == "balanced" else 1 / np.sqrt(counts_arr)
@@ -180,42 +171,23 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def model_card(config: TrainConfig, classes: list[str], prep: models.Preprocessing,
-               metrics: dict | None = None) -> dict:
-    """The run's model.json: everything needed to rebuild and use the model."""
-    return {"format": "graft-model", "version": __version__, "backbone": config.backbone,
-            "head": config.head, "freeze": config.freeze, "dropout": config.dropout,
-            "num_classes": len(classes), "labels": classes, "preprocessing": prep.to_dict(),
-            "checkpoint": "best.pt", "config": asdict(config), "metrics": metrics or {}}
-
-
 # ---------------------------------------------------------------------- the loop
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on a GPU: bf16 where supported, else fp16 (with a grad scaler); none on CPU
-    (bf16 autocast is ~4x slower on CPUs without AMX)."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def run_epoch(module: nn.Module, loader, criterion: nn.Module, device: torch.device,
-              optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-              on_batch=None, bar=None, scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+              optimizer: torch.optim.Optimizer | None = None, scheduler=None, on_batch=None,
+              scaler: torch.amp.GradScaler | None = None, channels_last: bool = False) -> tuple[float, float]:
     """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy)."""
     training = optimizer is not None
     module.train(training)
-    dtype = amp_dtype(device)
     total_loss, correct, seen = 0.0, 0, 0
     with torch.set_grad_enabled(training):
         for batch in loader:
             if batch is None:
                 continue
-            inputs, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            if dtype is not None and inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            inputs = runtime.to_input(batch[0], device, channels_last)
+            labels = batch[1].to(device, non_blocking=True)
+            with runtime.autocast(device):
                 logits = module(inputs)
             loss = criterion(logits.float(), labels)
             if training:
@@ -232,21 +204,35 @@ def run_epoch(module: nn.Module, loader, criterion: nn.Module, device: torch.dev
             total_loss += loss.item() * n
             correct += (logits.argmax(1) == labels).sum().item()
             seen += n
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
             if on_batch:
                 on_batch(loss.item())
     total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
+# ---------------------------------------------------------------------- what the loop trains
+
+
+@dataclass
+class _Batches:
+    """What the loop trains: a module, and loaders of (input, label) for train and val."""
+
+    module: nn.Module
+    train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader
+    sampler: object = None
+    info: dict = field(default_factory=dict)
+
+
+def _frames(split: data.Split) -> dict:
+    return {s: split.manifest[split.manifest["split"] == s] for s in ("train", "val")}
+
+
 def _image_batches(model: models.GraftModel, split: data.Split, root: Path, config: TrainConfig,
-                   prep: models.Preprocessing) -> _Batches:
+                   prep: Preprocessing) -> _Batches:
     """Loaders over images: decoded once into the decoded-image cache when fine-tuning (`cache`),
     or decoded every epoch (the plain loop, `--no-cache`)."""
-    frames = {s: split.manifest[split.manifest["split"] == s] for s in ("train", "val")}
-    index = {c: i for i, c in enumerate(split.classes)}
+    frames, index = _frames(split), {c: i for i, c in enumerate(split.classes)}
 
     def dataset(name: str, transform):
         frame = frames[name]
@@ -263,30 +249,22 @@ def _image_batches(model: models.GraftModel, split: data.Split, root: Path, conf
     sampler = None
     if distributed.world_size() > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=config.seed)
-    workers = default_workers() if config.workers is None else config.workers
-    train = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-        num_workers=workers, collate_fn=data.collate_skip_none, drop_last=len(train_set) > config.batch_size,
-        worker_init_fn=_one_thread if workers else None,
-        generator=torch.Generator().manual_seed(config.seed), pin_memory=torch.cuda.is_available())
-    val = make_loader(val_set, config.batch_size, workers=workers)
+    train = runtime.make_loader(train_set, config.batch_size, shuffle=True, workers=config.workers,
+                                seed=config.seed, sampler=sampler, drop_last=len(train_set) > config.batch_size,
+                                collate_fn=data.collate_skip_none)
+    val = runtime.make_loader(val_set, config.batch_size, workers=config.workers, collate_fn=data.collate_skip_none)
     return _Batches(model, train, val, sampler)
 
 
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def _feature_batches(model: models.GraftModel, split: data.Split, root: Path, config: TrainConfig,
-                     prep: models.Preprocessing, progress: bool, report=None) -> _Batches:
+                     prep: Preprocessing, progress: bool, report=None) -> _Batches:
     """Cached backbone features for train (plain view + augmented views) and val; `report(phase,
     done, total)` hears how feature extraction goes."""
     cache = FeatureCache(model.backbone, prep)
-    rows = {s: split.manifest[split.manifest["split"] == s] for s in ("train", "val")}
-    index = {c: i for i, c in enumerate(split.classes)}
+    frames, index = _frames(split), {c: i for i, c in enumerate(split.classes)}
 
     def tensors(name: str, view: str, transform, seed=None, view_index=0):
-        frame = rows[name]
+        frame = frames[name]
         feats, ok = cache.features([root / p for p in frame["path"]], frame["sha1"].tolist(), view,
                                    transform, seed=seed, view_index=view_index, workers=config.workers,
                                    batch_size=max(config.batch_size, 32), progress=progress,
@@ -306,36 +284,188 @@ def _feature_batches(model: models.GraftModel, split: data.Split, root: Path, co
     train_y = torch.cat([y for _, y in train_parts])
     info = {"cache_seconds": time.perf_counter() - started, "computed": cache.computed,
             "cache_key": cache.key}
-    generator = torch.Generator().manual_seed(config.seed)
-    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_x, train_y),
-                                        batch_size=config.batch_size, shuffle=True, generator=generator)
-    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(val_x, val_y), batch_size=1024)
+    train = runtime.make_loader(torch.utils.data.TensorDataset(train_x, train_y), config.batch_size,
+                                shuffle=True, workers=0, seed=config.seed)
+    val = runtime.make_loader(torch.utils.data.TensorDataset(val_x, val_y), 1024, workers=0)
     return _Batches(model.head, train, val, None, info)
 
 
-def fit(config: TrainConfig, runs_root: str | Path = "runs", run_id: str | None = None,
+# ---------------------------------------------------------------------- prepare → plan
+
+
+@dataclass
+class Plan:
+    """Everything the loop needs, prepared from a config: the split, the model and what trains,
+    the loaders, the loss, the optimiser and schedule, and where the loop starts."""
+
+    config: TrainConfig
+    split: data.Split
+    model: models.GraftModel
+    module: nn.Module
+    batches: _Batches
+    device: torch.device
+    channels_last: bool
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    state: LoopState
+
+
+def load_split(config: TrainConfig, run: RunDir | None, resume: bool, progress: bool) -> data.Split:
+    """The run's manifest when resuming, else a fresh scan and split (saved as the manifest)."""
+    if resume and run is not None and run.manifest_file.is_file():
+        return run.manifest(run.card().labels)
+    root = data_root(config.data)
+    index = data.scan(root, progress=progress)
+    for row in index.skipped.itertuples():
+        log.info(f"skipped {row.path}: {row.reason}" + (f" ({row.detail})" if row.detail else ""))
+    split = data.split(index, config.fractions, config.seed, config.min_per_class)
+    for label, count in split.dropped.items():
+        log.info(f"dropped class {label!r}: {count} images < --min-per-class {config.min_per_class}")
+    if len(split.classes) < 2:
+        raise BadInput(f"{root}: need at least 2 classes with ≥ {config.min_per_class} images; "
+                       f"found {len(split.classes)}")
+    if run is not None:
+        run.write_manifest(split)
+    return split
+
+
+def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progress: bool = True,
+            report=None) -> Plan:
+    """Scan and split (or reload the manifest), build the model, write the run's config and card,
+    make the loaders (cached features when the backbone is frozen), loss, optimiser and schedule,
+    and restore the loop's state from last.pt when resuming. `run` is None on torchrun ranks > 0."""
+    seed_everything(config.seed)
+    split = load_split(config, run, resume, progress and run is not None)
+    counts = split.counts()
+    log.info(f"{len(split.classes)} classes; images per split: "
+             + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns))
+    prep = models.preprocessing_for(config.backbone, config.input_size)
+    model = models.create(config.backbone, len(split.classes), config.freeze, config.head,
+                          weights=config.weights, dropout=config.dropout)
+    if run is not None:
+        run.write_config(asdict(config))
+        run.write_card(card_for(asdict(config), split.classes, prep))
+    device = distributed.setup() or runtime.pick_device()
+    model, channels_last = runtime.place(model, device, training=True)
+    use_features = config.uses_cache and distributed.world_size() == 1
+    batches = (_feature_batches(model, split, data_root(config.data), config, prep, progress and run is not None, report)
+               if use_features else _image_batches(model, split, data_root(config.data), config, prep))
+    if batches.info:
+        log.info(f"feature cache {batches.info['cache_key']}: {batches.info['computed']} image views computed, "
+                 f"the rest from the cache ({batches.info['cache_seconds']:.1f} s)")
+    module = batches.module
+    if module is model and run is not None:
+        estimate = epoch_seconds(config.backbone, config.freeze, len(batches.train.dataset),
+                                 len(batches.val.dataset), False, config.input_size)[0]
+        log.info(f"estimated time per epoch on this machine: ~{estimate:.0f} s "
+                 f"(~{estimate * config.epochs / 60:.1f} min for {config.epochs} epochs)")
+    if distributed.world_size() > 1 and module is model:
+        module = torch.nn.parallel.DistributedDataParallel(model)
+    weights = class_weights(counts["train"].tolist(), config.class_weights)
+    if weights is not None:
+        log.info("class weights: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(split.classes, weights.tolist())))
+        weights = weights.to(device)
+    optimizer = make_optimizer(model, config)
+    plan = Plan(config, split, model, module, batches, device, channels_last and module is model,
+                nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing), optimizer,
+                make_scheduler(optimizer, config, max(1, len(batches.train))), runtime.grad_scaler(device),
+                LoopState(epochs=config.epochs))
+    if resume and run is not None:
+        _restore(plan, run)
+    return plan
+
+
+def _restore(plan: Plan, run: RunDir) -> None:
+    last = run.load_last()
+    if last is None:
+        return
+    plan.model.load_state_dict(last["model"])
+    plan.optimizer.load_state_dict(last["optimizer"])
+    plan.scheduler.load_state_dict(last["scheduler"])
+    for key, value in plan.state.saved().items():
+        setattr(plan.state, key, last.get(key, value))
+    plan.state.step = plan.state.epoch * len(plan.batches.train)
+    log.info(f"resuming after epoch {plan.state.epoch}")
+
+
+# ---------------------------------------------------------------------- the loop
+
+
+def run_loop(plan: Plan, steps: list[Step]) -> str:
+    """Train epoch after epoch, telling `steps` what happens; returns `completed` or `stopped`."""
+    state, batches = plan.state, plan.batches
+    steps_per_epoch = len(batches.train)
+    for step in steps:
+        step.on_start(state, steps_per_epoch)
+
+    def on_batch(loss: float) -> None:
+        state.step += 1
+        for step in steps:
+            step.on_batch(state, loss)
+
+    status = "completed"
+    try:
+        for epoch in range(state.epoch + 1, plan.config.epochs + 1):
+            state.epoch = epoch
+            if batches.sampler is not None:
+                batches.sampler.set_epoch(epoch)
+            started, lr = time.perf_counter(), plan.optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = run_epoch(plan.module, batches.train, plan.criterion, plan.device,
+                                              plan.optimizer, plan.scheduler, on_batch, plan.scaler,
+                                              plan.channels_last)
+            val_loss, val_acc = run_epoch(plan.module, batches.val, plan.criterion, plan.device,
+                                          channels_last=plan.channels_last)
+            state.record(val_loss, val_acc)
+            row = EpochRow(epoch, train_loss, train_acc, val_loss, val_acc, lr, time.perf_counter() - started)
+            for step in steps:
+                step.on_epoch(state, row)
+            if state.stop_reason:
+                break
+    except StopTraining:
+        status = "stopped"
+    for step in steps:
+        step.on_end(state, status)
+    return status
+
+
+def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | None = None,
         progress: bool = True, resume: bool = False, on_epoch=None) -> str:
     """Train according to `config` into the run store at `runs_root`; returns the run id.
 
     The run ends as `completed`, `stopped` (stop request, SIGTERM or Ctrl-C; best checkpoint
     kept) or `failed` (with the error text). `on_epoch(epoch, model)` is called after each epoch.
     """
-    configure_threads()
+    runtime.configure_threads()
     distributed.setup()
     main = distributed.is_main()
-    store = RunStore(runs_root) if main else None
+    store = RunStore.open(runs_root) if main else None
     if main and run_id is None:
         run_id = store.create(asdict(config), config.name)
     run_id = run_id or "worker"
-    stopper = _Stopper(store, run_id)
-    previous = signal.getsignal(signal.SIGTERM)
+    run = store.run_dir(run_id) if main else None
+    watch = StopWatch(lambda: store is not None and store.stop_requested(run_id))
     handle_signals = main and threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
     if main:
         store.mark_running(run_id)
     if handle_signals:
-        signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "signalled", True))
+        signal.signal(signal.SIGTERM, lambda *_: setattr(watch, "signalled", True))
     try:
-        status = _fit(config, store, run_id, stopper, progress, resume, on_epoch)
+        reporter = StoreReporter(store, run_id) if main else None
+        plan = prepare(config, run, resume, progress, reporter.phase if reporter else None)
+        if main and resume:
+            store.truncate_metrics(run_id, plan.state.epoch)
+        steps: list[Step] = [watch, EarlyStopping(config.patience)]
+        if main:
+            steps += [reporter, Checkpointer(run, plan.model, plan.optimizer, plan.scheduler),
+                      ConsoleReporter(config.patience, progress)]
+        if on_epoch is not None:
+            steps.append(OnEpoch(on_epoch, plan.model))
+        status = run_loop(plan, steps)
+        if main and status == "completed":
+            _evaluate(run, store, run_id, config, progress)
         if main:
             store.finish(run_id, status)
     except (StopTraining, KeyboardInterrupt):
@@ -352,162 +482,23 @@ def fit(config: TrainConfig, runs_root: str | Path = "runs", run_id: str | None 
     return run_id
 
 
-def _fit(config: TrainConfig, store: RunStore | None, run_id: str, stopper: _Stopper,
-         progress: bool, resume: bool, on_epoch=None) -> str:
-    main = store is not None
-    log = print if main else (lambda *_: None)
-    seed_everything(config.seed)
-    root = Path(config.data).expanduser()
-    run_dir = store.run_dir(run_id) if main else None
-    manifest_path = run_dir / "manifest.csv" if main else None
-    if resume and main and manifest_path.is_file():
-        split = data.load_manifest(manifest_path, read_json(run_dir / "model.json")["labels"])
-    else:
-        index = data.scan(root, progress=progress and main)
-        for row in index.skipped.itertuples():
-            log(f"skipped {row.path}: {row.reason}" + (f" ({row.detail})" if row.detail else ""))
-        split = data.split(index, config.fractions, config.seed, config.min_per_class)
-        for label, count in split.dropped.items():
-            log(f"dropped class {label!r}: {count} images < --min-per-class {config.min_per_class}")
-        if main:
-            data.save_manifest(split, manifest_path)
-    if len(split.classes) < 2:
-        raise ValueError(f"{root}: need at least 2 classes with ≥ {config.min_per_class} images; "
-                         f"found {len(split.classes)}")
-    counts = split.counts()
-    log(f"{len(split.classes)} classes; images per split: "
-        + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns))
-    prep = models.preprocessing_for(config.backbone, config.input_size)
-    model = models.create(config.backbone, len(split.classes), config.freeze, config.head,
-                          weights=config.weights, dropout=config.dropout)
-    if main:
-        write_json(run_dir / "config.json", asdict(config))
-        write_json(run_dir / "model.json", model_card(config, split.classes, prep))
-    device = distributed.setup() or pick_device()
-    model.to(device)
-    if device.type == "cuda" and models.uses_channels_last(model):
-        model.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
-    def report(phase: str, done: int, total: int) -> None:
-        if main and (done == total or time.monotonic() - last_report[0] > 1.0):
-            last_report[0] = time.monotonic()
-            store.set_progress(run_id, phase=phase, phase_done=done, phase_total=total)
-
-    last_report = [0.0]
-    batches = (_feature_batches(model, split, root, config, prep, progress and main, report)
-               if config.uses_cache and distributed.world_size() == 1
-               else _image_batches(model, split, root, config, prep))
-    module = batches.module
-    if batches.info:
-        log(f"feature cache {batches.info['cache_key']}: {batches.info['computed']} image views computed, "
-            f"the rest from the cache ({batches.info['cache_seconds']:.1f} s)")
-    if module is model and main:
-        estimate = epoch_seconds(config.backbone, config.freeze, len(batches.train.dataset),
-                                 len(batches.val.dataset), False, config.input_size)[0]
-        log(f"estimated time per epoch on this machine: ~{estimate:.0f} s "
-            f"(~{estimate * config.epochs / 60:.1f} min for {config.epochs} epochs)")
-    if distributed.world_size() > 1 and module is model:
-        module = torch.nn.parallel.DistributedDataParallel(model)
-    weights = class_weights(counts["train"].tolist(), config.class_weights)
-    if weights is not None:
-        log("class weights: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(split.classes, weights.tolist())))
-        weights = weights.to(device)
-    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, max(1, len(batches.train)))
-    state = {"epoch": 0, "best_val_loss": math.inf, "best_val_acc": None, "best_epoch": None, "bad_epochs": 0}
-    if resume and main and (run_dir / "last.pt").is_file():
-        last = load_torch(run_dir / "last.pt")
-        model.load_state_dict(last["model"])
-        optimizer.load_state_dict(last["optimizer"])
-        scheduler.load_state_dict(last["scheduler"])
-        state.update({k: last[k] for k in state})
-        store.truncate_metrics(run_id, state["epoch"])
-        log(f"resuming after epoch {state['epoch']}")
-    steps = len(batches.train)
-    step_counter = [state["epoch"] * steps]
-    pending: list[tuple[int, int, float]] = []
-    last_flush = [time.monotonic()]
-    started = time.monotonic()
-
-    def on_batch(loss: float) -> None:
-        step_counter[0] += 1
-        if main:
-            pending.append((epoch, step_counter[0], loss))
-            if time.monotonic() - last_flush[0] > 1.0:
-                _flush()
-        stopper.check()
-
-    def _flush() -> None:
-        if pending:
-            store.log_batches(run_id, pending)
-            done = step_counter[0]
-            elapsed = time.monotonic() - started
-            total = config.epochs * steps
-            eta = elapsed / max(done - start_step, 1) * (total - done)
-            store.set_progress(run_id, epoch=epoch, epochs=config.epochs, step=done, steps=total,
-                               elapsed=elapsed, eta=eta, bad_epochs=state["bad_epochs"],
-                               best_val_acc=state["best_val_acc"], best_epoch=state["best_epoch"])
-            pending.clear()
-        last_flush[0] = time.monotonic()
-
-    start_step = step_counter[0]
-    status = "completed"
-    epoch = state["epoch"]
-    epochs = range(state["epoch"] + 1, config.epochs + 1)
-    bar = tqdm(total=len(epochs) * steps, desc="train", unit="batch", disable=not (progress and main))
-    try:
-        for epoch in epochs:
-            if batches.sampler is not None:
-                batches.sampler.set_epoch(epoch)
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = run_epoch(module, batches.train, criterion, device, optimizer,
-                                              scheduler, on_batch, bar, scaler)
-            val_loss, val_acc = run_epoch(module, batches.val, criterion, device)
-            seconds = time.perf_counter() - t0
-            improved = val_loss < state["best_val_loss"]
-            if improved:
-                state.update(best_val_loss=val_loss, best_val_acc=val_acc, best_epoch=epoch, bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            if main:  # metrics before last.pt: a kill in between replays the epoch on resume, losing nothing
-                if improved:
-                    save_torch(run_dir / "best.pt", model.state_dict())
-                store.log_epoch(run_id, epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-                                val_acc=val_acc, lr=lr, seconds=seconds)
-                store.update(run_id, best_epoch=state["best_epoch"], best_val_loss=state["best_val_loss"],
-                             best_val_acc=state["best_val_acc"])
-                save_torch(run_dir / "last.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                 "scheduler": scheduler.state_dict(), **state})
-                _flush()
-                bar.write(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
-                          f"val loss {val_loss:.4f} acc {val_acc:.3f} | {seconds:.1f} s"
-                          + ("  *best*" if improved else f"  (no improvement {state['bad_epochs']}/{config.patience})"))
-            if on_epoch is not None:
-                on_epoch(epoch, model)
-            if state["bad_epochs"] >= config.patience:
-                log(f"early stopping: val loss has not improved for {config.patience} epochs")
-                break
-    except StopTraining:
-        status = "stopped"
-        log(f"stop requested: ending the run; best checkpoint (epoch {state['best_epoch']}) kept")
-    finally:
-        bar.close()
-    if not main:
-        return status
-    if status == "stopped":
-        raise StopTraining
+def _evaluate(run: RunDir, store: RunStore, run_id: str, config: TrainConfig, progress: bool) -> None:
     from .evaluate import evaluate_run
 
-    result = evaluate_run(run_dir, tta=config.tta, progress=progress, store=store, run_id=run_id)
-    log(f"test accuracy {result['accuracy']:.4f} on {result['n']} {result['split']} images")
-    return status
+    store.set_progress(run_id, phase="evaluate")
+    result = evaluate_run(run, tta=config.tta, progress=progress, store=store, run_id=run_id)
+    log.info(f"test accuracy {result['accuracy']:.4f} on {result['n']} {result['split']} images")
 
 
-def resume(run_ref: str, runs_root: str | Path = "runs", progress: bool = True) -> str:
-    """Continue a run from its last checkpoint (same manifest, same config)."""
-    run_id, run_dir = RunStore(runs_root).resolve(run_ref)
-    config = TrainConfig.from_dict(read_json(run_dir / "config.json"))
-    return fit(config, run_dir.parent, run_id=run_id, progress=progress, resume=True)
+def resume(run_ref: str, runs_root: str | Path | None = None, progress: bool = True) -> str:
+    """Continue a run from its last checkpoint (same manifest, same config), holding the runs
+    folder's training slot like any training."""
+    store = RunStore.open(runs_root)
+    run_id, run = store.resolve(run_ref)
+    config = TrainConfig.from_dict(run.read_config())
+    store = RunStore.open(run.path.parent)
+    store.claim(run_id, os.getpid())
+    try:
+        return fit(config, store.root, run_id=run_id, progress=progress, resume=True)
+    finally:
+        store.release(run_id)

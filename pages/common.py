@@ -9,9 +9,12 @@ import streamlit as st
 from PIL import Image
 
 from core import data, health, samples, settings
-from core.explain import gradcam, overlay
+from core.errors import GraftError
+from core.explain import Explainer, overlay
 from core.predict import Predictor
+from core.rundir import RunDir, data_root
 from core.runs import RunStore
+from core.storage import default_runs_root
 
 
 PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/dataset.py", "Dataset", ":material/folder_open:"),
@@ -57,7 +60,7 @@ def init_state(sample_env: str | None = None) -> None:
     """
     saved = settings.load()
     st.session_state.setdefault("dataset", saved["dataset"] or (sample_env or ""))
-    st.session_state.setdefault("runs_dir", saved["runs"])
+    st.session_state.setdefault("runs_dir", saved["runs"] or str(default_runs_root()))
     st.session_state.setdefault("min_per_class", int(saved["min_per_class"]))
     st.session_state.setdefault("recent", saved["recent"])
 
@@ -87,10 +90,12 @@ def sidebar() -> None:
             _use_folder(folder)
             st.session_state["dataset_input"] = folder
             st.rerun()
-        runs_dir = st.text_input("Runs folder", value=st.session_state["runs_dir"], key="runs_input")
-        if runs_dir != st.session_state["runs_dir"]:
-            st.session_state["runs_dir"] = runs_dir
-            settings.save(runs=runs_dir)
+        runs_dir = st.text_input("Runs folder", value=st.session_state["runs_dir"], key="runs_input",
+                                 help=f"Where trained runs are kept (default {default_runs_root()}).")
+        if runs_dir.strip() and runs_dir.strip() != st.session_state["runs_dir"]:
+            folder = str(data_root(runs_dir.strip()))
+            st.session_state["runs_dir"] = folder
+            settings.save(runs=folder)
 
 
 @st.cache_data(show_spinner="Scanning the folder…", max_entries=8)
@@ -120,17 +125,38 @@ def current_dataset() -> tuple[str, tuple] | None:
     if not folder:
         st.info("Choose a dataset folder in the sidebar, or use the sample dataset.")
         return None
-    if not Path(folder).expanduser().is_dir():
+    folder = str(data_root(folder))
+    if not Path(folder).is_dir():
         st.error(f"`{folder}` is not a folder. Give a folder with one sub-folder per class.")
         return None
     return folder, data.signature(folder)
 
 
+def runs_root() -> str:
+    """The runs folder of this session, absolute."""
+    return str(data_root(st.session_state.get("runs_dir") or default_runs_root()))
+
+
 def store() -> RunStore:
-    return RunStore(st.session_state.get("runs_dir") or "runs")
+    """This session's run store (one per server process and folder), with runs whose training
+    process died marked failed."""
+    try:
+        opened = RunStore.open(runs_root())
+    except GraftError as err:
+        show_error(err)
+        st.stop()
+    opened.reconcile()
+    if opened.recovered:
+        st.warning(opened.recovered)
+    return opened
 
 
-def pick_finished_run(label: str, key: str, best_first: bool = False) -> Path:
+def show_error(err: Exception, what: str = "") -> None:
+    """One way to show a problem the user can act on: the message, never a traceback."""
+    st.error((f"{what}: " if what else "") + str(err))
+
+
+def pick_finished_run(label: str, key: str, best_first: bool = False) -> RunDir:
     """A selectbox of the runs that have a model (default: the latest, or the best by test
     accuracy); stops the page with a hint when there is none. Returns the run folder."""
     runs = store().finished()
@@ -164,9 +190,14 @@ def _predictor(run_dir: str, stamp: float) -> Predictor:
     return Predictor.from_run(run_dir)
 
 
-def predictor(run_dir: Path) -> Predictor:
+def model_stamp(run: RunDir) -> float:
+    """Changes when the run's best checkpoint is rewritten: the cache key part of its model."""
+    return mtime(run.best_file)
+
+
+def predictor(run: RunDir) -> Predictor:
     """The run's model, loaded once per server for as long as best.pt is unchanged."""
-    return _predictor(str(run_dir), mtime(run_dir / "best.pt"))
+    return _predictor(str(run), model_stamp(run))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -175,9 +206,15 @@ def predict_image(run_dir: str, stamp: float, image_key: str, top_k: int, _image
     return _predictor(run_dir, stamp).predict([_image], top_k=top_k)[0]
 
 
+@st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=2)
+def _explainer(run_dir: str, stamp: float) -> Explainer:
+    return Explainer.from_run(run_dir)
+
+
 @st.cache_data(show_spinner="Grad-CAM…", max_entries=64)
 def gradcam_overlay(run_dir: str, stamp: float, image_key: str, _image: Image.Image) -> tuple[Image.Image, str]:
-    """(the image with its Grad-CAM heatmap, the class it explains); `image_key` names `_image`."""
-    model = _predictor(run_dir, stamp)
-    heat, target, _ = gradcam(model.model.cpu(), _image, model.prep)
-    return overlay(_image, heat), model.labels[target]
+    """(the image with its Grad-CAM heatmap, the class it explains); `image_key` names `_image`.
+    Grad-CAM runs on its own copy of the model, never on the shared predictor's."""
+    explainer = _explainer(run_dir, stamp)
+    heat, target, _ = explainer.gradcam(_image)
+    return overlay(_image, heat), explainer.labels[target]

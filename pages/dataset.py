@@ -8,7 +8,8 @@ import streamlit as st
 
 from core import models, settings, thumbs
 from core.images import ImageError, load_rgb
-from core.transforms import AUG_LEVELS, preview
+from core.choices import AUG_LEVELS
+from core.preprocess import preview
 from pages import common
 
 common.ensure_navigation()

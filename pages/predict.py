@@ -1,8 +1,6 @@
 """Predict page: drop images (or a zip, or a folder) and read the model's answer, with an
 'uncertain' verdict below a threshold calibrated on validation, Grad-CAM, and export."""
 import hashlib
-import io
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -10,9 +8,10 @@ import streamlit as st
 
 from core import charts
 from core.explain import NotSupported
+from core.errors import GraftError
 from core.export import export
 from core.images import IMAGE_EXTENSIONS, ImageError, open_image
-from core.predict import expand_inputs, extract_zip
+from core.predict import expand_inputs, remove_upload, unpack_upload
 from pages import common
 
 common.ensure_navigation()
@@ -25,8 +24,8 @@ run_dir = common.pick_finished_run("Model (run)", "predict_run", best_first=True
 
 try:
     model = common.predictor(run_dir)
-except (OSError, ValueError, KeyError) as err:
-    st.error(f"This run's model cannot be loaded: {err}")
+except GraftError as err:
+    common.show_error(err, "This run's model cannot be loaded")
     st.stop()
 default_threshold = float(model.threshold or 0.5)
 c1, c2 = st.columns([3, 1])
@@ -52,7 +51,7 @@ for i, upload in enumerate(uploads or []):
     except ImageError as err:
         st.error(f"{upload.name}: {err.reason}" + (f" ({err.detail})" if err.detail else ""))
         continue
-    key, stamp = hashlib.sha1(data).hexdigest(), common.mtime(run_dir / "best.pt")
+    key, stamp = hashlib.sha1(data).hexdigest(), common.model_stamp(run_dir)
     result = common.predict_image(str(run_dir), stamp, key, int(top_k), loaded.image)
     left, mid, right = st.columns([2, 3, 2])
     left.image(loaded.image, caption=upload.name + (" (EXIF-rotated)" if "exif-rotated" in loaded.conversions else ""),
@@ -71,13 +70,13 @@ st.header("Batch")
 archive = st.file_uploader("A zip of images", type=["zip"], key="upload_zip")
 folder = st.text_input("…or a folder on this machine", key="batch_folder")
 paths, problems = [], []
-if archive is not None:
-    tmp = Path(tempfile.mkdtemp(prefix="graft-upload-"))
-    try:
-        paths, problems = extract_zip(io.BytesIO(archive.getvalue()), tmp)
-    except Exception as err:  # not a zip at all
-        problems = [(archive.name, f"not a readable zip ({err})")]
-elif folder.strip():
+unpacked = None
+if archive is not None:  # unpacked once per upload, removed when the upload goes
+    unpacked, paths, problems = unpack_upload(archive.getvalue())
+if st.session_state.get("zip_folder") not in (None, str(unpacked)):
+    remove_upload(st.session_state["zip_folder"])
+st.session_state["zip_folder"] = str(unpacked) if unpacked else None
+if archive is None and folder.strip():
     if Path(folder).expanduser().is_dir():
         paths = expand_inputs([Path(folder).expanduser()])
     else:
@@ -102,9 +101,13 @@ if paths:
 st.header("Export")
 fmt = st.radio("Format", ["both", "onnx", "torchscript"], horizontal=True, key="export_format")
 if st.button("Export this model", key="export_button"):
-    out = run_dir / "export"
+    out = run_dir.export_dir
     with st.spinner("Exporting and checking parity on validation images…"):
-        card = export(run_dir, out, fmt)
+        try:
+            card = export(run_dir, out, fmt, force=True)
+        except GraftError as err:
+            common.show_error(err, "Export failed")
+            st.stop()
     checks = {k: v for k, v in card["parity"].items() if isinstance(v, dict)}
     for name, check in checks.items():
         (st.success if check["ok"] else st.error)(

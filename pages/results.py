@@ -1,11 +1,11 @@
 """Results page: the evaluation a stakeholder understands, for one run, and a report to hand on."""
 import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core import charts, report, thumbs
+from core.errors import GraftError
 from core.evaluate import evaluate_run
 from core.explain import NotSupported
 from core.images import ImageError, load_rgb
@@ -17,27 +17,28 @@ common.ensure_navigation()
 st.title("Results")
 store = common.store()
 run_dir = common.pick_finished_run("Run", "results_run")
-run_id = run_dir.name
+run_id = run_dir.id
 
 
-@st.cache_data(show_spinner="Evaluating on the test images…")
-def metrics_for(run_dir: str, stamp: float) -> dict:
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        evaluate_run(run_dir, store=common.store(), run_id=Path(run_dir).name)
+@st.cache_data(show_spinner=False, max_entries=16)
+def read_metrics(path: str, stamp: float) -> dict:
+    """metrics.json, read again only when it changes (reading has no side effects)."""
     return read_json(path)
 
 
 try:
-    metrics = metrics_for(str(run_dir), common.mtime(run_dir / "metrics.json"))
-except (OSError, ValueError, KeyError) as err:
-    st.error(f"This run cannot be evaluated: {err}")
+    if run_dir.metrics() is None:  # evaluated once, outside any cache, and recorded in the run
+        with st.spinner("Evaluating on the test images…"):
+            evaluate_run(run_dir, store=store, run_id=run_id)
+    metrics = read_metrics(str(run_dir.metrics_file), common.mtime(run_dir.metrics_file))
+    card = run_dir.card()
+except GraftError as err:
+    common.show_error(err, "This run cannot be evaluated")
     st.stop()
-card = read_json(run_dir / "model.json")
-root = Path(card["config"]["data"])
-predictions = common.table(run_dir / "predictions.csv").copy()
+root = card.data_root
+predictions = common.table(run_dir.predictions_file).copy()
 predictions["correct"] = predictions["correct"].astype(str) == "True"
-manifest = common.table(run_dir / "manifest.csv")
+manifest = common.table(run_dir.manifest_file)
 sha = dict(zip(manifest["path"], manifest["sha1"]))
 
 # ------------------------------------------------------------------ headline
@@ -121,12 +122,12 @@ if len(mistakes):
         top = sorted(((cls, float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
         b.altair_chart(charts.top_k_bars(top), key="mistake_topk")
         try:
-            shown, explained = common.gradcam_overlay(str(run_dir), common.mtime(run_dir / "best.pt"),
+            shown, explained = common.gradcam_overlay(str(run_dir), common.model_stamp(run_dir),
                                                       f"{root / picked}:{sha.get(picked, '')}", image)
             c.image(shown, caption=f"Grad-CAM for '{explained}'", width="stretch")
         except NotSupported as err:
             c.info(str(err))
-    except (ImageError, ValueError) as err:
+    except (ImageError, GraftError) as err:
         st.warning(str(err))
 
 st.header("Predictions for a category")
@@ -142,7 +143,7 @@ left, right = st.columns(2)
 left.altair_chart(charts.reliability(metrics["calibration"]), key="reliability")
 left.caption(f"Expected calibration error: {metrics['calibration']['ece']:.3f} (0 = confidences match accuracy)")
 right.subheader("Config")
-right.code(json.dumps(card["config"], indent=2), language="json")
+right.code(json.dumps(card.config, indent=2), language="json")
 
 st.header("Report")
 if st.button("Build the HTML report", key="build_report"):

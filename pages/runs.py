@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.storage import read_json
+from core.errors import GraftError
 from pages import common
 
 common.ensure_navigation()
@@ -44,9 +44,13 @@ with st.expander("Rename or delete a run"):
         st.rerun()
     confirm = st.checkbox("Yes, delete this run and its files", key="delete_confirm")
     if st.button("Delete", key="delete_button", disabled=not confirm):
-        store.delete(target)
-        st.session_state.pop("delete_confirm", None)
-        st.rerun()
+        try:
+            store.delete(target)
+        except GraftError as err:
+            common.show_error(err)
+        else:
+            st.session_state.pop("delete_confirm", None)
+            st.rerun()
 
 st.header("Compare")
 chosen = st.multiselect("Runs to compare", runs["id"].tolist(), format_func=labels.get,
@@ -72,8 +76,10 @@ else:
 per_class = []
 for r in chosen:
     try:
-        metrics = read_json(store.run_dir(r) / "metrics.json")
-    except (OSError, ValueError):
+        metrics = store.run_dir(r).metrics()
+    except GraftError:
+        continue
+    if metrics is None:
         continue
     per_class += [{"run": labels[r], "class": p["class"], "accuracy": p["accuracy"]} for p in metrics["per_class"]]
 if per_class:

@@ -5,8 +5,9 @@ import time
 import streamlit as st
 
 from core import charts, estimate, jobs, models
+from core.errors import GraftError
 from core.train import CLASS_WEIGHTS, TrainConfig
-from core.transforms import AUG_LEVELS
+from core.choices import AUG_LEVELS
 from pages import common
 
 common.ensure_navigation()
@@ -23,7 +24,7 @@ if len(split.classes) < 2:
     st.stop()
 counts = split.counts()
 n_train, n_val = int(counts.get("train", 0).sum()), int(counts.get("val", 0).sum())
-runs_root = st.session_state.get("runs_dir") or "runs"
+runs_root = common.runs_root()
 
 
 @st.cache_data(show_spinner="Timing the backbone on this machine…")
@@ -76,8 +77,8 @@ if submitted:
         try:
             st.session_state["watch_run"] = jobs.start(config, runs_root)
             st.rerun()  # redraw the form as busy
-        except jobs.Busy as err:
-            st.error(str(err))
+        except GraftError as err:
+            common.show_error(err)
 
 
 def watched_run() -> str | None:
@@ -94,9 +95,11 @@ def live() -> None:
     store = common.store()
     try:
         run = store.get(run_id)
-    except KeyError:
+    except GraftError:
         return
     status = run["status"]
+    if running and status not in ("queued", "running") and jobs.active(runs_root) is None:
+        st.rerun(scope="app")  # the run ended: the form is ready again
     st.subheader(f"{run['name']} — {status}")
     progress = run.get("progress") or {}
     if status in ("queued", "running"):

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from core import data, models
-from core.decoded import DecodedDataset, cache_dir, tensor_transforms
-from core.evaluate import load_run_model, predict_probs
+from core.decoded import DecodedDataset, cache_dir
+from core.preprocess import tensor_transforms
+from core.evaluate import predict_probs
+from core.rundir import RunDir
 from core.features import FeatureCache
 from core.runs import RunStore
 from core.train import TrainConfig, fit
-from core.transforms import eval_transform
+from core.preprocess import eval_transform
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +31,12 @@ def _rows(root, n=6):
 
 def test_cached_and_plain_paths_agree_on_held_out_images(trained_run):
     runs, run_id, _ = trained_run
-    model, card = load_run_model(runs / run_id)
+    model, card = RunDir(runs / run_id).load_model()
     manifest = data.load_manifest(runs / run_id / "manifest.csv").manifest
     test = manifest[manifest["split"] == "test"]
-    root = card["config"]["data"]
+    root = card.data_root
     paths = [f"{root}/{p}" for p in test["path"]]
-    prep = models.Preprocessing.from_dict(card["preprocessing"])
+    prep = card.preprocessing
     (cached,), _ = predict_probs(model, prep, paths, test["sha1"].tolist(), use_cache=True)
     (plain,), _ = predict_probs(model, prep, paths, test["sha1"].tolist(), use_cache=False)
     assert (cached.argmax(1) == plain.argmax(1)).all()
@@ -134,6 +136,6 @@ def test_partial_fine_tuning_trains_the_last_stages(tmp_path, elpv_small):
     store = RunStore(tmp_path / "runs")
     assert store.get(run_id)["status"] == "completed"
     base = models.create("efficientnet_lite0", 4, freeze="partial")
-    trained, _ = load_run_model(store.run_dir(run_id))
+    trained, _ = RunDir(store.run_dir(run_id)).load_model()
     assert not torch.equal(base.backbone.blocks[6][0].conv_pw.weight, trained.backbone.blocks[6][0].conv_pw.weight)
     assert torch.equal(base.backbone.conv_stem.weight, trained.backbone.conv_stem.weight)

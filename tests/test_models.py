@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from core import models
-from core.transforms import eval_transform
+from core.preprocess import eval_transform
 
 
 def test_lite0_weights_recognise_real_photos():

@@ -15,10 +15,10 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from conftest import chart_data, run_cli
-from core.evaluate import evaluate_run, load_run_model
+from core.evaluate import evaluate_run
+from core.rundir import RunDir
 from core.explain import gradcam
 from core.images import load_rgb
-from core.models import Preprocessing
 from core.predict import Predictor, extract_zip
 from core.storage import read_json
 from test_dashboard import open_page
@@ -70,12 +70,12 @@ def test_report_is_self_contained_html_with_the_headline(trained_run, tmp_path):
 
 def test_gradcam_on_a_real_lite0_run(trained_run, elpv_small):
     _, runs, run_id = _state(trained_run)
-    model, card = load_run_model(runs / run_id)
+    model, card = RunDir(runs / run_id).load_model()
     image = load_rgb(sorted(elpv_small.rglob("*.png"))[0]).resize((320, 280))
-    heat, target, probs = gradcam(model, image, Preprocessing.from_dict(card["preprocessing"]))
+    heat, target, probs = gradcam(model, image, card.preprocessing)
     assert heat.shape == (280, 320)
     assert heat.min() >= 0 and heat.max() <= 1 and heat.std() > 0.01
-    assert 0 <= target < len(card["labels"]) and abs(probs.sum() - 1) < 1e-5
+    assert 0 <= target < len(card.labels) and abs(probs.sum() - 1) < 1e-5
 
 
 def _png(img: Image.Image) -> bytes:

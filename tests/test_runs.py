@@ -26,12 +26,14 @@ def test_store_is_wal_and_round_trips(tmp_path):
     assert store.resolve(run_id)[0] == run_id
     store.finish(run_id, "completed")
     assert store.finished().empty  # completed, but no best.pt yet: nothing to predict with
-    (store.run_dir(run_id) / "best.pt").write_bytes(b"")
+    store.run_dir(run_id).best_file.write_bytes(b"")
     assert store.finished()["id"].tolist() == [run_id]
-    write_json(store.run_dir(run_id) / "config.json", {"data": "x"})
-    assert store.resolve(str(store.run_dir(run_id))) == (run_id, store.run_dir(run_id).resolve())
+    write_json(store.run_dir(run_id).config_file, {"data": "x"})
+    assert store.resolve(str(store.run_dir(run_id))) == (run_id, store.run_dir(run_id))
+    store.release(run_id)
+    store.finish(run_id, "completed")
     store.delete(run_id)
-    assert store.list().empty and not store.run_dir(run_id).exists()
+    assert store.list().empty and not store.run_dir(run_id).path.exists()
 
 
 def test_a_run_whose_process_died_reads_as_failed(tmp_path):
@@ -41,6 +43,8 @@ def test_a_run_whose_process_died_reads_as_failed(tmp_path):
     dead.wait()
     store.mark_running(run_id)
     store.update(run_id, pid=dead.pid)
+    assert store.get(run_id)["status"] == "running"  # a read never writes
+    assert store.reconcile() == [run_id]
     run = store.get(run_id)
     assert run["status"] == "failed" and "ended without finishing" in run["error"]
 
@@ -62,16 +66,16 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
 def test_a_checkpoint_that_is_not_a_state_dict_gives_a_clear_error(trained_run, tmp_path):
     import shutil
 
-    from core.evaluate import load_run_model
+    from core.rundir import RunDir
 
     runs, run_id, _ = trained_run
     copy = tmp_path / run_id
     shutil.copytree(runs / run_id, copy)
     (copy / "best.pt").write_bytes(b"definitely not a checkpoint")
     with pytest.raises(ValueError, match="not a usable checkpoint"):
-        load_run_model(copy)
+        RunDir(copy).load_model()
     import torch
 
     torch.save({"head.1.weight": torch.zeros(3, 3)}, copy / "best.pt")  # a state_dict, of the wrong model
     with pytest.raises(ValueError, match="best.pt"):
-        load_run_model(copy)
+        RunDir(copy).load_model()

@@ -109,7 +109,7 @@ def test_stop_request_ends_the_run_as_stopped_and_keeps_the_best(elpv_small, tmp
     run = store.get(run_id)
     assert run["status"] == "stopped"
     assert run["epochs_done"] < FAST["epochs"]
-    assert (store.run_dir(run_id) / "best.pt").is_file()
+    assert store.run_dir(run_id).best_file.is_file()
     assert Predictor.from_run(store.run_dir(run_id)).predict(sorted(elpv_small.rglob("*.png"))[:2])[0]["label"]
 
 
@@ -127,6 +127,7 @@ def test_killed_run_is_failed_then_resumes_from_its_last_epoch(elpv_small, tmp_p
     assert wait_for(lambda: store.get(run_id)["epochs_done"] >= 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert store.reconcile() == [run_id]  # the dead process is noticed by an explicit call
     killed = store.get(run_id)
     assert killed["status"] == "failed" and "ended without finishing" in killed["error"]
     done_before = load_torch(runs / run_id / "last.pt")["epoch"]

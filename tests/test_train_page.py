@@ -66,7 +66,7 @@ def test_stop_button_ends_the_run_as_stopped(elpv_small, tmp_path):
     at = open_page("pages/train.py", str(elpv_small), str(runs))
     at.button(key="stop_run").click().run()
     assert wait_for(lambda: store.get(run_id)["status"] == "stopped")
-    assert (store.run_dir(run_id) / "best.pt").is_file()
+    assert store.run_dir(run_id).best_file.is_file()
     assert wait_for(lambda: jobs.active(runs) is None, timeout=60)  # the process exits soon after
 
 
@@ -76,7 +76,8 @@ def test_a_killed_training_process_shows_as_failed(elpv_small, tmp_path):
     store = RunStore(runs)
     assert wait_for(lambda: store.get(run_id)["status"] == "running")
     jobs.kill(run_id, runs)
-    assert wait_for(lambda: store.get(run_id)["status"] == "failed", timeout=30)
+    assert wait_for(lambda: run_id in store.reconcile(), timeout=30)  # what every page does first
+    assert store.get(run_id)["status"] == "failed"
     at = open_page("pages/train.py", str(elpv_small), str(runs))
     assert any("failed" in e.value for e in at.error)
 
