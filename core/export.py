@@ -20,6 +20,7 @@ from .storage import atomic_write, read_json, write_json
 
 FORMATS = ("torchscript", "onnx", "both")
 TOLERANCE = 1e-4
+EXPORT_CARD = "model.json"  # beside model.onnx / model.ts and graft_predict.py
 
 
 def _parity_images(run: RunDir, card: ModelCard, limit: int = 32) -> tuple[list, list[str]]:
@@ -105,7 +106,7 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: b
         "parity": {"images": len(images), "unreadable": problems, "tolerance": TOLERANCE, **parity},
         "loader": "graft_predict.py",
     }
-    write_json(out_dir / "model.json", exported)
+    write_json(out_dir / EXPORT_CARD, exported)
     return exported
 
 
@@ -115,8 +116,13 @@ def _compare(reference: np.ndarray, other: np.ndarray) -> dict:
     return {"max_abs_diff": diff, "same_top1": same_top1, "ok": diff <= TOLERANCE and same_top1}
 
 
+def export_card(folder: str | Path) -> dict:
+    """An export folder's model.json (the export owns its folder's layout)."""
+    return read_json(Path(folder) / EXPORT_CARD)
+
+
 def is_export(folder: str | Path) -> bool:
     try:
-        return read_json(Path(folder) / "model.json").get("format") == "graft-export"
+        return export_card(folder).get("format") == "graft-export"
     except (OSError, ValueError):
         return False

@@ -35,17 +35,17 @@ class Predictor:
         return self.card.get("uncertainty_threshold")
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> "Predictor":
+    def from_run(cls, run_dir: str | os.PathLike, checkpoint: str | None = None) -> "Predictor":
         model, card = RunDir(run_dir).load_model(checkpoint)
         return cls(model, card.labels, card.preprocessing, card.to_dict())
 
     @classmethod
     def from_export(cls, folder: str | os.PathLike, prefer: str = "onnx") -> "Predictor":
         """An export folder (model.onnx and/or model.ts beside its model.json)."""
-        from .storage import read_json
+        from .export import export_card
 
         folder = Path(folder)
-        card = read_json(folder / "model.json")
+        card = export_card(folder)
         files = card["files"]
         if prefer == "onnx" and "onnx" in files or "torchscript" not in files:
             import onnxruntime

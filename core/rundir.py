@@ -211,9 +211,12 @@ class RunDir:
 
     # ------------------------------------------------------------ the log
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 20, max_bytes: int = 65536) -> str:
+        """The last `lines` non-empty lines of the training log (reads at most its last `max_bytes`)."""
         try:
-            text = self.log_file.read_text(errors="replace").replace("\r", "\n")
+            with open(self.log_file, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+                text = f.read().decode(errors="replace").replace("\r", "\n")
         except OSError:
             return ""
         return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])

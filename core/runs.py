@@ -328,8 +328,35 @@ class RunStore:
             return pd.read_sql_query("SELECT * FROM batches WHERE run_id = ? AND step > ? ORDER BY step", db,
                                      params=(run_id, after))
 
+    def latest(self) -> str | None:
+        """The id of the most recently created run, if any."""
+        with self._connect() as db:
+            row = db.execute("SELECT id FROM runs ORDER BY created DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
     def truncate_metrics(self, run_id: str, after_epoch: int) -> None:
         """Forget epochs after `after_epoch` (a resume restarts from the last checkpoint)."""
         with self._connect() as db:
             db.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
             db.execute("DELETE FROM batches WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
+
+
+class LiveMetrics:
+    """A run's epoch and batch rows, read incrementally: each `refresh` asks the store only for the
+    rows written since the last one (the Train page polls this once a second)."""
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.epochs = store.epochs(run_id)
+        self.batches = store.batches(run_id)
+
+    def refresh(self) -> "LiveMetrics":
+        last_epoch = int(self.epochs["epoch"].max()) if len(self.epochs) else 0
+        last_step = int(self.batches["step"].max()) if len(self.batches) else 0
+        new_epochs = self.store.epochs(self.run_id, after=last_epoch)
+        new_batches = self.store.batches(self.run_id, after=last_step)
+        if len(new_epochs):
+            self.epochs = pd.concat([self.epochs, new_epochs], ignore_index=True) if len(self.epochs) else new_epochs
+        if len(new_batches):
+            self.batches = pd.concat([self.batches, new_batches], ignore_index=True) if len(self.batches) else new_batches
+        return self

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import data, health, samples, settings
+from core import data, health, samples, settings, thumbs
 from core.errors import GraftError
 from core.explain import Explainer, overlay
 from core.predict import Predictor
@@ -168,6 +168,13 @@ def pick_finished_run(label: str, key: str, best_first: bool = False) -> RunDir:
     acc = runs["test_acc"].map(lambda a: f"test acc {a:.3f}" if pd.notna(a) else "no test accuracy")
     names = dict(zip(runs["id"], runs["name"] + " · " + runs["status"] + " · " + acc + " (" + runs["id"] + ")"))
     return store().run_dir(st.selectbox(label, runs["id"].tolist(), format_func=names.get, key=key))
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def thumbnail(path: str, key: str) -> bytes | None:
+    """A gallery thumbnail, kept in memory for every viewer after the first (the disk cache behind it
+    survives restarts)."""
+    return thumbs.thumbnail(path, key)
 
 
 def mtime(path: Path) -> float:

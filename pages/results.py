@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import charts, report, thumbs
+from core import charts, report
 from core.errors import GraftError
 from core.evaluate import evaluate_run
 from core.explain import NotSupported
@@ -91,7 +91,7 @@ def grid(rows: pd.DataFrame, per_row: int = 6) -> None:
     for start in range(0, len(rows), per_row):
         cells = st.columns(per_row)
         for cell, row in zip(cells, rows.iloc[start:start + per_row].itertuples()):
-            data = thumbs.thumbnail(root / row.path, sha.get(row.path, row.path.replace("/", "_")))
+            data = common.thumbnail(str(root / row.path), sha.get(row.path, row.path.replace("/", "_")))
             if data:
                 cell.image(data, width="stretch")
             mark = ":green[✓" if row.correct else ":red[✗"

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import charts, estimate, jobs, models
 from core.errors import GraftError
+from core.runs import LiveMetrics
 from core.train import CLASS_WEIGHTS, TrainConfig
 from core.choices import AUG_LEVELS
 from pages import common
@@ -82,8 +83,18 @@ if submitted:
 
 
 def watched_run() -> str | None:
-    return jobs.active(runs_root) or st.session_state.get("watch_run") or next(
-        iter(common.store().list()["id"].tolist()), None)
+    return jobs.active(runs_root) or st.session_state.get("watch_run") or common.store().latest()
+
+
+def live_metrics(store, run_id: str, epochs_done: int) -> LiveMetrics:
+    """This session's copy of the run's curves, topped up with only the rows added since the last poll
+    (read afresh when the run changes, or when a resume rewound it)."""
+    live_state = st.session_state.get("live_metrics")
+    rewound = live_state is not None and len(live_state.epochs) and live_state.epochs["epoch"].max() > epochs_done
+    if live_state is None or live_state.run_id != run_id or live_state.store is not store or rewound:
+        live_state = st.session_state["live_metrics"] = LiveMetrics(store, run_id)
+        return live_state
+    return live_state.refresh()
 
 
 @st.fragment(run_every=1)
@@ -128,10 +139,11 @@ def live() -> None:
                    help="from the epoch with the lowest validation loss")
     cols[1].metric("Best epoch", run["best_epoch"] or "—")
     cols[2].metric("Early-stopping counter", f"{progress.get('bad_epochs', 0)}/{run['config'].get('patience')}")
-    epochs_df = store.epochs(run_id)
+    metrics = live_metrics(store, run_id, int(run["epochs_done"] or 0))
+    epochs_df = metrics.epochs
     if len(epochs_df):
         st.altair_chart(charts.curves(epochs_df), key="live_curves")
-        batches = store.batches(run_id)
+        batches = metrics.batches
         if len(batches) > 1:
             st.altair_chart(charts.batch_loss(batches), key="live_batches", height=240)
         st.dataframe(epochs_df.drop(columns=["run_id", "time"]), hide_index=True, key="live_table")
