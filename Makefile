@@ -24,7 +24,7 @@ samples: venv
 	$(PY) -m core samples elpv $(SAMPLE)
 
 app: venv samples
-	GRAFT_SAMPLE=$(SAMPLE) $(PY) -m streamlit run app.py --server.headless true --server.port $(PORT)
+	GRAFT_SAMPLE=$(SAMPLE) $(PY) -m streamlit run app.py --server.headless true --server.address 127.0.0.1 --server.port $(PORT)
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GRAFT_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
 from core import samples  # noqa: E402  (after the env above)
+from streamlit import config as _streamlit_config  # noqa: E402
+
+# The app hides error details from browsers (.streamlit/config.toml); AppTest must see every exception.
+_streamlit_config.set_option("client.showErrorDetails", "full")
 
 # The sample set is fetched into the real cache so CI runs reuse it; everything else a test
 # writes (scan and feature caches, torch hub) goes to a fresh folder per session.

@@ -97,3 +97,9 @@ def test_the_min_per_class_chosen_on_the_dataset_page_reaches_the_train_page(tmp
     at.switch_page("pages/train.py").run()
     assert not at.exception, at.exception
     assert any("3 classes" in c.value and "min 8 per class" in c.value for c in at.caption)
+
+
+def test_an_exception_in_a_page_is_visible_to_the_tests():
+    """The served app redacts errors (.streamlit/config.toml); the test suite must not be blinded."""
+    at = AppTest.from_string("raise ValueError('boom')").run()
+    assert [e.message for e in at.exception] == ["boom"]
