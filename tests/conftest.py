@@ -60,6 +60,25 @@ def served_app_state(monkeypatch):
     monkeypatch.setattr(app_test, "PagesManager", Served)
 
 
+@pytest.fixture(autouse=True)
+def no_stray_training():
+    """A training process a test started (through `jobs.start`) ends with the test, even when the test
+    failed before it could stop it: no worker keeps the CPUs busy for the tests after it."""
+    from core import jobs
+
+    before = set(id(c) for c in jobs._children)
+    yield
+    import signal
+
+    for child in list(jobs._children):
+        if id(child) not in before and child.poll() is None:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            child.wait()
+
+
 def make_subset(dest: Path, per_class: int, classes=None) -> Path:
     """Copy `per_class` real ELPV images of each class (spread over the class) into `dest`."""
     for class_dir in sorted(ELPV.iterdir()):
