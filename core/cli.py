@@ -139,8 +139,7 @@ def cmd_resume(args) -> int:
     from .train import resume
 
     _, run = RunStore.open(args.runs).resolve(args.run)
-    run_id = resume(str(run.path), args.runs)
-    return _report_run(str(run.path.parent), run_id)
+    return _report_run(str(run.path.parent), resume(str(run.path)))
 
 
 def cmd_eval(args) -> int:

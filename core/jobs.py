@@ -44,23 +44,32 @@ def hold(config: TrainConfig, runs_root: str | os.PathLike | None = None) -> Ite
     """For a training run in this very process (the CLI): the same one-at-a-time slot as `start`.
     Raises `Busy` before any run is created; yields the new run's id; releases the slot after."""
     store = RunStore.open(runs_root)
+    run_id = _claim_new_run(store, config)
+    try:
+        yield run_id
+    finally:
+        store.release(run_id)
+
+
+def _claim_new_run(store: RunStore, config: TrainConfig) -> str:
+    """Claim the training slot for a new run id, then create that queued run (the slot is given
+    back if the run cannot be created); `Busy` before anything is written."""
     run_id = new_run_id()
     store.claim(run_id, os.getpid())
     try:
         store.create(asdict(config), config.name, run_id=run_id)
-        yield run_id
-    finally:
+    except BaseException:
         store.release(run_id)
+        raise
+    return run_id
 
 
 def start(config: TrainConfig, runs_root: str | os.PathLike | None = None) -> str:
     """Create a queued run and launch its training process; returns the run id."""
     store = RunStore.open(runs_root)
     config = config.resolved()
-    run_id = new_run_id()
-    store.claim(run_id, os.getpid())
+    run_id = _claim_new_run(store, config)
     try:
-        store.create(asdict(config), config.name, run_id=run_id)
         run = store.run_dir(run_id)
         write_json(run.request_file, asdict(config))
         with open(run.log_file, "ab") as log:
@@ -71,7 +80,8 @@ def start(config: TrainConfig, runs_root: str | os.PathLike | None = None) -> st
         _children.append(child)
         store.update(run_id, pid=child.pid, host=socket.gethostname())
         store.claim(run_id, child.pid, handover_from=os.getpid())
-    except BaseException:
+    except BaseException as err:
+        store.finish(run_id, "failed", f"the training process could not be started: {err}")
         store.release(run_id)
         raise
     return run_id

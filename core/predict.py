@@ -151,6 +151,7 @@ def unpack_upload(data: bytes, root: str | os.PathLike | None = None) -> tuple[P
 
     root = Path(root) if root else uploads_root()
     root.mkdir(parents=True, exist_ok=True)
+    _prune_uploads(root)
     folder = root / hashlib.sha1(data).hexdigest()[:20]
     done = folder / ".graft-unpacked.json"
     if done.is_file():
@@ -167,6 +168,19 @@ def unpack_upload(data: bytes, root: str | os.PathLike | None = None) -> tuple[P
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     return folder, [folder / p.relative_to(tmp) for p in paths], refused
+
+
+def _prune_uploads(root: Path, max_age_s: float = 24 * 3600) -> None:
+    """Uploads of sessions that ended without replacing them: removed after a day."""
+    import shutil
+    import time
+
+    for folder in root.iterdir():
+        try:
+            if time.time() - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def remove_upload(folder: str | os.PathLike) -> None:

@@ -2,7 +2,7 @@
 events and does one thing.
 
 - `StopWatch`: ends the run between batches when a stop was asked for (the run store's flag,
-  SIGTERM, Ctrl-C) or a time limit has passed; under torchrun every rank agrees.
+  SIGTERM, Ctrl-C); under torchrun every rank agrees.
 - `EarlyStopping`: ends the run when validation loss has not improved for `patience` epochs.
 - `StoreReporter`: per-batch losses (throttled), progress with an ETA, and per-epoch metrics into
   the run store, for the dashboard's live view.
@@ -79,18 +79,18 @@ class Step:
 
 
 class StopWatch(Step):
-    """Raises `StopTraining` between batches on a stop request, a signal or a deadline."""
+    """Raises `StopTraining` between batches on a stop request (checked every `every_s`) or a signal."""
 
-    def __init__(self, requested=lambda: False, every_s: float = 0.5, deadline: float | None = None):
-        self.requested, self.every_s, self.deadline = requested, every_s, deadline
+    def __init__(self, requested=lambda: False, every_s: float = 0.5):
+        self.requested, self.every_s = requested, every_s
         self.signalled = False
         self._last = 0.0
 
     def on_batch(self, state: LoopState, loss: float) -> None:
         single = distributed.world_size() == 1
         now = time.monotonic()
-        if single and (self.signalled or (self.deadline is not None and now >= self.deadline)):
-            state.stop_reason = "stop requested" if self.signalled else "time limit reached"
+        if single and self.signalled:
+            state.stop_reason = "stop requested"
             raise StopTraining
         if single and now - self._last < self.every_s:
             return  # under torchrun every rank checks every batch, so the broadcasts line up

@@ -37,11 +37,12 @@ def free_space(path: str | os.PathLike) -> str:
         free = shutil.disk_usage(path).free
     except OSError:
         return "free space unknown"
+    unit = "bytes"
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if free < 1024 or unit == "TB":
-            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+            break
         free /= 1024
-    return ""
+    return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:

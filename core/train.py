@@ -493,10 +493,9 @@ def _evaluate(run: RunDir, store: RunStore, run_id: str, config: TrainConfig, pr
 def resume(run_ref: str, runs_root: str | Path | None = None, progress: bool = True) -> str:
     """Continue a run from its last checkpoint (same manifest, same config), holding the runs
     folder's training slot like any training."""
-    store = RunStore.open(runs_root)
-    run_id, run = store.resolve(run_ref)
+    run_id, run = RunStore.open(runs_root).resolve(run_ref)
     config = TrainConfig.from_dict(run.read_config())
-    store = RunStore.open(run.path.parent)
+    store = RunStore.open(run.path.parent)  # the run's own folder, wherever it was given
     store.claim(run_id, os.getpid())
     try:
         return fit(config, store.root, run_id=run_id, progress=progress, resume=True)

@@ -159,7 +159,8 @@ def show_error(err: Exception, what: str = "") -> None:
 def pick_finished_run(label: str, key: str, best_first: bool = False) -> RunDir:
     """A selectbox of the runs that have a model (default: the latest, or the best by test
     accuracy); stops the page with a hint when there is none. Returns the run folder."""
-    runs = store().finished()
+    opened = store()
+    runs = opened.finished()
     if runs.empty:
         st.info("No trained run yet: train one on the Train page.")
         st.stop()
@@ -167,7 +168,7 @@ def pick_finished_run(label: str, key: str, best_first: bool = False) -> RunDir:
         runs = runs.sort_values("test_acc", ascending=False, na_position="last")
     acc = runs["test_acc"].map(lambda a: f"test acc {a:.3f}" if pd.notna(a) else "no test accuracy")
     names = dict(zip(runs["id"], runs["name"] + " · " + runs["status"] + " · " + acc + " (" + runs["id"] + ")"))
-    return store().run_dir(st.selectbox(label, runs["id"].tolist(), format_func=names.get, key=key))
+    return opened.run_dir(st.selectbox(label, runs["id"].tolist(), format_func=names.get, key=key))
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)

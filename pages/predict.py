@@ -73,9 +73,10 @@ paths, problems = [], []
 unpacked = None
 if archive is not None:  # unpacked once per upload, removed when the upload goes
     unpacked, paths, problems = unpack_upload(archive.getvalue())
-if st.session_state.get("zip_folder") not in (None, str(unpacked)):
-    remove_upload(st.session_state["zip_folder"])
-st.session_state["zip_folder"] = str(unpacked) if unpacked else None
+previous, current = st.session_state.get("zip_folder"), str(unpacked) if unpacked else None
+if previous and previous != current:
+    remove_upload(previous)
+st.session_state["zip_folder"] = current
 if archive is None and folder.strip():
     if Path(folder).expanduser().is_dir():
         paths = expand_inputs([Path(folder).expanduser()])

@@ -9,7 +9,7 @@ from core.errors import GraftError
 from core.evaluate import evaluate_run
 from core.explain import NotSupported
 from core.images import ImageError, load_rgb
-from core.storage import read_json
+from core.rundir import RunDir
 from pages import common
 
 common.ensure_navigation()
@@ -22,15 +22,15 @@ run_id = run_dir.id
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def read_metrics(path: str, stamp: float) -> dict:
-    """metrics.json, read again only when it changes (reading has no side effects)."""
-    return read_json(path)
+    """The run's metrics.json, read again only when it changes (reading has no side effects)."""
+    return RunDir(path).metrics()
 
 
 try:
-    if run_dir.metrics() is None:  # evaluated once, outside any cache, and recorded in the run
+    if not run_dir.metrics_file.is_file():  # evaluated once, outside any cache, and recorded in the run
         with st.spinner("Evaluating on the test images…"):
             evaluate_run(run_dir, store=store, run_id=run_id)
-    metrics = read_metrics(str(run_dir.metrics_file), common.mtime(run_dir.metrics_file))
+    metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
     card = run_dir.card()
 except GraftError as err:
     common.show_error(err, "This run cannot be evaluated")
