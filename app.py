@@ -10,5 +10,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pages import common  # noqa: E402
 
-common.shell()
-common.navigation().run()
+common.shell().run()

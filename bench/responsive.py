@@ -44,7 +44,7 @@ def free_port() -> int:
 
 
 def start_server(port: int, env: dict) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+    server = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--server.headless",
                                "true", "--server.address", "127.0.0.1", "--server.port", str(port),
                                "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,7 +72,7 @@ async def viewer(browser, base: str, until, times: dict[str, list[float]]) -> No
                     break
                 started = time.perf_counter()
                 try:
-                    await page.locator("[data-testid='stSidebarNav'] a").filter(has_text=name).first.click()
+                    await page.locator("[data-testid='stSidebar'] a[data-testid='stPageLink-NavLink']").filter(has_text=name).first.click()
                     await page.locator(marker).first.wait_for(state="visible", timeout=60_000)
                     times[name].append(time.perf_counter() - started)
                 except Exception:  # a page that never drew within a minute counts as 60 s

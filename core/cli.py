@@ -234,6 +234,34 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+def cmd_share(args) -> int:
+    """Serve the dashboard on the network with a view key and an owner key (see core/access.py)."""
+    from . import access
+
+    keys = access.sharing_keys() or access.new_keys()
+    host = access.network_address()
+    view_link, owner_link = access.link(host, args.port, keys.view), access.link(host, args.port, keys.owner)
+    print("Sharing the Graft dashboard on the network.")
+    print(f"  For the room (view only): {view_link}")
+    try:
+        import segno
+
+        segno.make(view_link, error="m").terminal(compact=True)
+    except ImportError:  # pragma: no cover - segno is in requirements.txt
+        pass
+    print(f"  For you (owner: train, stop, delete, export, choose folders): {owner_link}")
+    print("  Keep the owner link to yourself. Ctrl+C stops sharing.", flush=True)
+    env = {**os.environ, access.VIEW_KEY_ENV: keys.view, access.OWNER_KEY_ENV: keys.owner}
+    launcher = Path(__file__).resolve().parents[1] / "serve.py"  # streamlit run app.py, pages/ mode off
+    command = [sys.executable, str(launcher), "--server.headless", "true",
+               "--server.address", args.address, "--server.port", str(args.port)]
+    if args.dry_run:
+        print("would run:", " ".join(command))
+        return 0
+    os.execve(sys.executable, command, env)
+    return 0  # pragma: no cover - execve does not return
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Graft: fine-tune pretrained "
                                      "image classifiers on a folder of photos, offline.")
@@ -289,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="a table of runs")
     _add_runs(p)
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("share", help="serve the dashboard on the network: a view link for the room, "
+                       "an owner link for you (keys from GRAFT_VIEW_KEY / GRAFT_OWNER_KEY, else new ones)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="0.0.0.0", help="the interface to listen on (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the links and the command, start nothing")
+    p.set_defaults(func=cmd_share)
 
     p = sub.add_parser("backbones", help="the backbone registry and whether its weights are here")
     p.set_defaults(func=cmd_backbones)

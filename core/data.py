@@ -67,57 +67,103 @@ class Split:
         return table.reindex(index=self.classes, columns=[s for s in SPLITS if s in table], fill_value=0)
 
 
+def _subfolders(root: Path) -> list[os.DirEntry]:
+    """The visible sub-folders of `root` (links not followed), [] where it cannot be read."""
+    try:
+        with os.scandir(root) as found:
+            entries = sorted(found, key=lambda e: e.name)
+    except OSError:
+        return []
+    folders = []
+    for entry in entries:
+        try:
+            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                folders.append(entry)
+        except OSError:
+            continue
+    return folders
+
+
 def detect_layout(root: Path) -> str:
-    names = {d.name.lower() for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    names = {d.name.lower() for d in _subfolders(root)}
     return "splits" if "train" in names and names & {"val", "test"} else "folders"
 
 
-def _walk(root: Path, layout: str):
-    """Yield (relative path, label, given split, bytes, mtime_ns) for every file; files outside a
-    class folder get label None. Symbolic-link folders are not followed (no loops)."""
-    tops = [(root, "")] if layout == "folders" else [
-        (root / d.name, d.name.lower()) for d in sorted(root.iterdir())
-        if d.is_dir() and d.name.lower() in SPLITS]
-    base = len(str(root)) + 1
-    for top, split in tops:
-        for entry in sorted(os.scandir(top), key=lambda e: e.name):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_file():
-                st = entry.stat()
-                yield entry.path[base:], None, split, st.st_size, st.st_mtime_ns
-            elif entry.is_dir(follow_symlinks=False):
-                yield from _walk_class(entry.path, entry.name, split, base)
+class _Walk:
+    """One pass over a dataset folder: `files` (relative path, label, given split, bytes, mtime_ns)
+    and `problems` (relative path, reason, detail) for what cannot be used. Never raises: files
+    outside a class folder, links to folders (not followed, so no loops), special files and
+    unreadable entries are named with the reason. Hidden entries (`.graft/`, `.DS_Store`) are
+    left out silently."""
 
+    def __init__(self, root: Path, layout: str):
+        self.root, self.base = root, len(str(root)) + 1
+        self.files: list[tuple] = []
+        self.problems: list[tuple] = []
+        if layout == "folders":
+            self._folder(str(root), None, "")
+        else:
+            for entry in self._entries(str(root)):
+                if not self._is_dir(entry):
+                    self._file(entry, None, "")
+                elif entry.name.lower() in SPLITS:
+                    self._folder(entry.path, None, entry.name.lower())
+                else:
+                    self._problem(entry.path, "folder outside train/val/test",
+                                  "this dataset gives its own split, so only those three folders are used")
 
-def _walk_class(folder: str, label: str, split: str, base: int):
-    stack = [folder]
-    while stack:
-        current = stack.pop()
+    def _rel(self, path: str) -> str:
+        return path[self.base:].replace(os.sep, "/") or "."
+
+    def _problem(self, path: str, reason: str, detail: str) -> None:
+        self.problems.append((self._rel(path), reason, detail))
+
+    def _entries(self, folder: str) -> list[os.DirEntry]:
         try:
-            entries = sorted(os.scandir(current), key=lambda e: e.name)
+            with os.scandir(folder) as found:
+                return sorted((e for e in found if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as err:
+            self._problem(folder, "unreadable folder", err.strerror or type(err).__name__)
+            return []
+
+    def _is_dir(self, entry: os.DirEntry) -> bool:
+        try:
+            return entry.is_dir(follow_symlinks=False)
         except OSError:
-            continue
-        subdirs = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(entry.path)
-            elif entry.is_file():
-                try:
-                    st = entry.stat()
-                except OSError:
-                    continue
-                yield entry.path[base:].replace(os.sep, "/"), label, split, st.st_size, st.st_mtime_ns
-        stack.extend(reversed(subdirs))
+            return False
+
+    def _folder(self, folder: str, label: str | None, split: str) -> None:
+        """Walk `folder`; below the top (label None) every sub-folder is a class."""
+        stack = [(folder, label)]
+        while stack:
+            current, current_label = stack.pop()
+            subfolders = []
+            for entry in self._entries(current):
+                if self._is_dir(entry):
+                    subfolders.append((entry.path, current_label or entry.name))
+                else:
+                    self._file(entry, current_label, split)
+            stack.extend(reversed(subfolders))
+
+    def _file(self, entry: os.DirEntry, label: str | None, split: str) -> None:
+        try:
+            if entry.is_symlink() and entry.is_dir():
+                return self._problem(entry.path, "link to a folder", "not followed (links can loop)")
+            if not entry.is_file():
+                kind = "broken link" if entry.is_symlink() else "not a regular file"
+                return self._problem(entry.path, kind, "")
+            info = entry.stat()
+        except OSError as err:
+            return self._problem(entry.path, "unreadable", err.strerror or type(err).__name__)
+        if label is None:
+            return self._problem(entry.path, "not in a class folder",
+                                 "files must sit in ROOT/<class>/" + ("" if not split else f" (here {split}/<class>/)"))
+        self.files.append((self._rel(entry.path), label, split, info.st_size, info.st_mtime_ns))
 
 
 def _check_file(root: Path, rel: str, label: str | None, split: str, size: int, mtime_ns: int) -> dict:
     """One file's index row, or a skip row (has 'reason')."""
     base = {"path": rel, "label": label, "given_split": split, "bytes": size, "mtime_ns": mtime_ns}
-    if label is None:
-        return {**base, "reason": "not in a class folder", "detail": "files must sit in ROOT/<class>/"}
     if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
         return {**base, "reason": "not an image", "detail": f"extension {Path(rel).suffix or '(none)'}"}
     if size == 0:
@@ -137,7 +183,7 @@ def _check_file(root: Path, rel: str, label: str | None, split: str, size: int, 
 
 
 ALL_COLUMNS = list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS))
-SCAN_VERSION = 2  # bump when a cached row would mean something else
+SCAN_VERSION = 3  # bump when a cached row would mean something else
 LISTING = ["path", "label", "given_split", "bytes", "mtime_ns"]
 
 
@@ -159,8 +205,11 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     root = Path(root).expanduser()
     if not root.is_dir():
         raise NotFound(f"{root}: not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise NotFound(f"{root}: this folder cannot be read (permission denied)")
     layout = detect_layout(root)
-    listing = pd.DataFrame(list(_walk(root, layout)), columns=LISTING)
+    walk = _Walk(root, layout)
+    listing = pd.DataFrame(walk.files, columns=LISTING)
     cache_path = _cache_file(root)
     cached = _load_cache(cache_path) if use_cache else None
     if cached is not None and len(cached):
@@ -188,7 +237,10 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
         items[col] = items[col].fillna("").astype(str)
     for col in ("bytes", "mtime_ns", "width", "height"):
         items[col] = items[col].astype("int64")
-    skipped = frame.loc[is_skip, SKIP_COLUMNS].reset_index(drop=True)
+    problems = pd.DataFrame([{"path": p, "reason": r, "detail": d, "bytes": 0, "mtime_ns": 0}
+                             for p, r, d in walk.problems], columns=SKIP_COLUMNS)
+    skipped = pd.concat([frame.loc[is_skip, SKIP_COLUMNS], problems], ignore_index=True) if len(problems) \
+        else frame.loc[is_skip, SKIP_COLUMNS].reset_index(drop=True)
     skipped["detail"] = skipped["detail"].fillna("").astype(str)
     return DatasetIndex(root, layout, items, skipped)
 
@@ -200,14 +252,18 @@ def signature(root: str | os.PathLike) -> tuple:
     if not root.is_dir():
         return ()
     parts = [(str(root), root.stat().st_mtime_ns)]
-    for child in sorted(os.scandir(root), key=lambda e: e.name):
-        if child.is_dir(follow_symlinks=False):
-            parts.append((child.name, child.stat().st_mtime_ns))
-            if child.name.lower() in SPLITS:
-                parts += [(f"{child.name}/{g.name}", g.stat().st_mtime_ns)
-                          for g in sorted(os.scandir(child.path), key=lambda e: e.name)
-                          if g.is_dir(follow_symlinks=False)]
+    for child in _subfolders(root):
+        parts.append((child.name, _mtime_ns(child)))
+        if child.name.lower() in SPLITS:
+            parts += [(f"{child.name}/{g.name}", _mtime_ns(g)) for g in _subfolders(Path(child.path))]
     return tuple(parts)
+
+
+def _mtime_ns(entry: os.DirEntry) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _unit_hash(sha1: str, seed: int) -> float:

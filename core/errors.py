@@ -43,6 +43,11 @@ class WeightsNotFound(GraftError, RuntimeError):
     """Pretrained weights are not on this machine; the message says which file to put where."""
 
 
+class DiskFull(GraftError, OSError):
+    """A file could not be written for lack of space (or over a file-size limit); the previous
+    version of the file is kept."""
+
+
 class SampleError(GraftError, RuntimeError):
     """A sample dataset could not be fetched from the package registries."""
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import BadInput
+from .errors import BadCheckpoint, BadInput
 from .images import ImageError, load_rgb
 from .preprocess import eval_transform, numpy_input
 from .rundir import ModelCard, RunDir
@@ -118,11 +118,14 @@ def _compare(reference: np.ndarray, other: np.ndarray) -> dict:
 
 def export_card(folder: str | Path) -> dict:
     """An export folder's model.json (the export owns its folder's layout)."""
-    return read_json(Path(folder) / EXPORT_CARD)
+    card = read_json(Path(folder) / EXPORT_CARD)
+    if not isinstance(card, dict):
+        raise BadCheckpoint(f"{Path(folder) / EXPORT_CARD}: not a model card (a JSON object is expected)")
+    return card
 
 
 def is_export(folder: str | Path) -> bool:
     try:
         return export_card(folder).get("format") == "graft-export"
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # BadCheckpoint is a ValueError
         return False

@@ -28,6 +28,13 @@ except ImportError:  # pragma: no cover
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
+# Pixel budget. An image is decoded at most once at up to MAX_PIXELS (a PNG of 64 MP is about
+# 200 MB in memory while it decodes); anything larger is refused before decoding. Whatever is
+# kept afterwards is at most WORK_PIXELS (JPEGs decode straight at a reduced scale, others are
+# reduced right after decoding): the model looks at a few hundred pixels anyway.
+MAX_PIXELS = 64_000_000
+WORK_PIXELS = 16_000_000
+
 
 class ImageError(Exception):
     """An image that cannot be used; `reason` is one of a few short names."""
@@ -98,11 +105,27 @@ def _to_rgb(img: Image.Image, conversions: list[str]) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+def _reduction(size: tuple[int, int], budget: int) -> int:
+    """The smallest integer factor that brings `size` within `budget` pixels."""
+    factor = 1
+    while (size[0] // factor) * (size[1] // factor) > budget:
+        factor += 1
+    return factor
+
+
+def _check_budget(img: Image.Image) -> None:
+    width, height = img.size
+    if width * height > MAX_PIXELS and img.format != "JPEG":  # JPEGs decode at a reduced scale
+        raise ImageError("too large", f"{width}×{height} is {width * height / 1e6:.0f} megapixels; "
+                         f"the limit is {MAX_PIXELS / 1e6:.0f} (downscale it first)")
+
+
 def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImage:
     """Open, fully decode, EXIF-transpose and convert to RGB, or raise ImageError.
 
     `draft_size` lets JPEG decoding skip detail (fast health checks); the whole file is still read,
-    so truncation is still detected.
+    so truncation is still detected. `original_size` is always the size stored in the file. Images
+    over the pixel budget are reduced (see MAX_PIXELS, WORK_PIXELS).
     """
     name = _describe(source)
     try:
@@ -111,8 +134,14 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImag
             img = _open(source)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/TIFF: first frame
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
+            original_size, reduced = img.size, False
+            _check_budget(img)
+            if img.format == "JPEG":
+                factor = _reduction(img.size, WORK_PIXELS)
+                target = min(draft_size or 1 << 30, img.size[0] // factor), min(draft_size or 1 << 30, img.size[1] // factor)
+                if target != img.size:
+                    img.draft(img.mode, target)
+                    reduced = factor > 1 and not draft_size
             img.load()
     except ImageError as err:
         err.source = name
@@ -127,7 +156,7 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImag
         raise ImageError(reason, text, name) from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as err:
         raise ImageError("unreadable", str(err) or type(err).__name__, name) from None
-    original_mode, original_size = img.mode, img.size
+    original_mode = img.mode
     conversions: list[str] = []
     try:
         orientation = img.getexif().get(0x0112, 1)
@@ -140,6 +169,11 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImag
         rgb = _to_rgb(img, conversions)
     except (OSError, ValueError) as err:
         raise ImageError("unreadable", str(err), name) from None
+    factor = _reduction(rgb.size, WORK_PIXELS)
+    if factor > 1:
+        rgb, reduced = rgb.reduce(factor), True
+    if reduced:
+        conversions.append("reduced")
     return LoadedImage(rgb, original_mode, original_size, conversions)
 
 
@@ -150,3 +184,11 @@ def load_rgb(source: ImageSource) -> Image.Image:
 
 def is_image_name(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def fit(image: Image.Image, longest: int = 1024) -> Image.Image:
+    """A copy no longer than `longest` pixels on its longer side: what a page shows and explains
+    (the browser and the heatmap need no more; the model's own input is smaller still)."""
+    copy = image.copy()
+    copy.thumbnail((longest, longest), Image.Resampling.LANCZOS)
+    return copy

@@ -5,6 +5,7 @@ rename), so a killed process never leaves a torn file behind.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -49,17 +50,41 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _disk_full(path, err) or err
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        full = _disk_full(path, err)
+        if full:
+            raise full from None
         raise
     return path
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _disk_full(path: Path, err: BaseException) -> Exception | None:
+    """A DiskFull naming the file and the free space when `err` means the disk (or a size limit) ran
+    out; torch.save reports it as a RuntimeError from its zip writer."""
+    from .errors import DiskFull
+
+    text = str(err)
+    out_of_space = (isinstance(err, OSError) and err.errno in NO_SPACE) or (
+        isinstance(err, RuntimeError) and ("unexpected pos" in text or "file write failed" in text
+                                           or "No space left" in text or "File too large" in text))
+    if not out_of_space:
+        return None
+    return DiskFull(f"could not write {path}: the disk is full or the file is over the size limit "
+                    f"({free_space(path.parent)} free); the previous version of the file is kept")
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import data, health, samples, settings, thumbs
+from core import access, data, health, samples, settings, thumbs
 from core.errors import GraftError
 from core.explain import Explainer, overlay
 from core.predict import Predictor
-from core.rundir import RunDir, data_root
+from core.rundir import RunDir
 from core.runs import RunStore
 from core.storage import default_runs_root
 
@@ -22,17 +23,23 @@ PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/dataset.py", "Dat
          ("pages/predict.py", "Predict", ":material/image_search:"), ("pages/runs.py", "Runs", ":material/list:")]
 
 
-def navigation():
-    """The app's pages, in order (st.navigation; the caller runs the returned page)."""
-    return st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
-                          for i, (path, title, icon) in enumerate(PAGES)])
+def shell():
+    """The frame around every page: page config, who is looking, session state, the sidebar with
+    the page links. Returns the page to run. A visitor without a key gets the locked page only.
 
-
-def shell() -> None:
-    """The frame around every page: page config, session state, sidebar."""
-    st.set_page_config(page_title="Graft", page_icon=":material/photo_library:", layout="wide")
+    Streamlit's own page list is off (`client.showSidebarNavigation = false`): with a `pages/`
+    folder it would list every file (app, common, …) for the first seconds of a fresh server.
+    The sidebar draws the links itself."""
+    st.set_page_config(page_title="Graft", page_icon=_favicon(), layout="wide")
+    if role() is None:  # every address, deep links included, shows the locked page
+        return st.navigation([st.Page(_locked, title="Graft", default=True)]
+                             + [st.Page(_locked, title="Graft", url_path=Path(path).stem) for path, _, _ in PAGES],
+                             position="hidden")
+    pages = [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(PAGES)]
+    current = st.navigation(pages, position="hidden")
     init_state(os.environ.get("GRAFT_SAMPLE"))
-    sidebar()
+    sidebar(pages)
+    return current
 
 
 def ensure_navigation() -> None:
@@ -52,50 +59,172 @@ def ensure_navigation() -> None:
         st.rerun()
 
 
+@st.cache_resource(show_spinner=False)
+def _favicon() -> Image.Image:
+    """The tab icon, drawn here: a material-icon name would make every page load fetch it from
+    fonts.gstatic.com, and the dashboard makes no request off the machine."""
+    from PIL import ImageDraw
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 62, 62), radius=14, fill=(46, 125, 50, 255))
+    draw.rectangle((16, 30, 48, 34), fill="white")  # a graft: a stem joined onto a rootstock
+    draw.polygon([(32, 10), (46, 30), (18, 30)], fill="white")
+    draw.rectangle((29, 34, 35, 54), fill="white")
+    return icon
+
+
+# ------------------------------------------------------------------ who is looking
+def role() -> str | None:
+    """'owner', 'viewer' or None for this session (see core/access.py). A key arrives in the link
+    (?key=…) or is typed; the view key stays in the address so a reload keeps working, the owner
+    key is taken out of it at once (it must not show on a projector)."""
+    keys = access.sharing_keys()
+    if keys is None:
+        return access.OWNER
+    given = st.query_params.get(access.KEY_PARAM)
+    if given:
+        found = access.role_for(given, keys)
+        if found and st.session_state.get("_role") != access.OWNER:
+            st.session_state["_role"] = found
+    current = st.session_state.get("_role")
+    if current == access.VIEWER:
+        st.query_params[access.KEY_PARAM] = keys.view  # navigation clears query parameters
+    elif access.KEY_PARAM in st.query_params:
+        del st.query_params[access.KEY_PARAM]
+    return current
+
+
+def is_owner() -> bool:
+    return role() == access.OWNER
+
+
+def _sign_in(typed: str) -> bool:
+    found = access.role_for(typed, access.sharing_keys())
+    if found:
+        st.session_state["_role"] = found
+    return found is not None
+
+
+def _locked() -> None:
+    st.title("Graft")
+    st.info("This dashboard is shared by link. Ask the presenter for the link (or scan the QR code "
+            "on their screen).")
+    typed = st.text_input("…or type the key you were given", type="password", key="gate_key")
+    if typed:
+        if _sign_in(typed):
+            st.rerun()
+        st.error("That key is not valid.")
+
+
+def _share_panel() -> None:
+    """The owner's view of sharing: the viewer link and its QR code, for the room."""
+    keys = access.sharing_keys()
+    if keys is None:
+        return
+    with st.expander("Share with the room", icon=":material/qr_code_2:"):
+        address = st.context.headers.get("Host") or f"{access.network_address()}:8501"
+        view_link = f"http://{address}/?{access.KEY_PARAM}={keys.view}"
+        st.image(_qr_png(view_link), caption="Viewers: scan to open (view only)", width=200)
+        st.code(view_link, language=None)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _qr_png(text: str) -> bytes:
+    import io
+
+    import segno
+
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="png", scale=6, border=2)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ session state and sidebar
 def init_state(sample_env: str | None = None) -> None:
     """Session state from the settings file, for whatever this session does not hold yet.
 
     Runs every time: Streamlit forgets a widget's key (min_per_class) on a page that does not
-    draw that widget, and the settings file remembers it.
+    draw that widget, and the settings file remembers it. A viewer always follows the owner's
+    dataset and runs folder; what a viewer changes lives in the viewer's session only.
     """
     saved = settings.load()
+    if not is_owner():
+        st.session_state["dataset"] = saved["dataset"] or (sample_env or "")
+        st.session_state["runs_dir"] = saved["runs"] or str(default_runs_root())
     st.session_state.setdefault("dataset", saved["dataset"] or (sample_env or ""))
     st.session_state.setdefault("runs_dir", saved["runs"] or str(default_runs_root()))
     st.session_state.setdefault("min_per_class", int(saved["min_per_class"]))
     st.session_state.setdefault("recent", saved["recent"])
 
 
-def _use_folder(folder: str) -> None:
+def _use_folder(folder: str) -> bool:
+    """Make `folder` the working dataset (owner only, under the allowed roots); False with a message
+    when it is refused."""
+    try:
+        folder = str(access.confine(folder))
+    except GraftError as err:
+        show_error(err)
+        return False
     st.session_state["dataset"] = folder
     st.session_state["recent"] = settings.save(dataset=folder)["recent"]
+    return True
 
 
-def sidebar() -> None:
+def sidebar(pages: list) -> None:
     with st.sidebar:
+        for page in pages:
+            st.page_link(page)
+        st.divider()
         st.header("Working data")
-        typed = st.text_input("Dataset folder", value=st.session_state["dataset"], key="dataset_input",
-                              help="ROOT/<class>/*.jpg, or ROOT/{train,val,test}/<class>/*")
-        if typed != st.session_state["dataset"]:
-            _use_folder(typed.strip())
-        recent = [r for r in st.session_state.get("recent", []) if r != st.session_state["dataset"]]
-        if recent:
-            pick = st.selectbox("Recent folders", ["—", *recent], key="recent_pick")
-            if pick != "—":
-                _use_folder(pick)
-                st.session_state.pop("recent_pick")
+        if is_owner():
+            _owner_sidebar()
+        else:
+            name = Path(st.session_state["dataset"]).name if st.session_state["dataset"] else "none chosen yet"
+            st.markdown(f"Dataset: **{escape_markdown(name)}**")
+            st.caption("You are viewing. The presenter chooses the data and trains.")
+            typed = st.text_input("Owner key", type="password", key="owner_key_input",
+                                  help="Only the presenter has it: it unlocks training, folders and deleting.")
+            if typed and _sign_in(typed) and is_owner():
                 st.rerun()
-        if st.button("Use the sample dataset (ELPV solar cells)", key="use_sample"):
-            with st.spinner("Fetching the ELPV sample from PyPI (once)…"):
-                folder = str(samples.fetch("elpv", progress=False))
-            _use_folder(folder)
-            st.session_state["dataset_input"] = folder
+
+
+def _owner_sidebar() -> None:
+    typed = st.text_input("Dataset folder", value=st.session_state["dataset"], key="dataset_input",
+                          help="ROOT/<class>/*.jpg, or ROOT/{train,val,test}/<class>/*")
+    if typed.strip() and typed.strip() != st.session_state["dataset"]:
+        _use_folder(typed.strip())
+    recent = [r for r in st.session_state.get("recent", []) if r != st.session_state["dataset"]]
+    if recent:
+        pick = st.selectbox("Recent folders", ["—", *recent], key="recent_pick")
+        if pick != "—":
+            _use_folder(pick)
+            st.session_state.pop("recent_pick")
             st.rerun()
-        runs_dir = st.text_input("Runs folder", value=st.session_state["runs_dir"], key="runs_input",
-                                 help=f"Where trained runs are kept (default {default_runs_root()}).")
-        if runs_dir.strip() and runs_dir.strip() != st.session_state["runs_dir"]:
-            folder = str(data_root(runs_dir.strip()))
+    if st.button("Use the sample dataset (ELPV solar cells)", key="use_sample"):
+        with st.spinner("Fetching the ELPV sample from PyPI (once)…"):
+            folder = str(samples.fetch("elpv", progress=False))
+        if _use_folder(folder):
+            st.session_state["dataset_input"] = st.session_state["dataset"]
+            st.rerun()
+    runs_dir = st.text_input("Runs folder", value=st.session_state["runs_dir"], key="runs_input",
+                             help=f"Where trained runs are kept (default {default_runs_root()}).")
+    if runs_dir.strip() and runs_dir.strip() != st.session_state["runs_dir"]:
+        try:
+            folder = str(access.confine(runs_dir.strip()))
+        except GraftError as err:
+            show_error(err)
+        else:
             st.session_state["runs_dir"] = folder
             settings.save(runs=folder)
+    _share_panel()
+
+
+def escape_markdown(text: str) -> str:
+    """A user-supplied string (class, file or run name) shown literally inside st.markdown: no
+    link, image, HTML, code, emphasis, maths or colour directive can come out of it (intra-word
+    underscores and dots are left alone, so defect_067.png still reads as itself)."""
+    return re.sub(r"([\\`*\[\]<>$~|])", r"\\\1", str(text))
 
 
 @st.cache_data(show_spinner="Scanning the folder…", max_entries=8)
@@ -123,9 +252,14 @@ def current_dataset() -> tuple[str, tuple] | None:
     """(folder, signature) of the working dataset, or None with a message drawn."""
     folder = st.session_state.get("dataset", "").strip()
     if not folder:
-        st.info("Choose a dataset folder in the sidebar, or use the sample dataset.")
+        st.info("Choose a dataset folder in the sidebar, or use the sample dataset." if is_owner()
+                else "The presenter has not chosen a dataset yet.")
         return None
-    folder = str(data_root(folder))
+    try:
+        folder = str(access.confine(folder))
+    except GraftError as err:
+        show_error(err)
+        return None
     if not Path(folder).is_dir():
         st.error(f"`{folder}` is not a folder. Give a folder with one sub-folder per class.")
         return None
@@ -133,8 +267,12 @@ def current_dataset() -> tuple[str, tuple] | None:
 
 
 def runs_root() -> str:
-    """The runs folder of this session, absolute."""
-    return str(data_root(st.session_state.get("runs_dir") or default_runs_root()))
+    """The runs folder of this session, absolute (the default one when the chosen folder is outside
+    the allowed roots)."""
+    try:
+        return str(access.confine(st.session_state.get("runs_dir") or default_runs_root()))
+    except GraftError:
+        return str(default_runs_root())
 
 
 def store() -> RunStore:

@@ -11,6 +11,7 @@ from core.images import ImageError, load_rgb
 from core.choices import AUG_LEVELS
 from core.preprocess import preview
 from pages import common
+from pages.common import escape_markdown as md
 
 common.ensure_navigation()
 
@@ -34,12 +35,12 @@ if index.items.empty:
 # ------------------------------------------------------------------ counts
 min_per_class = st.number_input("Minimum images per class (smaller classes are dropped; Train uses this too)",
                                 min_value=1, max_value=100_000, step=1, key="min_per_class")
-if min_per_class != settings.load()["min_per_class"]:
+if common.is_owner() and min_per_class != settings.load()["min_per_class"]:  # a viewer's choice stays in the session
     settings.save(min_per_class=int(min_per_class))
 split = common.split(folder, signature, int(min_per_class))
 if split.dropped:
     st.warning("Dropped classes (fewer than %d images): %s" % (
-        min_per_class, ", ".join(f"**{c}** ({n})" for c, n in split.dropped.items())))
+        min_per_class, ", ".join(f"**{md(c)}** ({n})" for c, n in split.dropped.items())))
 if len(split.classes) < 2:
     st.error("Fewer than two classes remain: lower the minimum or add images.")
     st.stop()
@@ -54,7 +55,7 @@ cols[2].metric("Imbalance (largest / smallest)", f"{ratio:.1f}×")
 cols[3].metric("Skipped files", len(index.skipped))
 small = totals[totals < 10]
 if len(small):
-    st.warning(f"Classes with fewer than 10 images: {', '.join(small.index)} — results on them will be noisy.")
+    st.warning(f"Classes with fewer than 10 images: {md(', '.join(small.index))} — results on them will be noisy.")
 if ratio > 10:
     st.warning(f"The largest class is {ratio:.0f}× the smallest: accuracy alone will flatter the model; "
                "class weights are applied automatically and balanced accuracy is reported.")

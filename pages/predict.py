@@ -6,13 +6,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import charts
+from core import access, charts
 from core.explain import NotSupported
 from core.errors import GraftError
 from core.export import export
-from core.images import IMAGE_EXTENSIONS, ImageError, open_image
+from core.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
 from core.predict import expand_inputs, remove_upload, unpack_upload
 from pages import common
+from pages.common import escape_markdown as md
 
 common.ensure_navigation()
 
@@ -49,18 +50,19 @@ for i, upload in enumerate(uploads or []):
     try:
         loaded = open_image(data)
     except ImageError as err:
-        st.error(f"{upload.name}: {err.reason}" + (f" ({err.detail})" if err.detail else ""))
+        st.error(md(f"{upload.name}: {err.reason}" + (f" ({err.detail})" if err.detail else "")))
         continue
     key, stamp = hashlib.sha1(data).hexdigest(), common.model_stamp(run_dir)
     result = common.predict_image(str(run_dir), stamp, key, int(top_k), loaded.image)
+    shown_image = fit(loaded.image)  # what the browser gets and Grad-CAM explains
     left, mid, right = st.columns([2, 3, 2])
-    left.image(loaded.image, caption=upload.name + (" (EXIF-rotated)" if "exif-rotated" in loaded.conversions else ""),
+    left.image(shown_image, caption=upload.name + (" (EXIF-rotated)" if "exif-rotated" in loaded.conversions else ""),
                width="stretch")
-    mid.markdown(f"**{upload.name}**: {verdict(result)}")
+    mid.markdown(f"**{md(upload.name)}**: {md(verdict(result))}")
     mid.altair_chart(charts.top_k_bars(result["top"]), key=f"topk_{i}")
     if right.toggle("Grad-CAM", key=f"gradcam_{i}"):
         try:
-            shown, explained = common.gradcam_overlay(str(run_dir), stamp, key, loaded.image)
+            shown, explained = common.gradcam_overlay(str(run_dir), stamp, key, shown_image)
             right.image(shown, caption=f"why '{explained}'", width="stretch")
         except NotSupported as err:
             right.info(str(err))
@@ -68,7 +70,7 @@ for i, upload in enumerate(uploads or []):
 # ------------------------------------------------------------------ batch
 st.header("Batch")
 archive = st.file_uploader("A zip of images", type=["zip"], key="upload_zip")
-folder = st.text_input("…or a folder on this machine", key="batch_folder")
+folder = st.text_input("…or a folder on this machine", key="batch_folder") if common.is_owner() else ""
 paths, problems = [], []
 unpacked = None
 if archive is not None:  # unpacked once per upload, removed when the upload goes
@@ -78,12 +80,17 @@ if previous and previous != current:
     remove_upload(previous)
 st.session_state["zip_folder"] = current
 if archive is None and folder.strip():
-    if Path(folder).expanduser().is_dir():
-        paths = expand_inputs([Path(folder).expanduser()])
+    try:
+        chosen = access.confine(folder)
+    except GraftError as err:
+        common.show_error(err)
     else:
-        st.error(f"`{folder}` is not a folder.")
+        if chosen.is_dir():
+            paths = expand_inputs([chosen])
+        else:
+            st.error(f"`{folder}` is not a folder.")
 for name, reason in problems:
-    st.warning(f"{name}: {reason}")
+    st.warning(md(f"{name}: {reason}"))
 if paths:
     bar = st.progress(0.0, text=f"0 / {len(paths)}")
     results = []
@@ -99,6 +106,8 @@ if paths:
                        key="batch_csv")
 
 # ------------------------------------------------------------------ export
+if not common.is_owner():
+    st.stop()
 st.header("Export")
 fmt = st.radio("Format", ["both", "onnx", "torchscript"], horizontal=True, key="export_format")
 if st.button("Export this model", key="export_button"):

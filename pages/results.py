@@ -11,6 +11,7 @@ from core.explain import NotSupported
 from core.images import ImageError, load_rgb
 from core.rundir import RunDir
 from pages import common
+from pages.common import escape_markdown as md
 
 common.ensure_navigation()
 
@@ -53,7 +54,7 @@ cols[4].metric("Test images", metrics["n"])
 if "tta" in metrics:
     cols[5].metric(f"TTA accuracy ({metrics['tta']['views']} views)", f"{metrics['tta']['accuracy']:.1%}",
                    delta=f"{metrics['tta']['accuracy'] - metrics['accuracy']:+.1%}")
-elif cols[5].button("Compute TTA (5 views)", key="compute_tta"):
+elif common.is_owner() and cols[5].button("Compute TTA (5 views)", key="compute_tta"):
     with st.spinner("Test-time augmentation…"):
         evaluate_run(run_dir, tta=5, store=store, run_id=run_id)
     st.rerun()
@@ -95,8 +96,7 @@ def grid(rows: pd.DataFrame, per_row: int = 6) -> None:
             if data:
                 cell.image(data, width="stretch")
             mark = ":green[✓" if row.correct else ":red[✗"
-            cell.markdown(f"{mark} {row.predicted} {row.confidence:.0%}]  \n"
-                          f"<small>true: {row.label}</small>", unsafe_allow_html=True)
+            cell.markdown(f"{mark} {md(row.predicted)} {row.confidence:.0%}]  \n:gray[true: {md(row.label)}]")
 
 
 st.header("Mistakes")

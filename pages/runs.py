@@ -36,21 +36,29 @@ st.dataframe(table, hide_index=True, key="runs_table", width="stretch",
                             "test acc": st.column_config.NumberColumn(format="%.3f")})
 labels = dict(zip(runs["id"], runs["name"] + " (" + runs["id"] + ")"))
 
-with st.expander("Rename or delete a run"):
-    target = st.selectbox("Run", runs["id"].tolist(), format_func=labels.get, key="manage_run")
-    new_name = st.text_input("New name", key="rename_to")
-    if st.button("Rename", key="rename_button") and new_name.strip():
-        store.rename(target, new_name.strip())
-        st.rerun()
-    confirm = st.checkbox("Yes, delete this run and its files", key="delete_confirm")
-    if st.button("Delete", key="delete_button", disabled=not confirm):
-        try:
-            store.delete(target)
-        except GraftError as err:
-            common.show_error(err)
-        else:
-            st.session_state.pop("delete_confirm", None)
+
+
+def manage() -> None:
+    """Rename or delete (the owner only)."""
+    with st.expander("Rename or delete a run"):
+        target = st.selectbox("Run", runs["id"].tolist(), format_func=labels.get, key="manage_run")
+        new_name = st.text_input("New name", key="rename_to")
+        if st.button("Rename", key="rename_button") and new_name.strip():
+            store.rename(target, new_name.strip())
             st.rerun()
+        confirm = st.checkbox("Yes, delete this run and its files", key="delete_confirm")
+        if st.button("Delete", key="delete_button", disabled=not confirm):
+            try:
+                store.delete(target)
+            except GraftError as err:
+                common.show_error(err)
+            else:
+                st.session_state.pop("delete_confirm", None)
+                st.rerun()
+
+
+if common.is_owner():
+    manage()
 
 st.header("Compare")
 chosen = st.multiselect("Runs to compare", runs["id"].tolist(), format_func=labels.get,

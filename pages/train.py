@@ -10,6 +10,7 @@ from core.runs import LiveMetrics
 from core.train import CLASS_WEIGHTS, TrainConfig
 from core.choices import AUG_LEVELS
 from pages import common
+from pages.common import escape_markdown as md
 
 common.ensure_navigation()
 
@@ -40,46 +41,57 @@ def describe(name: str) -> str:
 
 
 running = jobs.active(runs_root)
-with st.form("train_form"):
-    st.caption(f"{len(split.classes)} classes · {n_train} training and {n_val} validation images "
-               f"(min {min_per_class} per class)")
-    c1, c2, c3 = st.columns(3)
-    backbone = c1.selectbox("Backbone", [s.name for s in models.list_backbones()], format_func=describe,
-                            key="tr_backbone")
-    freeze = c2.selectbox("What trains", models.FREEZE_MODES, key="tr_freeze",
-                          format_func={"head": "head only (backbone frozen, fastest)",
-                                       "partial": "head + last stages", "full": "everything"}.get)
-    epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs")
-    c1, c2, c3 = st.columns(3)
-    batch_size = c1.number_input("Batch size", 1, 1024, 32, key="tr_batch")
-    lr = c2.number_input("Learning rate (0 = automatic)", 0.0, 1.0, 0.0, format="%.5f", key="tr_lr")
-    aug = c3.selectbox("Augmentation", ("auto", *AUG_LEVELS), key="tr_aug")
-    c1, c2, c3 = st.columns(3)
-    weights = c1.selectbox("Class weights", CLASS_WEIGHTS, key="tr_class_weights")
-    patience = c2.number_input("Early-stopping patience (epochs)", 1, 500, 5, key="tr_patience")
-    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
-    name = st.text_input("Run name", "", key="tr_name", placeholder="optional")
-    first, later = epoch_estimate(backbone, freeze, n_train, n_val)
-    st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs "
-               f"{'under a second' if later < 1 else f'~{later:.0f} s'} "
-               + ("(features are computed once, then cached)." if freeze == "head" else "."))
-    submitted = st.form_submit_button("Start training", type="primary", disabled=running is not None)
+owner = common.is_owner()
 
-if running:
-    st.info(f"Run `{running}` is training; one training at a time on this machine.")
-if submitted:
-    config = TrainConfig(data=folder, backbone=backbone, freeze=freeze, epochs=int(epochs),
-                         batch_size=int(batch_size), lr=float(lr) or None, aug=aug, class_weights=weights,
-                         patience=int(patience), seed=int(seed), name=name or None, min_per_class=min_per_class)
-    if not models.weights_available(backbone):
-        st.error(f"Pretrained weights for {backbone} are not on this machine: "
-                 f"`python -m core backbones` says where to put them.")
-    else:
-        try:
-            st.session_state["watch_run"] = jobs.start(config, runs_root)
-            st.rerun()  # redraw the form as busy
-        except GraftError as err:
-            common.show_error(err)
+
+def launch_form() -> None:
+    """The training form (the owner only)."""
+    with st.form("train_form"):
+        st.caption(f"{len(split.classes)} classes · {n_train} training and {n_val} validation images "
+                   f"(min {min_per_class} per class)")
+        c1, c2, c3 = st.columns(3)
+        backbone = c1.selectbox("Backbone", [s.name for s in models.list_backbones()], format_func=describe,
+                                key="tr_backbone")
+        freeze = c2.selectbox("What trains", models.FREEZE_MODES, key="tr_freeze",
+                              format_func={"head": "head only (backbone frozen, fastest)",
+                                           "partial": "head + last stages", "full": "everything"}.get)
+        epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs")
+        c1, c2, c3 = st.columns(3)
+        batch_size = c1.number_input("Batch size", 1, 1024, 32, key="tr_batch")
+        lr = c2.number_input("Learning rate (0 = automatic)", 0.0, 1.0, 0.0, format="%.5f", key="tr_lr")
+        aug = c3.selectbox("Augmentation", ("auto", *AUG_LEVELS), key="tr_aug")
+        c1, c2, c3 = st.columns(3)
+        weights = c1.selectbox("Class weights", CLASS_WEIGHTS, key="tr_class_weights")
+        patience = c2.number_input("Early-stopping patience (epochs)", 1, 500, 5, key="tr_patience")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
+        name = st.text_input("Run name", "", key="tr_name", placeholder="optional")
+        first, later = epoch_estimate(backbone, freeze, n_train, n_val)
+        st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs "
+                   f"{'under a second' if later < 1 else f'~{later:.0f} s'} "
+                   + ("(features are computed once, then cached)." if freeze == "head" else "."))
+        submitted = st.form_submit_button("Start training", type="primary", disabled=running is not None)
+
+    if running:
+        st.info(f"Run `{running}` is training; one training at a time on this machine.")
+    if submitted:
+        config = TrainConfig(data=folder, backbone=backbone, freeze=freeze, epochs=int(epochs),
+                             batch_size=int(batch_size), lr=float(lr) or None, aug=aug, class_weights=weights,
+                             patience=int(patience), seed=int(seed), name=name or None, min_per_class=min_per_class)
+        if not models.weights_available(backbone):
+            st.error(f"Pretrained weights for {backbone} are not on this machine: "
+                     f"`python -m core backbones` says where to put them.")
+        else:
+            try:
+                st.session_state["watch_run"] = jobs.start(config, runs_root)
+                st.rerun()  # redraw the form as busy
+            except GraftError as err:
+                common.show_error(err)
+
+
+if owner:
+    launch_form()
+else:
+    st.caption("The presenter starts and stops training; you can follow it live here.")
 
 
 def watched_run() -> str | None:
@@ -111,10 +123,10 @@ def live() -> None:
     status = run["status"]
     if running and status not in ("queued", "running") and jobs.active(runs_root) is None:
         st.rerun(scope="app")  # the run ended: the form is ready again
-    st.subheader(f"{run['name']} — {status}")
+    st.subheader(f"{md(run['name'])} — {status}")
     progress = run.get("progress") or {}
     if status in ("queued", "running"):
-        if st.button("Stop", key="stop_run", type="secondary"):
+        if owner and st.button("Stop", key="stop_run", type="secondary"):
             jobs.stop(run_id, runs_root)
             st.toast("Stop requested: the run ends after the current batch.")
         elapsed = time.time() - (run["started"] or run["created"])
@@ -129,7 +141,7 @@ def live() -> None:
         else:
             st.progress(0.0, text=f"preparing (scanning the folder, loading the model)… {elapsed:.0f} s")
     elif status == "failed":
-        st.error(f"The run failed: {run['error']}")
+        st.error(f"The run failed: {md(run['error'])}")
     elif status == "stopped":
         st.warning("Stopped on request; the best checkpoint is kept.")
     else:
@@ -147,8 +159,9 @@ def live() -> None:
         if len(batches) > 1:
             st.altair_chart(charts.batch_loss(batches), key="live_batches", height=240)
         st.dataframe(epochs_df.drop(columns=["run_id", "time"]), hide_index=True, key="live_table")
-    with st.expander("Log"):
-        st.code(jobs.log_tail(run_id, runs_root) or "(empty)")
+    if owner:
+        with st.expander("Log"):
+            st.code(jobs.log_tail(run_id, runs_root) or "(empty)")
 
 
 live()

@@ -30,9 +30,11 @@ ELPV = samples.fetch("elpv", progress=False)
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     home = tmp_path_factory.mktemp("graft_home")
-    old = {k: os.environ.get(k) for k in ("GRAFT_HOME", "TORCH_HOME")}
+    old = {k: os.environ.get(k) for k in ("GRAFT_HOME", "TORCH_HOME", "GRAFT_DATA_ROOTS")}
     os.environ["GRAFT_HOME"] = str(home)
     os.environ["TORCH_HOME"] = str(home / "torch")
+    # Folders typed into the dashboard must lie under these: the tests' own folders and the sample.
+    os.environ["GRAFT_DATA_ROOTS"] = os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(ELPV.parent)])
     yield home
     for key, value in old.items():
         if value is None:

@@ -19,6 +19,7 @@ from core.evaluate import evaluate_run
 from core.rundir import RunDir
 from core.explain import gradcam
 from core.images import load_rgb
+from pages.common import escape_markdown as md
 from core.predict import Predictor, extract_zip
 from core.storage import read_json
 from test_dashboard import open_page
@@ -106,7 +107,7 @@ def test_predict_page_shows_the_predictors_answer_and_refuses_bad_files(trained_
     assert len(bars) == 2  # one top-k chart per good image, none for the bad ones
     for (name, image), shown in zip((("cell.png", load_rgb(good)), ("china.png", china)), bars):
         expected = predictor.predict([image], top_k=3)[0]
-        assert f"**{name}**: {expected['label']} ({expected['confidence']:.0%})" in texts
+        assert f"**{md(name)}**: {md(expected['label'])} ({expected['confidence']:.0%})" in texts
         assert shown["class"].tolist() == [c for c, _ in expected["top"]]
         assert shown["probability"].tolist() == pytest.approx([p for _, p in expected["top"]], abs=1e-5)
     at.slider(key="threshold").set_value(1.0).run()
