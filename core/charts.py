@@ -106,3 +106,22 @@ def top_k_bars(top: list[tuple[str, float]]) -> alt.Chart:
     return alt.Chart(frame).mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("class:N", sort="-x", title=None),
         tooltip=["class", alt.Tooltip("probability:Q", format=".3f")]).properties(height=alt.Step(24))
+
+
+def tradeoff(curve: pd.DataFrame, threshold: float) -> alt.LayerChart:
+    """Share of defects caught and of good parts sent to inspection against the threshold, with the
+    chosen threshold as a vertical rule (core.decision.sweep gives the curve)."""
+    long = pd.concat([
+        pd.DataFrame({"threshold": curve["threshold"], "share": curve["caught_share"], "what": "defects caught"}),
+        pd.DataFrame({"threshold": curve["threshold"], "share": curve["good_sent_share"],
+                      "what": "good parts sent to inspection"})], ignore_index=True)
+    lines = alt.Chart(long).mark_line(strokeWidth=3).encode(
+        x=alt.X("threshold:Q", title="inspect when the chance of an inspect class is at least"),
+        y=alt.Y("share:Q", title="share", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("what:N", title=None, scale=alt.Scale(domain=["defects caught", "good parts sent to inspection"],
+                                                              range=["#2a9d3a", "#d62828"]),
+                        legend=alt.Legend(orient="bottom", labelLimit=0)),
+        tooltip=[alt.Tooltip("threshold:Q", format=".2f"), "what:N", alt.Tooltip("share:Q", format=".0%")])
+    rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#333", strokeDash=[4, 3]).encode(
+        x="threshold:Q")
+    return alt.layer(lines, rule).properties(width=460, height=260)

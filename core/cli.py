@@ -149,8 +149,21 @@ def cmd_eval(args) -> int:
 
     configure_threads()
     run_id, run = RunStore.open(args.runs).resolve(args.run)
-    result = evaluate_run(run, tta=args.tta, progress=True, store=RunStore.open(run.path.parent), run_id=run_id)
-    print(f"{result['split']}: {result['n']} images")
+    if args.data:
+        from .evaluate import check_folder
+
+        result = check_folder(run, args.data, progress=True)
+        for name, count in result["skipped_classes"].items():
+            print(f"skipped class {name}: {count} images (the run does not know it)")
+        if result["missing_classes"]:
+            print("no images of: " + ", ".join(result["missing_classes"]))
+        print(f"{result['name']}: {result['n']} images")
+    else:
+        result = evaluate_run(run, tta=args.tta, progress=True, store=RunStore.open(run.path.parent), run_id=run_id)
+        print(f"{result['split']}: {result['n']} images")
+    from .stats import accuracy_sentence
+
+    print(accuracy_sentence(result, "" if args.data else result["split"]).replace("  ", " "))
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy"):
         print(f"  {key:18s} {result[key]:.4f}")
     if "tta" in result:
@@ -167,8 +180,17 @@ def cmd_predict(args) -> int:
     from .predict import expand_inputs, load_predictor
     from .storage import atomic_write
 
+    from .errors import BadInput
+
     out = _writable(args.csv) if args.csv else None
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise BadInput(f"--threshold must be between 0 and 1 (got {args.threshold})")
     predictor = load_predictor(args.run, args.runs)
+    if args.threshold is not None:
+        if predictor.decision is None:
+            raise BadInput("this run has no pass/inspect classes yet: choose them on the Results page "
+                           "(Pass or inspect), then --threshold moves the line")
+        predictor.decision.threshold = args.threshold
     table = predictor.predict_table(expand_inputs(args.inputs), args.top_k, progress=True)
     if out:
         atomic_write(out, lambda f: table.to_csv(f, index=False), mode="w")
@@ -289,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's best checkpoint on its test split")
     p.add_argument("run", help="run id or run folder")
     p.add_argument("--tta", type=int, default=0, help="also average N test-time-augmentation views")
+    p.add_argument("--data", metavar="FOLDER", help="score the model on another labelled folder (ROOT/<class>/*; "
+                   "classes the run does not know are named and skipped); saved beside the run")
     _add_runs(p)
     p.set_defaults(func=cmd_eval)
 
@@ -297,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--csv", help="also write the table to this CSV file")
+    p.add_argument("--threshold", type=float, help="send to inspection at or above this probability of the "
+                   "run's inspect classes (default: the threshold saved on the Results page)")
     _add_runs(p)
     p.set_defaults(func=cmd_predict)
 

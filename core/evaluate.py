@@ -17,6 +17,7 @@ from .features import FeatureCache, forward_images
 from .models import GraftModel
 from .preprocess import Preprocessing, eval_transform, train_transform
 from .rundir import RunDir
+from .stats import majority_baseline, wilson
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -64,9 +65,13 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
     pairs.sort(key=lambda p: -p[2])
     top_k = float(skm.top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if k > 1 else \
         float(skm.accuracy_score(y_true, y_pred))
+    correct = int((y_pred == y_true).sum())
+    per_class_correct = np.diag(cm)
     return {
         "n": int(len(y_true)),
+        "correct": correct,
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "accuracy_ci": list(wilson(correct, int(len(y_true)))),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
         "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "top_k": k, "top_k_accuracy": top_k,
@@ -74,6 +79,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
         "confusion_matrix": cm.tolist(),
         "per_class": [{"class": c, "precision": float(precision[i]), "recall": float(recall[i]),
                        "f1": float(f1[i]), "support": int(support[i]), "accuracy": float(recall[i]),
+                       "correct": int(per_class_correct[i]), "ci": list(wilson(int(per_class_correct[i]), int(support[i]))),
                        "train_count": int((train_counts or {}).get(c, 0))} for i, c in enumerate(classes)],
         "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in pairs[:10]],
     }
@@ -124,15 +130,19 @@ def evaluate_run(run: RunDir | str | Path, tta: int = 0, progress: bool = False,
     y_true = np.array([index[c] for c in rows["label"]])[ok]
     probs = views[0][ok]
     train_counts = split.manifest[split.manifest["split"] == "train"]["label"].value_counts().to_dict()
+    train_labels = split.manifest[split.manifest["split"] == "train"]["label"].tolist()
     result = {"split": split_name, **compute_metrics(y_true, probs, classes, train_counts),
+              "baseline": majority_baseline(train_labels, [classes[i] for i in y_true]),
               "calibration": calibration(y_true, probs),
               "unreadable": [str(p) for p, good in zip(rows["path"], ok) if not good]}
+    val_table = None
     val_rows = split.manifest[split.manifest["split"] == "val"]
     if split_name == "test" and len(val_rows):
         (val_probs,), val_ok = predict_probs(model, prep, [root / p for p in val_rows["path"]],
                                              val_rows["sha1"].tolist(), progress=progress)
         val_true = np.array([index[c] for c in val_rows["label"]])[val_ok]
         result["uncertainty_threshold"] = uncertainty_threshold(val_true, val_probs[val_ok])
+        val_table = _predictions_table(val_rows[val_ok].reset_index(drop=True), val_probs[val_ok], val_true, classes)
     else:
         result["uncertainty_threshold"] = uncertainty_threshold(y_true, probs)
     if tta and tta > 1:
@@ -142,7 +152,7 @@ def evaluate_run(run: RunDir | str | Path, tta: int = 0, progress: bool = False,
                          "balanced_accuracy": tta_metrics["balanced_accuracy"],
                          "macro_f1": tta_metrics["macro_f1"],
                          "per_class_accuracy": {p["class"]: p["accuracy"] for p in tta_metrics["per_class"]}}
-    run.write_evaluation(result, _predictions_table(rows[ok], probs, y_true, classes))
+    run.write_evaluation(result, _predictions_table(rows[ok], probs, y_true, classes), val_table)
     headline = {k: result[k] for k in ("split", "n", "accuracy", "balanced_accuracy", "macro_f1",
                                        "top_k", "top_k_accuracy")}
     headline["ece"] = result["calibration"]["ece"]
@@ -164,3 +174,35 @@ def _predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray
     for i, c in enumerate(classes):
         table[f"p_{c}"] = probs[:, i]
     return table
+
+
+def check_folder(run: RunDir | str | Path, folder: str | Path, progress: bool = False) -> dict:
+    """Score the run's model on another labelled folder (ROOT/<class>/*, any layout): the full
+    metrics, the confusion matrix and the do-nothing baseline, saved beside the run. Images of a
+    class the run does not know are named and skipped; so are unreadable files."""
+    from . import data
+    from .errors import BadInput
+
+    run = RunDir(run)
+    model, card = run.load_model()
+    classes = card.labels
+    index = data.scan(folder, progress=progress)
+    items = index.items
+    unknown = items[~items["label"].isin(classes)]["label"].value_counts().to_dict()
+    known = items[items["label"].isin(classes)].reset_index(drop=True)
+    if known.empty:
+        raise BadInput(f"{folder}: no images of this run's classes ({', '.join(classes)})"
+                       + (f"; found only {', '.join(sorted(unknown))}" if unknown else ""))
+    paths = [index.root / p for p in known["path"]]
+    (probs,), ok = predict_probs(model, card.preprocessing, paths, known["sha1"].tolist(), progress=progress)
+    class_index = {c: i for i, c in enumerate(classes)}
+    y_true = np.array([class_index[c] for c in known["label"]])[ok]
+    train_labels = run.manifest(classes).manifest.query("split == 'train'")["label"].tolist()
+    result = {"folder": str(index.root), "name": index.root.name,
+              **compute_metrics(y_true, probs[ok], classes),
+              "baseline": majority_baseline(train_labels, [classes[i] for i in y_true]),
+              "skipped_classes": {str(k): int(v) for k, v in unknown.items()},
+              "missing_classes": [c for c in classes if c not in set(known["label"])],
+              "skipped_files": int(len(index.skipped)) + int((~ok).sum())}
+    run.write_check(result)
+    return result

@@ -51,6 +51,14 @@ def softmax(logits):
     return z / z.sum(axis=1, keepdims=True)
 
 
+def decide(probs, decision):
+    """'inspect' or 'pass' under the run's pass/inspect rule (model.json "decision"), else None."""
+    if not decision:
+        return None
+    p_inspect = sum(probs.get(c, 0.0) for c in decision["inspect"])
+    return "inspect" if p_inspect >= decision["threshold"] else "pass"
+
+
 def load(folder, prefer="onnx"):
     """A function: list of image paths (or PIL images) → list of {label: probability} dicts."""
     folder = Path(folder)
@@ -84,4 +92,5 @@ if __name__ == "__main__":
     predict = load(sys.argv[1])
     for path, probs in zip(sys.argv[2:], predict(sys.argv[2:])):
         label = max(probs, key=probs.get)
-        print(f"{path}\t{label}\t{probs[label]:.4f}")
+        verdict = decide(probs, predict.card.get("decision"))
+        print(f"{path}\t{label}\t{probs[label]:.4f}" + (f"\t{verdict}" if verdict else ""))

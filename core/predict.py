@@ -28,6 +28,7 @@ class Predictor:
         self.model = model
         self.labels, self.prep, self.card = labels, prep, card or {}
         self.transform = eval_transform(prep)
+        self.decision = None  # a pass/inspect rule (core.decision.Decision) applied to every prediction
 
     @property
     def threshold(self) -> float | None:
@@ -36,8 +37,11 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, checkpoint: str | None = None) -> "Predictor":
-        model, card = RunDir(run_dir).load_model(checkpoint)
-        return cls(model, card.labels, card.preprocessing, card.to_dict())
+        run = RunDir(run_dir)
+        model, card = run.load_model(checkpoint)
+        predictor = cls(model, card.labels, card.preprocessing, card.to_dict())
+        predictor.decision = run.decision()
+        return predictor
 
     @classmethod
     def from_export(cls, folder: str | os.PathLike, prefer: str = "onnx") -> "Predictor":
@@ -58,7 +62,12 @@ class Predictor:
             with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what serving stacks load
                 warnings.simplefilter("ignore", FutureWarning)
                 model = torch.jit.load(str(folder / files["torchscript"]), map_location="cpu").eval()
-        return cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
+        predictor = cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
+        if card.get("decision"):
+            from .decision import Decision
+
+            predictor.decision = Decision.from_dict(card["decision"])
+        return predictor
 
     def _tensor(self, images: list) -> torch.Tensor:
         return runtime.to_input(torch.stack([self.transform(img) for img in images]), self.device,
@@ -92,9 +101,13 @@ class Predictor:
             if loaded:
                 probs = self.probabilities(loaded)
                 values, indices = probs.topk(top_k, dim=1)
-                for entry, vals, idx in zip(entries, values.tolist(), indices.tolist()):
+                for entry, vals, idx, row in zip(entries, values.tolist(), indices.tolist(), probs.tolist()):
                     entry["top"] = [(self.labels[i], float(v)) for i, v in zip(idx, vals)]
                     entry["label"], entry["confidence"] = entry["top"][0]
+                    entry["probabilities"] = dict(zip(self.labels, map(float, row)))
+                    if self.decision is not None:
+                        entry["p_inspect"] = self.decision.p_inspect(entry["probabilities"])
+                        entry["decision"] = self.decision.verdict(entry["probabilities"])
         return results
 
     def predict_table(self, sources: list, top_k: int = 3, progress: bool = False) -> pd.DataFrame:
@@ -102,6 +115,8 @@ class Predictor:
         for r in self.predict(sources, top_k, progress=progress):
             row = {"file": r["source"], "predicted": r.get("label", ""), "confidence": r.get("confidence"),
                    "error": r.get("error", "")}
+            if self.decision is not None:
+                row["decision"], row["p_inspect"] = r.get("decision", ""), r.get("p_inspect")
             for rank, (label, p) in enumerate(r.get("top", []), 1):
                 row[f"top{rank}"], row[f"p{rank}"] = label, p
             rows.append(row)

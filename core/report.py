@@ -16,6 +16,7 @@ from . import charts
 from .errors import NotFound
 from .rundir import RunDir
 from .runs import RunStore
+from .stats import accuracy_sentence, percent
 from .storage import write_text
 from .thumbs import thumbnail
 
@@ -52,7 +53,7 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
     """The report's HTML text for the run in `run_dir` (evaluated first if needed). Every string
     from the user (run, class and file names) is escaped by the template."""
     run = RunDir(run_dir)
-    if run.metrics() is None:
+    if run.metrics() is None or "baseline" not in run.metrics():  # evaluated (again, for an older format)
         from .evaluate import evaluate_run
 
         evaluate_run(run)
@@ -67,19 +68,22 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
     manifest = run.manifest().manifest
     preds = preds.merge(manifest[["path", "sha1"]], on="path", how="left")
     root = card.data_root
-    tiles = [("test accuracy" if metrics["split"] == "test" else "val accuracy", f"{metrics['accuracy']:.1%}"),
-             ("balanced accuracy", f"{metrics['balanced_accuracy']:.1%}"),
-             ("macro F1", f"{metrics['macro_f1']:.3f}"),
-             (f"top-{metrics['top_k']} accuracy", f"{metrics['top_k_accuracy']:.1%}"),
-             (f"{metrics['split']} images", str(metrics["n"]))]
+    split_word = "test" if metrics["split"] == "test" else "validation"
+    lo, hi = metrics.get("accuracy_ci", (0.0, 1.0))
+    tiles = [(f"{split_word} accuracy (95 % interval {percent(lo)}–{percent(hi)})", percent(metrics["accuracy"])),
+             ("balanced accuracy (every class counts the same)", percent(metrics["balanced_accuracy"]))]
+    if metrics.get("baseline"):
+        tiles.append((f"always answering {metrics['baseline']['class']}", percent(metrics["baseline"]["accuracy"])))
+    tiles.append((f"{split_word} images", str(metrics["n"])))
     if "tta" in metrics:
-        tiles.append((f"TTA accuracy ({metrics['tta']['views']} views)", f"{metrics['tta']['accuracy']:.1%}"))
+        tiles.append((f"with {metrics['tta']['views']} views per image", percent(metrics["tta"]["accuracy"])))
     per_class = pd.DataFrame(metrics["per_class"])[["class", "accuracy", "precision", "recall", "f1", "support",
                                                      "train_count"]]
     right = preds[preds["correct"].astype(str) == "True"].sort_values("confidence", ascending=False).head(examples)
     wrong = preds[preds["correct"].astype(str) != "True"].sort_values("loss", ascending=False).head(examples)
     return _environment().get_template("report.html.j2").render(
         name=name, backbone=card.backbone, num_classes=card.num_classes, dataset=root.name,
+        headline=accuracy_sentence(metrics, split_word) if "correct" in metrics else "",
         tiles=[{"label": label, "value": value} for label, value in tiles],
         curves_svg=_svg(charts.curves(epochs)) if len(epochs) else "",
         confusion_svg=_svg(charts.confusion(metrics)),

@@ -8,6 +8,7 @@ backbone, head, thresholds, metrics, and the training config with the data root 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class RunDir:
     CONFIG, MANIFEST, CARD, BEST, LAST = "config.json", "manifest.csv", "model.json", "best.pt", "last.pt"
     METRICS, PREDICTIONS, REPORT, LOG, REQUEST = ("metrics.json", "predictions.csv", "report.html", "train.log",
                                                   "request.json")
+    VAL_PREDICTIONS, DECISION, CHECKS = "val_predictions.csv", "decision.json", "checks"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -138,6 +140,9 @@ class RunDir:
     log_file = property(lambda self: self.path / self.LOG)
     request_file = property(lambda self: self.path / self.REQUEST)
     export_dir = property(lambda self: self.path / "export")
+    val_predictions_file = property(lambda self: self.path / self.VAL_PREDICTIONS)
+    decision_file = property(lambda self: self.path / self.DECISION)
+    checks_dir = property(lambda self: self.path / self.CHECKS)
 
     def is_run(self) -> bool:
         return self.config_file.is_file()
@@ -176,12 +181,43 @@ class RunDir:
     def metrics(self) -> dict | None:
         return self._json(self.metrics_file) if self.metrics_file.is_file() else None
 
-    def write_evaluation(self, metrics: dict, predictions: pd.DataFrame) -> None:
+    def write_evaluation(self, metrics: dict, predictions: pd.DataFrame,
+                         val_predictions: pd.DataFrame | None = None) -> None:
         atomic_write(self.predictions_file, lambda f: predictions.to_csv(f, index=False), mode="w")
+        if val_predictions is not None:
+            atomic_write(self.val_predictions_file, lambda f: val_predictions.to_csv(f, index=False), mode="w")
         write_json(self.metrics_file, metrics)
 
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.predictions_file, keep_default_na=False)
+
+    def val_predictions(self) -> pd.DataFrame | None:
+        return pd.read_csv(self.val_predictions_file, keep_default_na=False) if self.val_predictions_file.is_file() else None
+
+    # ------------------------------------------------------------ decisions and checks on other folders
+
+    def decision(self):
+        """The owner's pass/inspect rule for this run (core.decision.Decision), or None."""
+        from .decision import Decision
+
+        return Decision.from_dict(self._json(self.decision_file)) if self.decision_file.is_file() else None
+
+    def write_decision(self, decision) -> None:
+        write_json(self.decision_file, decision.to_dict())
+
+    def write_check(self, result: dict) -> Path:
+        """Keep a score on another folder (one file per folder, the latest score)."""
+        import hashlib
+
+        key = hashlib.sha1(result["folder"].encode()).hexdigest()[:8]
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in result["name"])[:40] or "folder"
+        result = {**result, "checked": time.time()}
+        return write_json(self.checks_dir / f"{safe}-{key}.json", result)
+
+    def checks(self) -> list[dict]:
+        """Every saved score on another folder, newest first."""
+        found = [self._json(p) for p in sorted(self.checks_dir.glob("*.json"))] if self.checks_dir.is_dir() else []
+        return sorted(found, key=lambda c: -c.get("checked", 0))
 
     # ------------------------------------------------------------ checkpoints and the model
 

@@ -213,6 +213,14 @@ class RunStore:
                                            "best_val_loss", "best_val_acc", "test_acc", "error", "pid",
                                            "config"])
 
+    def best_by_validation(self) -> pd.DataFrame:
+        """The finished runs, best first by **validation** accuracy (newest first among equals).
+        Test figures are reported, never used to choose: choosing by test makes them optimistic."""
+        runs = self.finished()
+        if runs.empty:
+            return runs
+        return runs.sort_values(["best_val_acc", "created"], ascending=[False, False], na_position="last")
+
     def finished(self) -> pd.DataFrame:
         """Runs with a usable model: completed or stopped, with a best checkpoint on disk."""
         runs = self.list()

@@ -295,18 +295,21 @@ def show_error(err: Exception, what: str = "") -> None:
 
 
 def pick_finished_run(label: str, key: str, best_first: bool = False) -> RunDir:
-    """A selectbox of the runs that have a model (default: the latest, or the best by test
-    accuracy); stops the page with a hint when there is none. Returns the run folder."""
+    """A selectbox of the runs that have a model (default: the latest, or the best by validation
+    accuracy: test figures are shown, never used to choose); stops the page with a hint when there
+    is none. Returns the run folder."""
     opened = store()
-    runs = opened.finished()
+    runs = opened.best_by_validation() if best_first else opened.finished()
     if runs.empty:
         st.info("No trained run yet: train one on the Train page.")
         st.stop()
-    if best_first:
-        runs = runs.sort_values("test_acc", ascending=False, na_position="last")
-    acc = runs["test_acc"].map(lambda a: f"test acc {a:.3f}" if pd.notna(a) else "no test accuracy")
-    names = dict(zip(runs["id"], runs["name"] + " · " + runs["status"] + " · " + acc + " (" + runs["id"] + ")"))
-    return opened.run_dir(st.selectbox(label, runs["id"].tolist(), format_func=names.get, key=key))
+
+    def figures(row) -> str:
+        val = f"validation {row.best_val_acc:.0%}" if pd.notna(row.best_val_acc) else "no validation figure"
+        return val + (f" · test {row.test_acc:.0%}" if pd.notna(row.test_acc) else "")
+
+    names = {row.id: f"{row.name} · {figures(row)}" for row in runs.itertuples()}
+    return opened.run_dir(st.selectbox(label, list(names), format_func=names.get, key=key))
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)

@@ -36,10 +36,20 @@ threshold = c1.slider("Below this top probability, say 'uncertain'", 0.0, 1.0,
 top_k = c2.number_input("Top-k", 1, len(model.labels), min(3, len(model.labels)), key="predict_top_k")
 
 
+decision = run_dir.decision()  # the owner's pass/inspect rule, read afresh (Results saves it)
+if decision:
+    st.caption(md(f"Pass or inspect: images go to inspection when the chance of {' / '.join(decision.inspect)} "
+                  f"is at least {decision.threshold:.0%} (set on the Results page)."))
+
+
 def verdict(result: dict) -> str:
     if result["confidence"] < threshold:
         return f"uncertain — none of the known classes? (best guess {result['label']}, {result['confidence']:.0%})"
     return f"{result['label']} ({result['confidence']:.0%})"
+
+
+def inspection(result: dict) -> str:
+    return decision.sentence(result["probabilities"]) if decision and "probabilities" in result else ""
 
 
 # ------------------------------------------------------------------ single images
@@ -59,6 +69,8 @@ for i, upload in enumerate(uploads or []):
     left.image(shown_image, caption=upload.name + (" (EXIF-rotated)" if "exif-rotated" in loaded.conversions else ""),
                width="stretch")
     mid.markdown(f"**{md(upload.name)}**: {md(verdict(result))}")
+    if decision:
+        (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
     mid.altair_chart(charts.top_k_bars(result["top"]), key=f"topk_{i}")
     if right.toggle("Grad-CAM", key=f"gradcam_{i}"):
         try:
@@ -99,7 +111,8 @@ if paths:
         bar.progress(min(1.0, len(results) / len(paths)), text=f"{len(results)} / {len(paths)}")
     table = pd.DataFrame([{
         "file": str(Path(r["source"]).name), "predicted": r.get("label", ""),
-        "confidence": r.get("confidence"), "verdict": verdict(r) if "label" in r else f"error: {r['error']}"}
+        "confidence": r.get("confidence"), "verdict": verdict(r) if "label" in r else f"error: {r['error']}",
+        **({"decision": decision.verdict(r["probabilities"]) if "label" in r else ""} if decision else {})}
         for r in results])
     st.dataframe(table, hide_index=True, key="batch_table")
     st.download_button("Download CSV", table.to_csv(index=False), file_name="predictions.csv", mime="text/csv",

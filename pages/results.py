@@ -4,12 +4,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import charts, report
+from core import access, charts, report
 from core.errors import GraftError
-from core.evaluate import evaluate_run
+from core.evaluate import check_folder, evaluate_run
 from core.explain import NotSupported
 from core.images import ImageError, load_rgb
 from core.rundir import RunDir
+from core.decision import Decision, at_threshold, sweep
+from core.stats import accuracy_sentence, percent
 from pages import common
 from pages.common import escape_markdown as md
 
@@ -28,7 +30,8 @@ def read_metrics(path: str, stamp: float) -> dict:
 
 
 try:
-    if not run_dir.metrics_file.is_file():  # evaluated once, outside any cache, and recorded in the run
+    recorded = run_dir.metrics()
+    if recorded is None or "baseline" not in recorded:  # evaluated once (again for an older format), outside any cache
         with st.spinner("Evaluating on the test images…"):
             evaluate_run(run_dir, store=store, run_id=run_id)
     metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
@@ -43,18 +46,28 @@ manifest = common.table(run_dir.manifest_file)
 sha = dict(zip(manifest["path"], manifest["sha1"]))
 
 # ------------------------------------------------------------------ headline
-split_name = "test" if metrics["split"] == "test" else "validation (no test split)"
-st.caption(f"Evaluated on the {split_name} images of the run's manifest.")
-cols = st.columns(6)
-cols[0].metric("Accuracy", f"{metrics['accuracy']:.1%}")
-cols[1].metric("Balanced accuracy", f"{metrics['balanced_accuracy']:.1%}")
-cols[2].metric("Macro F1", f"{metrics['macro_f1']:.3f}")
-cols[3].metric(f"Top-{metrics['top_k']} accuracy", f"{metrics['top_k_accuracy']:.1%}")
-cols[4].metric("Test images", metrics["n"])
+split_word = "test" if metrics["split"] == "test" else "validation"
+st.markdown("#### " + md(accuracy_sentence(metrics, split_word)))
+st.caption(f"Measured on the run's held-out {split_word} images, never used in training"
+           + ("" if metrics["split"] == "test" else " (this dataset has no test split)") + ".")
+lo, hi = metrics["accuracy_ci"]
+cols = st.columns(5)
+cols[0].metric("Accuracy", percent(metrics["accuracy"]),
+               help=f"Share of the {metrics['n']} {split_word} images labelled correctly; with this many images the "
+                    f"true figure is between {percent(lo)} and {percent(hi)} (95 % interval).")
+cols[1].metric("Balanced accuracy", percent(metrics["balanced_accuracy"]),
+               help="The average of the per-class accuracies: every class counts the same, however many images it has. "
+                    "Far below the accuracy means the rare classes are the weak ones.")
+cols[2].metric("Always one class", percent(metrics["baseline"]["accuracy"]),
+               help=f"What a model that always answers {metrics['baseline']['class']} would score on the same images: "
+                    "the figure to beat.")
+cols[3].metric(f"{split_word.capitalize()} images", metrics["n"],
+               help="How many held-out images the figures rest on: fewer images, wider intervals.")
 if "tta" in metrics:
-    cols[5].metric(f"TTA accuracy ({metrics['tta']['views']} views)", f"{metrics['tta']['accuracy']:.1%}",
-                   delta=f"{metrics['tta']['accuracy'] - metrics['accuracy']:+.1%}")
-elif common.is_owner() and cols[5].button("Compute TTA (5 views)", key="compute_tta"):
+    cols[4].metric(f"With {metrics['tta']['views']} views per image", percent(metrics["tta"]["accuracy"]),
+                   delta=f"{(metrics['tta']['accuracy'] - metrics['accuracy']) * 100:+.0f} points",
+                   help="Test-time augmentation: the average answer over several slightly changed copies of each image.")
+elif common.is_owner() and cols[4].button("Compute TTA (5 views)", key="compute_tta"):
     with st.spinner("Test-time augmentation…"):
         evaluate_run(run_dir, tta=5, store=store, run_id=run_id)
     st.rerun()
@@ -76,6 +89,10 @@ right.dataframe(pd.DataFrame(metrics["most_confused"]), hide_index=True, key="co
 # ------------------------------------------------------------------ per class
 st.header("Per class")
 per_class = pd.DataFrame(metrics["per_class"])
+per_class.insert(1, "images", per_class["support"])
+per_class.insert(2, "right", per_class["correct"])
+per_class.insert(3, "95 % interval", [f"{percent(a)}–{percent(b)}" for a, b in per_class["ci"]])
+per_class = per_class.drop(columns=["support", "correct", "ci"])
 if "tta" in metrics:
     per_class["tta accuracy"] = per_class["class"].map(metrics["tta"]["per_class_accuracy"])
     per_class["tta gain"] = per_class["tta accuracy"] - per_class["accuracy"]
@@ -142,8 +159,76 @@ if len(epochs):
 left, right = st.columns(2)
 left.altair_chart(charts.reliability(metrics["calibration"]), key="reliability")
 left.caption(f"Expected calibration error: {metrics['calibration']['ece']:.3f} (0 = confidences match accuracy)")
-right.subheader("Config")
-right.code(json.dumps(card.config, indent=2), language="json")
+with right.expander("Details for engineers (the run's settings)"):
+    st.code(json.dumps(card.config, indent=2), language="json")
+
+# ------------------------------------------------------------------ pass or inspect
+st.header("Pass or inspect")
+st.caption("Group the classes into the ones that go to a person for inspection and the ones that pass, then move "
+           "the line: how many defects are caught, and how many good parts are sent to inspection with them.")
+saved = run_dir.decision()
+baseline_class = metrics["baseline"]["class"]
+inspect = st.multiselect("Send to inspection when the model sees", labels_all, key=f"inspect_{run_id}",
+                         default=saved.inspect if saved else [c for c in labels_all if c != baseline_class])
+if inspect and len(inspect) < len(labels_all):
+    c1, c2, c3 = st.columns([2, 1, 1])
+    threshold = c1.slider("Inspect when the chance of these classes is at least", 0.0, 1.0, step=0.01,
+                          value=saved.threshold if saved else 0.5, key=f"inspect_threshold_{run_id}",
+                          help="Lower: more defects caught, more good parts inspected. Higher: the reverse.")
+    cost_miss = c2.number_input("Cost of a missed defect", 0.0, value=float(saved.cost_miss or 0) if saved else 0.0,
+                                key=f"cost_miss_{run_id}", help="Optional: with both costs the table adds the total cost.")
+    cost_inspection = c3.number_input("Cost of one inspection", 0.0,
+                                      value=float(saved.cost_inspection or 0) if saved else 0.0,
+                                      key=f"cost_inspection_{run_id}")
+    costs = (cost_miss, cost_inspection) if cost_miss or cost_inspection else (None, None)
+    tables = {"test": predictions}
+    val_predictions = run_dir.val_predictions()
+    if val_predictions is not None:
+        tables = {"validation": val_predictions, **tables}
+    rows = [{"images": name, **at_threshold(table, inspect, threshold, *costs)} for name, table in tables.items()]
+    shown_rows = pd.DataFrame([{
+        "images": r["images"], "defects caught": f"{r['caught']} of {r['defects']} ({percent(r['caught_share'])})",
+        "good parts sent to inspection": f"{r['good_sent']} of {r['good']} ({percent(r['good_sent_share'])})",
+        "inspections": r["inspections"], **({"total cost": round(r["cost"], 2)} if "cost" in r else {})} for r in rows])
+    left, right = st.columns([3, 2])
+    curve = sweep(tables.get("validation", predictions), inspect)
+    left.altair_chart(charts.tradeoff(curve, threshold), key="tradeoff_chart")
+    right.dataframe(shown_rows, hide_index=True, key="tradeoff_table")
+    right.caption("Chosen on validation images; the test row shows what to expect on new parts.")
+    if common.is_owner() and right.button("Use this rule on Predict and in the export", key="save_decision"):
+        run_dir.write_decision(Decision(inspect, threshold, *costs, labels=labels_all))
+        st.toast("Saved: Predict, `predict` and the export now say pass or inspect.")
+else:
+    st.info("Choose at least one class to inspect, and leave at least one that passes.")
+
+# ------------------------------------------------------------------ another folder
+st.header("Check on new photos")
+st.caption("Will it work on another line or camera? Score the model on another labelled folder "
+           "(one sub-folder per class, with this run's class names).")
+if common.is_owner():
+    c1, c2 = st.columns([4, 1])
+    other = c1.text_input("Labelled folder", key="check_folder", placeholder="/path/to/other_line")
+    if c2.button("Score it", key="check_button") and other.strip():
+        try:
+            with st.spinner("Scoring the model on the folder…"):
+                check_folder(run_dir, access.confine(other))
+        except GraftError as err:
+            common.show_error(err)
+checks = run_dir.checks()
+if checks:
+    names = {i: f"{c['name']} ({c['n']} images)" for i, c in enumerate(checks)}
+    picked_check = checks[st.selectbox("Folder", list(names), format_func=names.get, key="check_pick")]
+    st.markdown(md(accuracy_sentence(picked_check, "")).replace("  ", " "))
+    if picked_check["skipped_classes"]:
+        st.info("Skipped (this run does not know these classes): " + md(", ".join(
+            f"{k} ({v} images)" for k, v in picked_check["skipped_classes"].items())))
+    left, right = st.columns([3, 2])
+    left.altair_chart(charts.confusion(picked_check), key="check_confusion")
+    right.dataframe(pd.DataFrame(picked_check["per_class"])[["class", "support", "correct", "accuracy"]]
+                    .rename(columns={"support": "images", "correct": "right"}), hide_index=True, key="check_table",
+                    column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+else:
+    st.write("No other folder scored yet.")
 
 st.header("Report")
 if st.button("Build the HTML report", key="build_report"):

@@ -7,7 +7,9 @@ import streamlit as st
 
 from core import charts
 from core.errors import GraftError
+from core.stats import difference_sentence, mcnemar, percent
 from pages import common
+from pages.common import escape_markdown as md
 
 common.ensure_navigation()
 
@@ -19,22 +21,52 @@ if runs.empty:
     st.stop()
 
 
+def interval(metrics: dict) -> str:
+    return f"{percent(metrics['accuracy_ci'][0])}–{percent(metrics['accuracy_ci'][1])}" if "accuracy_ci" in metrics else ""
+
+
 def when(ts) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if pd.notna(ts) else ""
 
 
+def evaluation(run_id: str) -> dict:
+    try:
+        return store.run_dir(run_id).metrics() or {}
+    except GraftError:
+        return {}
+
+
+evaluations = {r: evaluation(r) for r in runs["id"]}
 table = pd.DataFrame({
     "id": runs["id"], "name": runs["name"], "date": runs["created"].map(when),
     "dataset": runs["dataset"].map(lambda p: str(p).rstrip("/").rsplit("/", 1)[-1]),
     "backbone": runs["backbone"], "freeze": runs["freeze"],
     "epochs": runs["epochs_done"], "status": runs["status"],
     "best val acc": runs["best_val_acc"], "test acc": runs["test_acc"],
+    "test balanced acc": [evaluations[r].get("balanced_accuracy") for r in runs["id"]],
+    "test images": [evaluations[r].get("n") for r in runs["id"]],
+    "test 95 % interval": [interval(evaluations[r]) for r in runs["id"]],
+    "other folders": [len(store.run_dir(r).checks()) for r in runs["id"]],
     "duration (s)": (runs["ended"].fillna(pd.Timestamp.now().timestamp()) - runs["started"]).round(1),
 })
+percent_column = st.column_config.NumberColumn(format="percent")
 st.dataframe(table, hide_index=True, key="runs_table", width="stretch",
-             column_config={"best val acc": st.column_config.NumberColumn(format="%.3f"),
-                            "test acc": st.column_config.NumberColumn(format="%.3f")})
+             column_config={"test acc": percent_column,
+                            "test balanced acc": st.column_config.NumberColumn(
+                                format="percent", help="The average of the per-class accuracies: every class counts the same."),
+                            "test 95 % interval": st.column_config.TextColumn(
+                                help="With this many test images, the true accuracy lies in this range (Wilson, 95 %)."),
+                            "best val acc": st.column_config.NumberColumn(
+                                format="percent", help="Used to choose between runs; the test figures only report.")})
 labels = dict(zip(runs["id"], runs["name"] + " (" + runs["id"] + ")"))
+scored = [{"run": labels[r], "folder": c["name"], "images": c["n"], "accuracy": c["accuracy"],
+           "95 % interval": interval(c), "skipped classes": ", ".join(c.get("skipped_classes", {}))}
+          for r in runs["id"] for c in store.run_dir(r).checks()]
+if scored:
+    st.subheader("Scores on other folders")
+    st.caption("Each run scored on labelled folders from another line or camera (Results → Check on new photos).")
+    st.dataframe(pd.DataFrame(scored), hide_index=True, key="checks_table",
+                 column_config={"accuracy": percent_column})
 
 
 
@@ -100,3 +132,21 @@ if per_class:
         key="compare_per_class")
     st.dataframe(frame.pivot(index="class", columns="run", values="accuracy"), width="stretch",
                  key="compare_per_class_table")
+
+# ------------------------------------------------------------------ is the difference real?
+st.subheader("Is the difference real?")
+first, second = chosen[0], chosen[1]
+try:
+    a, b = store.run_dir(first).predictions(), store.run_dir(second).predictions()
+except (GraftError, OSError):
+    a = b = None
+if a is None or b is None:
+    st.caption("Evaluate both runs (open them on Results) to compare them image by image.")
+else:
+    both = a.merge(b, on="path", suffixes=("_a", "_b"))
+    if both.empty:
+        st.caption("These runs were tested on different images, so they cannot be compared image by image.")
+    else:
+        test = mcnemar(both["correct_a"].astype(str) == "True", both["correct_b"].astype(str) == "True")
+        st.write(md(difference_sentence(runs.set_index("id").loc[first, "name"], runs.set_index("id").loc[second, "name"], test)
+                 + f" ({len(both)} test images in common; McNemar's exact test.)"))

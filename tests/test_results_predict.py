@@ -36,15 +36,19 @@ def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
     at = open_page("pages/results.py", str(elpv_small), str(runs), **state)
     assert not at.exception, at.exception
     shown = {m.label: m.value for m in at.metric}
-    assert shown["Accuracy"] == f"{expected['accuracy']:.1%}"
-    assert shown["Balanced accuracy"] == f"{expected['balanced_accuracy']:.1%}"
-    assert shown["Macro F1"] == f"{expected['macro_f1']:.3f}"
-    assert shown[f"Top-{expected['top_k']} accuracy"] == f"{expected['top_k_accuracy']:.1%}"
+    assert shown["Accuracy"] == f"{expected['accuracy']:.0%}"  # one format for accuracies: whole percents
+    assert shown["Balanced accuracy"] == f"{expected['balanced_accuracy']:.0%}"
+    assert shown["Always one class"] == f"{expected['baseline']['accuracy']:.0%}"
     assert shown["Test images"] == str(expected["n"])
+    headline = " ".join(m.value for m in at.markdown)
+    assert f"Right on {expected['correct']} of {expected['n']} test images" in headline
+    assert f"always says {expected['baseline']['class']}" in headline
     assert np.array(expected["confusion_matrix"]).sum() == expected["n"]
     per_class = next(df.value for df in at.dataframe if "train_count" in df.value.columns)
-    for column in ("precision", "recall", "f1", "support"):
+    for column in ("precision", "recall", "f1"):
         assert per_class[column].tolist() == pytest.approx([p[column] for p in expected["per_class"]])
+    assert per_class["images"].tolist() == [p["support"] for p in expected["per_class"]]
+    assert per_class["right"].tolist() == [p["correct"] for p in expected["per_class"]]
     manifest = pd.read_csv(runs / run_id / "manifest.csv")
     counts = manifest[manifest["split"] == "train"]["label"].value_counts().to_dict()
     assert dict(zip(per_class["class"], per_class["train_count"])) == counts
@@ -62,8 +66,9 @@ def test_report_is_self_contained_html_with_the_headline(trained_run, tmp_path):
     text = (tmp_path / "r.html").read_text()
     html.parser.HTMLParser().feed(text)  # parses
     assert text.startswith("<!doctype html>") and text.rstrip().endswith("</html>")
-    acc = read_json(runs / run_id / "metrics.json")["accuracy"]
-    assert f"{acc:.1%}" in text
+    metrics = read_json(runs / run_id / "metrics.json")
+    assert f"{metrics['accuracy']:.0%}" in text
+    assert f"Right on {metrics['correct']} of {metrics['n']} test images" in text  # the headline in plain words
     assert "<svg" in text and "data:image/jpeg;base64," in text
     for needle in ('src="http', "src='http", '<script src', '<link rel="stylesheet" href="http'):
         assert needle not in text

@@ -1,0 +1,82 @@
+"""How much a figure can be trusted: the images behind it, a 95 % interval, what a do-nothing
+model would score, and whether two runs differ by more than noise. Written for a room that will
+act on the numbers, so every function has a plain-words companion."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval for `correct` successes out of `n` (95 % by default); (0, 1) for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def majority_baseline(train_labels: list[str], eval_labels: list[str]) -> dict:
+    """A model that always answers the most common training class: which class, and how often it
+    would be right on the evaluated images."""
+    if not train_labels:
+        return {"class": None, "correct": 0, "n": len(eval_labels), "accuracy": 0.0}
+    values, counts = np.unique(np.asarray(train_labels, dtype=object), return_counts=True)
+    majority = str(values[counts.argmax()])
+    correct = int(sum(label == majority for label in eval_labels))
+    return {"class": majority, "correct": correct, "n": len(eval_labels),
+            "accuracy": correct / len(eval_labels) if eval_labels else 0.0}
+
+
+def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    """McNemar's exact test on the same images: `only_a` / `only_b` count the images one run gets
+    right and the other wrong; `p_value` is the two-sided binomial probability of a split at least
+    this uneven if the runs were equally good."""
+    a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
+    if a.shape != b.shape:
+        raise ValueError("McNemar's test needs the two runs' results on the same images")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    if discordant == 0:
+        return {"only_a": 0, "only_b": 0, "p_value": 1.0}
+    from scipy.stats import binomtest
+
+    return {"only_a": only_a, "only_b": only_b, "p_value": float(binomtest(only_a, discordant, 0.5).pvalue)}
+
+
+def percent(value: float) -> str:
+    """The one format for an accuracy everywhere: a whole percent."""
+    return f"{value:.0%}"
+
+
+def interval_words(correct: int, n: int) -> str:
+    lo, hi = wilson(correct, n)
+    return f"{lo:.0%}–{hi:.0%}"
+
+
+def accuracy_sentence(metrics: dict, split: str = "test") -> str:
+    """'Right on 77 of 100 test images (95 % interval 68–84 %). A model that always says defect_000
+    would be right on 58.'"""
+    n, correct = metrics["n"], metrics.get("correct", round(metrics["accuracy"] * metrics["n"]))
+    text = (f"Right on {correct} of {n} {split} images ({percent(correct / n if n else 0)}; "
+            f"95 % interval {interval_words(correct, n)}).")
+    baseline = metrics.get("baseline")
+    if baseline and baseline.get("class") is not None:
+        text += (f" A model that always says {baseline['class']} would be right on "
+                 f"{baseline['correct']} of {baseline['n']} ({percent(baseline['accuracy'])}).")
+    return text
+
+
+def difference_sentence(name_a: str, name_b: str, test: dict) -> str:
+    """Plain words for a McNemar result between two runs on the same images."""
+    if test["p_value"] >= 0.05:
+        return (f"{name_a} and {name_b} differ on {test['only_a'] + test['only_b']} images "
+                f"({test['only_a']} vs {test['only_b']}): within noise (p = {test['p_value']:.2f}); "
+                "do not choose between them on this figure.")
+    better = name_a if test["only_a"] > test["only_b"] else name_b
+    return (f"{better} is better beyond noise: right on {max(test['only_a'], test['only_b'])} images the "
+            f"other gets wrong, against {min(test['only_a'], test['only_b'])} (p = {test['p_value']:.3f}).")
