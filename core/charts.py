@@ -5,6 +5,10 @@ import altair as alt
 import pandas as pd
 
 
+# One colour per split on every page and in the report: training orange, validation blue.
+SPLIT_COLOURS = alt.Scale(domain=["train", "val"], range=["#f58518", "#4c78a8"])
+
+
 def curves_long(epochs: pd.DataFrame, run_label: str | None = None) -> pd.DataFrame:
     """Per-epoch metrics in long form: epoch, metric (loss/accuracy), split (train/val), value."""
     rows = []
@@ -30,7 +34,8 @@ def curves(epochs: pd.DataFrame, color: str = "split", title_suffix: str = "") -
         sub = data[data["metric"] == metric]
         enc = dict(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
                    y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
-                   color=alt.Color(f"{color}:N"), tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]
+                   color=alt.Color(f"{color}:N", scale=SPLIT_COLOURS if color == "split" else alt.Undefined),
+                   tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]
                    + (["run"] if color == "run" else []))
         if color == "run":
             enc["strokeDash"] = alt.StrokeDash("split:N")
@@ -88,17 +93,27 @@ def per_class(metrics: dict) -> alt.Chart:
     return (bars + text).properties(title="Per-class accuracy (label: training images)", height=alt.Step(26))
 
 
-def reliability(calibration: dict) -> alt.Chart:
-    """Reliability diagram: accuracy against confidence per bin, with the diagonal."""
+def reliability(calibration: dict) -> alt.LayerChart:
+    """When the model says 80 %, is it right 80 % of the time? One bar per confidence band (its
+    height: how often the model was right there; its label: how many images), against the
+    diagonal of perfect honesty."""
     frame = pd.DataFrame(calibration["bins"])
-    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="grey").encode(
+    if frame.empty:
+        frame = pd.DataFrame(columns=["lo", "hi", "count", "confidence", "accuracy"])
+    frame["band"] = [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(frame["lo"], frame["hi"])]
+    x = alt.X("lo:Q", bin="binned", scale=alt.Scale(domain=[0, 1]), title="the model's confidence",
+              axis=alt.Axis(format="%"))
+    bars = alt.Chart(frame).mark_bar(color="#4c78a8", opacity=0.85).encode(
+        x=x, x2="hi:Q", y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="how often it was right",
+                                 axis=alt.Axis(format="%")),
+        tooltip=[alt.Tooltip("band:N", title="confidence"), alt.Tooltip("count:Q", title="images"),
+                 alt.Tooltip("accuracy:Q", format=".0%", title="right")])
+    counts = alt.Chart(frame).mark_text(dy=-7, fontSize=11, color="#333").encode(
+        x=alt.X("confidence:Q"), y="accuracy:Q", text="count:Q")
+    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[5, 4], color="#888").encode(
         x="x:Q", y="y:Q")
-    points = alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="confidence"),
-        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy"),
-        size=alt.Size("count:Q", legend=None), tooltip=["lo", "hi", "count", alt.Tooltip("confidence:Q", format=".3f"),
-                                                        alt.Tooltip("accuracy:Q", format=".3f")])
-    return (diagonal + points).properties(title=f"Reliability (ECE {calibration['ece']:.3f})", width=300, height=300)
+    return alt.layer(bars, diagonal, counts).properties(
+        title=f"Confidence against being right (calibration error {calibration['ece']:.0%})", width=360, height=300)
 
 
 def top_k_bars(top: list[tuple[str, float]]) -> alt.Chart:

@@ -169,7 +169,9 @@ class RunStore:
 
     def create(self, config: dict, name: str | None = None, status: str = "queued",
                run_id: str | None = None) -> str:
+        """A new run folder and row; without a name it gets a readable one (see `readable_name`)."""
         run_id = run_id or new_run_id()
+        name = name or readable_name(config)
         self.run_dir(run_id).path.mkdir(parents=True, exist_ok=False)
         with self._connect() as db:
             db.execute("INSERT INTO runs (id, name, dataset, backbone, freeze, config, status, created) "
@@ -347,6 +349,20 @@ class RunStore:
         with self._connect() as db:
             db.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
             db.execute("DELETE FROM batches WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
+
+
+BACKBONE_NAMES = {"efficientnet_lite0": "Lite0", "efficientnet_lite1": "Lite1", "efficientnet_lite2": "Lite2"}
+WHAT_TRAINS = {"head": "head only", "partial": "last stages", "full": "whole network"}
+
+
+def readable_name(config: dict, when: float | None = None) -> str:
+    """A run's default name, for people: 'Lite0 · head only · 10 epochs · 26 Nov 13:15'."""
+    backbone = str(config.get("backbone") or "model")
+    parts = [BACKBONE_NAMES.get(backbone, backbone.split("/")[-1]),
+             WHAT_TRAINS.get(str(config.get("freeze")), str(config.get("freeze") or "")),
+             f"{config['epochs']} epochs" if config.get("epochs") else "",
+             time.strftime("%d %b %H:%M", time.localtime(when or time.time()))]
+    return " · ".join(p for p in parts if p)
 
 
 class LiveMetrics:

@@ -118,10 +118,16 @@ class StoreReporter(Step):
         self._last = time.monotonic()
 
     def phase(self, name: str, done: int, total: int) -> None:
-        """Progress of the work before the epochs (feature extraction), throttled."""
-        if done == total or time.monotonic() - self._last > self.every_s:
-            self.store.set_progress(self.run_id, phase=name, phase_done=done, phase_total=total)
-            self._last = time.monotonic()
+        """Progress of the work before the epochs (feature extraction), throttled, with an ETA
+        from this phase's own pace."""
+        now = time.monotonic()
+        if getattr(self, "_phase", None) != name:
+            self._phase, self._phase_start, self._phase_first = name, now, done
+        if done == total or now - self._last > self.every_s:
+            rate = (done - self._phase_first) / max(now - self._phase_start, 1e-6)
+            eta = (total - done) / rate if rate > 0 else None
+            self.store.set_progress(self.run_id, phase=name, phase_done=done, phase_total=total, phase_eta=eta)
+            self._last = now
 
     def on_start(self, state: LoopState, steps_per_epoch: int) -> None:
         self.steps_per_epoch = steps_per_epoch

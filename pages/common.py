@@ -294,12 +294,13 @@ def show_error(err: Exception, what: str = "") -> None:
     st.error((f"{what}: " if what else "") + str(err))
 
 
-def pick_finished_run(label: str, key: str, best_first: bool = False) -> RunDir:
-    """A selectbox of the runs that have a model (default: the latest, or the best by validation
-    accuracy: test figures are shown, never used to choose); stops the page with a hint when there
-    is none. Returns the run folder."""
+def pick_finished_run(label: str, key: str) -> RunDir:
+    """The **current run**, shared by Results, Predict and the report: the run last trained or
+    picked in this session, else the best by validation accuracy (test figures are shown, never
+    used to choose). Draws a picker to change it; stops the page with a hint when no run has a
+    model. Returns the run folder."""
     opened = store()
-    runs = opened.best_by_validation() if best_first else opened.finished()
+    runs = opened.best_by_validation()
     if runs.empty:
         st.info("No trained run yet: train one on the Train page.")
         st.stop()
@@ -309,7 +310,16 @@ def pick_finished_run(label: str, key: str, best_first: bool = False) -> RunDir:
         return val + (f" · test {row.test_acc:.0%}" if pd.notna(row.test_acc) else "")
 
     names = {row.id: f"{row.name} · {figures(row)}" for row in runs.itertuples()}
-    return opened.run_dir(st.selectbox(label, list(names), format_func=names.get, key=key))
+    ids = list(names)
+    current = next((r for r in (st.session_state.get("current_run"), st.session_state.get(key)) if r in names), ids[0])
+    st.session_state[key] = st.session_state["current_run"] = current
+
+    def choose() -> None:
+        st.session_state["current_run"] = st.session_state[key]
+
+    picked = st.selectbox(label, ids, format_func=names.get, key=key, on_change=choose,
+                          help="The run shown here is also the one Predict and the report use.")
+    return opened.run_dir(picked)
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)

@@ -9,6 +9,7 @@ import streamlit as st
 from core import models, settings, thumbs
 from core.images import ImageError, load_rgb
 from core.choices import AUG_LEVELS
+from core.train import TrainConfig
 from core.preprocess import preview
 from pages import common
 from pages.common import escape_markdown as md
@@ -24,7 +25,9 @@ if not current:
     st.stop()
 folder, signature = current
 index = common.scan(folder, signature)
-st.caption(f"`{index.root}` · layout: {'given train/val/test folders' if index.layout == 'splits' else 'one folder per class, split automatically (70/15/15, seeded, hash-based)'}")
+st.caption(md(index.root.name) + " · " + ("the folder gives its own training, validation and test photos"
+            if index.layout == "splits" else "one folder per class; the photos are split automatically: 70 % to learn "
+            "from, 15 % to choose the best epoch (validation) and 15 % kept aside for the final test"))
 if index.items.empty:
     st.warning(f"No usable images in `{folder}`. It needs one sub-folder per class with images in it "
                f"({len(index.skipped)} files skipped).")
@@ -96,28 +99,43 @@ summary = pd.DataFrame(list(report.summary().items()), columns=["check", "count"
 if len(report.leakage):
     st.error(f"{report.leakage['group'].nunique()} duplicate group(s) sit in more than one split: the same "
              "photo in train and test makes the test accuracy a lie. Remove the copies.")
+problems = summary[(summary["count"] > 0) & (summary["check"] != "converted on load")]
 left, right = st.columns([2, 3])
-left.dataframe(summary, hide_index=True, width="stretch")
-sizes = common.size_histogram(folder, signature)
-right.altair_chart(alt.Chart(sizes).mark_bar().encode(
-    x=alt.X("lo:Q", bin="binned", title="shorter side (px)"), x2="hi:Q",
-    y=alt.Y("images:Q", title="images"), tooltip=["lo", "hi", "images"]).properties(
-    title="Image size distribution"), width="stretch")
+if problems.empty:
+    left.success("No problems found: no broken or skipped files, no duplicates, no tiny images.")
+else:
+    left.dataframe(problems, hide_index=True, width="stretch")
+if len(report.converted):
+    left.info(f"{len(report.converted)} images are stored in another colour format (for example greyscale) and are "
+              "turned into colour photos when loaded. Nothing to do: this is information, not a problem.")
+widths, heights = index.items["width"], index.items["height"]
+if widths.nunique() == 1 and heights.nunique() == 1:
+    right.markdown(f"Every image is **{widths.iloc[0]} × {heights.iloc[0]} pixels**.")
+else:
+    sizes = common.size_histogram(folder, signature)
+    right.altair_chart(alt.Chart(sizes).mark_bar().encode(
+        x=alt.X("lo:Q", bin="binned", title="shorter side (pixels)"), x2="hi:Q",
+        y=alt.Y("images:Q", title="images"), tooltip=["lo", "hi", "images"]).properties(
+        title="Image sizes"), width="stretch")
+    right.caption("The model sees every photo at a few hundred pixels; very small ones lose detail.")
 for title, table in (("Leakage across splits", report.leakage), ("Skipped files", report.skipped),
                      ("Exact duplicates", report.exact_duplicates), ("Near-duplicates (perceptual hash)", report.near_duplicates),
                      ("Tiny images", report.tiny), ("Converted on load", report.converted)):
+    if not len(table):
+        continue  # nothing to show: no empty sections
     with st.expander(f"{title} ({len(table)})", expanded=title == "Leakage across splits" and len(table) > 0):
-        if len(table):
-            st.dataframe(table.head(MAX_ROWS), hide_index=True, width="stretch")
-            if len(table) > MAX_ROWS:
-                st.caption(f"First {MAX_ROWS} of {len(table)} rows.")
-        else:
-            st.write("None.")
+        st.dataframe(table.head(MAX_ROWS), hide_index=True, width="stretch")
+        if len(table) > MAX_ROWS:
+            st.caption(f"First {MAX_ROWS} of {len(table)} rows.")
 
 # ------------------------------------------------------------------ augmentation
 st.header("Augmentation preview")
-st.caption("One training image as the model will see it, 16 times, for the chosen preset.")
-level = st.selectbox("Preset", AUG_LEVELS, index=AUG_LEVELS.index("light"), key="aug_preview_level")
+next_level = TrainConfig(data=folder, freeze=st.session_state.get("tr_freeze", "head"),
+                         aug=st.session_state.get("tr_aug", "auto")).augmentation
+st.caption(f"One training photo as the model will see it, 16 times. The next training (as set on the Train page) "
+           f"uses the '{next_level}' preset" + (": every view is the same photo, because a frozen network reads each "
+           "photo once." if next_level == "none" else "."))
+level = st.selectbox("Preset", AUG_LEVELS, index=AUG_LEVELS.index(next_level), key="aug_preview_level")
 sample_row = chunk.iloc[0] if len(chunk) else items.iloc[0]
 try:
     image = load_rgb(index.root / sample_row["path"])

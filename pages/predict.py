@@ -20,7 +20,7 @@ common.ensure_navigation()
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 
 st.title("Predict")
-run_dir = common.pick_finished_run("Model (run)", "predict_run", best_first=True)
+run_dir = common.pick_finished_run("Model (run)", "predict_run")
 
 
 try:

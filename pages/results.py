@@ -158,7 +158,8 @@ if len(epochs):
     st.altair_chart(charts.curves(epochs), key="results_curves")
 left, right = st.columns(2)
 left.altair_chart(charts.reliability(metrics["calibration"]), key="reliability")
-left.caption(f"Expected calibration error: {metrics['calibration']['ece']:.3f} (0 = confidences match accuracy)")
+left.caption("Bars reaching the dashed line: when the model says 80 %, it is right about 80 % of the time, so its "
+             "confidence can be taken at its word. Bars below the line: it is more sure of itself than it should be.")
 with right.expander("Details for engineers (the run's settings)"):
     st.code(json.dumps(card.config, indent=2), language="json")
 

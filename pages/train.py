@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import charts, estimate, jobs, models
 from core.errors import GraftError
-from core.runs import LiveMetrics
+from core.runs import BACKBONE_NAMES, LiveMetrics
 from core.train import CLASS_WEIGHTS, TrainConfig
 from core.choices import AUG_LEVELS
 from pages import common
@@ -36,8 +36,9 @@ def epoch_estimate(backbone: str, freeze: str, n_train: int, n_val: int) -> tupl
 
 def describe(name: str) -> str:
     spec = models.get_spec(name)
-    weights = "weights here" if models.weights_available(name) else "weights missing"
-    return f"{name} · {spec.params_m:.1f} M · {spec.preprocessing.input_size}px · {weights}"
+    weights = "" if models.weights_available(name) else " · weights missing"
+    return (f"{BACKBONE_NAMES.get(name, name)} ({spec.params_m:.1f} M parameters, "
+            f"{spec.preprocessing.input_size} px){weights}")
 
 
 running = jobs.active(runs_root)
@@ -49,22 +50,38 @@ def launch_form() -> None:
     with st.form("train_form"):
         st.caption(f"{len(split.classes)} classes · {n_train} training and {n_val} validation images "
                    f"(min {min_per_class} per class)")
-        c1, c2, c3 = st.columns(3)
-        backbone = c1.selectbox("Backbone", [s.name for s in models.list_backbones()], format_func=describe,
-                                key="tr_backbone")
+        c1, c2, c3 = st.columns([3, 2, 1])
+        backbone = c1.selectbox("Model", [s.name for s in models.list_backbones()], format_func=describe,
+                                key="tr_backbone", help="An ImageNet-pretrained network: larger ones are a little more "
+                                "accurate and slower. The first one is the fast default.")
         freeze = c2.selectbox("What trains", models.FREEZE_MODES, key="tr_freeze",
-                              format_func={"head": "head only (backbone frozen, fastest)",
-                                           "partial": "head + last stages", "full": "everything"}.get)
-        epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs")
-        c1, c2, c3 = st.columns(3)
-        batch_size = c1.number_input("Batch size", 1, 1024, 32, key="tr_batch")
-        lr = c2.number_input("Learning rate (0 = automatic)", 0.0, 1.0, 0.0, format="%.5f", key="tr_lr")
-        aug = c3.selectbox("Augmentation", ("auto", *AUG_LEVELS), key="tr_aug")
-        c1, c2, c3 = st.columns(3)
-        weights = c1.selectbox("Class weights", CLASS_WEIGHTS, key="tr_class_weights")
-        patience = c2.number_input("Early-stopping patience (epochs)", 1, 500, 5, key="tr_patience")
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
-        name = st.text_input("Run name", "", key="tr_name", placeholder="optional")
+                              format_func={"head": "only the last layer (fastest)",
+                                           "partial": "the last stages too (slower, often better)",
+                                           "full": "the whole network (slowest)"}.get,
+                              help="Only the last layer: the pretrained network reads each photo once, then training takes "
+                                   "seconds. Training more of it adapts it to your photos but takes minutes to hours on a CPU.")
+        epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs",
+                                 help="Passes over the training photos. Training stops earlier when the validation "
+                                      "figures stop improving.")
+        name = st.text_input("Name (optional)", "", key="tr_name",
+                             placeholder="a name for the run; by default the model, what trains, epochs and the date")
+        with st.expander("Advanced settings"):
+            c1, c2, c3 = st.columns(3)
+            batch_size = c1.number_input("Batch size", 1, 1024, 32, key="tr_batch",
+                                         help="Photos per training step. 32 suits a CPU; lower it if memory runs out.")
+            lr = c2.number_input("Learning rate (0 = automatic)", 0.0, 1.0, 0.0, format="%.4f", key="tr_lr",
+                                 help="How big each training step is. Automatic picks a value suited to what trains.")
+            aug = c3.selectbox("Augmentation", ("auto", *AUG_LEVELS), key="tr_aug",
+                               help="Varied copies of the training photos (flips, crops, colour): helps small datasets. "
+                                    "Automatic chooses by dataset size and what trains.")
+            c1, c2, c3 = st.columns(3)
+            weights = c1.selectbox("Class weights", CLASS_WEIGHTS, key="tr_class_weights",
+                                   help="Give rare classes more weight so the model does not ignore them. "
+                                        "Automatic applies a mild weighting when the classes are unbalanced.")
+            patience = c2.number_input("Stop after this many epochs without improvement", 1, 500, 5, key="tr_patience",
+                                       help="Early stopping: the best epoch's model is kept.")
+            seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed",
+                                   help="Fixes the random choices (split, order, augmentation) so a run can be repeated.")
         first, later = epoch_estimate(backbone, freeze, n_train, n_val)
         st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs "
                    f"{'under a second' if later < 1 else f'~{later:.0f} s'} "
@@ -72,7 +89,8 @@ def launch_form() -> None:
         submitted = st.form_submit_button("Start training", type="primary", disabled=running is not None)
 
     if running:
-        st.info(f"Run `{running}` is training; one training at a time on this machine.")
+        st.info("A training is running (below); one training at a time on this machine. Start is ready again "
+                "when it ends.")
     if submitted:
         config = TrainConfig(data=folder, backbone=backbone, freeze=freeze, epochs=int(epochs),
                              batch_size=int(batch_size), lr=float(lr) or None, aug=aug, class_weights=weights,
@@ -92,6 +110,33 @@ if owner:
     launch_form()
 else:
     st.caption("The presenter starts and stops training; you can follow it live here.")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating the time left…"
+    if seconds < 60:
+        return f"about {max(5, round(seconds / 5) * 5):.0f} s left"
+    return f"about {seconds / 60:.0f} min left"
+
+
+def progress_in_words(progress: dict, config: dict, elapsed: float) -> tuple[float, str]:
+    """(fraction done, one plain sentence with an honest ETA) for the run's current phase."""
+    phase = progress.get("phase", "")
+    if "steps" in progress and phase == "train":
+        done, total = progress["step"], max(progress["steps"], 1)
+        return min(done / total, 1.0), (f"Learning: epoch {progress.get('epoch', 0)} of {config.get('epochs')} · "
+                                        f"{_duration(progress.get('eta'))}")
+    if phase.startswith("features"):
+        done, total = progress["phase_done"], max(progress["phase_total"], 1)
+        which = "validation" if " val" in phase else "training"
+        views = "" if phase.endswith("eval") else " (a varied copy, for augmentation)"
+        return min(done / total, 1.0), (f"Reading the {which} photos once with the pretrained model{views}: "
+                                        f"{done} of {total} · {_duration(progress.get('phase_eta'))} for this step; "
+                                        "the epochs after it take seconds")
+    if phase == "evaluate":
+        return 1.0, f"Scoring the held-out test photos (about as long as reading them)… {elapsed:.0f} s so far"
+    return 0.0, f"Getting ready: looking through the folder and loading the pretrained model… {elapsed:.0f} s"
 
 
 def watched_run() -> str | None:
@@ -130,27 +175,25 @@ def live() -> None:
             jobs.stop(run_id, runs_root)
             st.toast("Stop requested: the run ends after the current batch.")
         elapsed = time.time() - (run["started"] or run["created"])
-        if "steps" in progress:
-            done, total = progress["step"], max(progress["steps"], 1)
-            st.progress(min(done / total, 1.0), text=f"epoch {progress.get('epoch', 0)}/{run['config'].get('epochs')} · "
-                        f"batch {done}/{total} · {elapsed:.0f} s elapsed · ETA {progress.get('eta', 0):.0f} s")
-        elif "phase" in progress:
-            done, total = progress["phase_done"], max(progress["phase_total"], 1)
-            st.progress(min(done / total, 1.0), text=f"{progress['phase']}: {done}/{total} images · "
-                        f"{elapsed:.0f} s elapsed (the backbone runs once per image, then epochs take seconds)")
-        else:
-            st.progress(0.0, text=f"preparing (scanning the folder, loading the model)… {elapsed:.0f} s")
+        fraction, words = progress_in_words(progress, run["config"], elapsed)
+        st.progress(fraction, text=words)
     elif status == "failed":
         st.error(f"The run failed: {md(run['error'])}")
     elif status == "stopped":
         st.warning("Stopped on request; the best checkpoint is kept.")
     else:
-        st.success(f"Completed · test accuracy {run['test_acc']:.3f}" if run["test_acc"] is not None else "Completed")
+        st.success(f"Finished: right on {run['test_acc']:.0%} of the held-out test photos." if run["test_acc"] is not None
+                   else "Finished.")
+        if st.session_state.get("_finished_seen") != run_id:  # the run just trained becomes the current one
+            st.session_state["_finished_seen"] = st.session_state["current_run"] = run_id
+        st.page_link("pages/results.py", label="See the results", icon=":material/arrow_forward:")
     cols = st.columns(3)
-    cols[0].metric("Best val accuracy", f"{run['best_val_acc']:.3f}" if run["best_val_acc"] is not None else "—",
-                   help="from the epoch with the lowest validation loss")
-    cols[1].metric("Best epoch", run["best_epoch"] or "—")
-    cols[2].metric("Early-stopping counter", f"{progress.get('bad_epochs', 0)}/{run['config'].get('patience')}")
+    cols[0].metric("Best validation accuracy", f"{run['best_val_acc']:.0%}" if run["best_val_acc"] is not None else "—",
+                   help="Share of the validation photos (held out, used to pick the best epoch) labelled correctly, "
+                        "at the best epoch so far.")
+    cols[1].metric("Best epoch", run["best_epoch"] or "—", help="The epoch whose model is kept: the lowest validation loss.")
+    cols[2].metric("Epochs without improvement", f"{progress.get('bad_epochs', 0)} of {run['config'].get('patience')}",
+                   help="Training stops early when the validation loss has not improved for this many epochs.")
     metrics = live_metrics(store, run_id, int(run["epochs_done"] or 0))
     epochs_df = metrics.epochs
     if len(epochs_df):
@@ -158,9 +201,10 @@ def live() -> None:
         batches = metrics.batches
         if len(batches) > 1:
             st.altair_chart(charts.batch_loss(batches), key="live_batches", height=240)
-        st.dataframe(epochs_df.drop(columns=["run_id", "time"]), hide_index=True, key="live_table")
-    if owner:
-        with st.expander("Log"):
+    with st.expander("Details for engineers (the epoch table and the log)"):
+        if len(epochs_df):
+            st.dataframe(epochs_df.drop(columns=["run_id", "time"]), hide_index=True, key="live_table")
+        if owner:
             st.code(jobs.log_tail(run_id, runs_root) or "(empty)")
 
 

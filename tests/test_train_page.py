@@ -47,7 +47,10 @@ def test_form_starts_one_real_run_and_the_page_shows_its_metrics(elpv_small, tmp
     assert table["epoch"].tolist() == epochs["epoch"].tolist() == [1, 2, 3]
     assert table["val_acc"].tolist() == pytest.approx(epochs["val_acc"].tolist())
     assert table["train_loss"].tolist() == pytest.approx(epochs["train_loss"].tolist())
-    assert any("Completed" in s.value for s in at.success)
+    test_acc = store.get(run_id)["test_acc"]
+    assert any(f"Finished: right on {test_acc:.0%} of the held-out test photos" in s.value for s in at.success)
+    assert at.session_state["current_run"] == run_id  # the run just trained is what Results and Predict open
+    assert "Start training" in [b.label for b in at.get("form_submit_button") if not b.disabled]  # ready again
 
 
 SLOW = dict(epochs=200, patience=1000, input_size=64, cache=False, batch_size=8, workers=0)
