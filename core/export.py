@@ -130,3 +130,17 @@ def is_export(folder: str | Path) -> bool:
         return export_card(folder).get("format") == "graft-export"
     except (OSError, ValueError):  # BadCheckpoint is a ValueError
         return False
+
+
+def export_zip(folder: str | Path) -> bytes:
+    """The export folder as one zip (what the dashboard hands over for download)."""
+    import io
+    import zipfile
+
+    folder = Path(folder)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                archive.write(path, path.name)
+    return buffer.getvalue()

@@ -190,8 +190,10 @@ class RunStore:
             db.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
 
     def mark_running(self, run_id: str) -> None:
+        """The run's process has started. A stop asked for while it was queued stays asked for (the
+        presenter who clicks Stop right after Start gets a stopped run); `resume` clears old ones."""
         self.update(run_id, status="running", started=time.time(), ended=None, error=None,
-                    pid=os.getpid(), host=socket.gethostname(), stop_requested=0)
+                    pid=os.getpid(), host=socket.gethostname())
 
     def finish(self, run_id: str, status: str, error: str | None = None) -> None:
         assert status in STATUSES

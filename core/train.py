@@ -497,6 +497,7 @@ def resume(run_ref: str, runs_root: str | Path | None = None, progress: bool = T
     config = TrainConfig.from_dict(run.read_config())
     store = RunStore.open(run.path.parent)  # the run's own folder, wherever it was given
     store.claim(run_id, os.getpid())
+    store.update(run_id, stop_requested=0)  # the stop that ended it last time is not a stop for this resume
     try:
         return fit(config, store.root, run_id=run_id, progress=progress, resume=True)
     finally:

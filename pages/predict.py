@@ -9,7 +9,7 @@ import streamlit as st
 from core import access, charts
 from core.explain import NotSupported
 from core.errors import GraftError
-from core.export import export
+from core.export import export, export_zip
 from core.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
 from core.predict import expand_inputs, remove_upload, unpack_upload
 from pages import common
@@ -122,17 +122,34 @@ if paths:
 if not common.is_owner():
     st.stop()
 st.header("Export")
-fmt = st.radio("Format", ["both", "onnx", "torchscript"], horizontal=True, key="export_format")
+st.caption("The model as a file other software can run (ONNX and/or TorchScript), with its labels, its "
+           "preprocessing, the pass/inspect rule and a small standalone script, checked against this dashboard's "
+           "answers on the validation photos.")
+fmt = st.radio("Format", ["both", "onnx", "torchscript"], horizontal=True, key="export_format",
+               help="ONNX runs in most serving stacks and is the faster one on a CPU; TorchScript needs PyTorch.")
 if st.button("Export this model", key="export_button"):
     out = run_dir.export_dir
-    with st.spinner("Exporting and checking parity on validation images…"):
+    with st.spinner("Exporting and checking it gives the same answers…"):
         try:
             card = export(run_dir, out, fmt, force=True)
         except GraftError as err:
             common.show_error(err, "Export failed")
             st.stop()
+    st.session_state["exported"] = (str(run_dir), card)
+exported = st.session_state.get("exported")
+if exported and exported[0] == str(run_dir):
+    card = exported[1]
     checks = {k: v for k, v in card["parity"].items() if isinstance(v, dict)}
-    for name, check in checks.items():
-        (st.success if check["ok"] else st.error)(
-            f"{name}: max probability difference {check['max_abs_diff']:.1e}, same top-1: {check['same_top1']}")
-    st.write(f"Written to `{out}` (model + model.json + graft_predict.py).")
+    if all(c["ok"] for c in checks.values()):
+        st.success(f"Exported: the exported model gives the same answers as this dashboard on all "
+                   f"{card['parity']['images']} validation photos checked.")
+    else:
+        st.error("The exported model does not give the same answers as this dashboard: do not ship it "
+                 "(the details below say where it differs).")
+    st.download_button("Download the model (zip)", export_zip(run_dir.export_dir), file_name=f"{run_dir.id}-model.zip",
+                       mime="application/zip", key="export_download", type="primary")
+    with st.expander("Details for engineers (parity figures, files)"):
+        for name, check in checks.items():
+            st.write(f"{name}: max probability difference {check['max_abs_diff']:.1e}"
+                     + (f", same top-1: {check['same_top1']}" if "same_top1" in check else ""))
+        st.write(f"Written to `{run_dir.export_dir}` (model, model.json, graft_predict.py).")

@@ -171,7 +171,8 @@ def live() -> None:
     st.subheader(f"{md(run['name'])} — {status}")
     progress = run.get("progress") or {}
     if status in ("queued", "running"):
-        if owner and st.button("Stop", key="stop_run", type="secondary"):
+        if owner and st.button("Stop training", key="stop_run", type="secondary", icon=":material/stop_circle:",
+                              help="Ends the run after the current step; the best model so far is kept."):
             jobs.stop(run_id, runs_root)
             st.toast("Stop requested: the run ends after the current batch.")
         elapsed = time.time() - (run["started"] or run["created"])

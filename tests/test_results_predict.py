@@ -168,6 +168,10 @@ def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elp
     for fmt in ("torchscript", "onnx"):
         assert card["parity"][fmt]["ok"] and card["parity"][fmt]["max_abs_diff"] <= 1e-4
     assert card["labels"] and card["preprocessing"]["mean"] and card["version"]
+    from core.export import export_zip
+
+    names = set(zipfile.ZipFile(io.BytesIO(export_zip(out))).namelist())  # the dashboard's download
+    assert {"model.onnx", "model.ts", "model.json", "graft_predict.py"} <= names
     files = [str(p) for p in sorted(elpv_small.rglob("*.png"))[:12]]
     clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     fresh = subprocess.run([sys.executable, "graft_predict.py", ".", *files], cwd=out, capture_output=True,
