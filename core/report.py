@@ -13,6 +13,7 @@ import pandas as pd
 import vl_convert as vlc
 
 from . import charts
+from .dataset_notes import display_names, load_class_notes, relabel_metrics, relabel_predictions
 from .errors import NotFound
 from .rundir import RunDir
 from .runs import RunStore
@@ -68,6 +69,11 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
     manifest = run.manifest().manifest
     preds = preds.merge(manifest[["path", "sha1"]], on="path", how="left")
     root = card.data_root
+    notes = load_class_notes(root)
+    names = display_names(notes, metrics["labels"])  # what people read
+    glossary = [{"name": names[c], "folder": c, "description": notes.get(c, {}).get("description", "")}
+                for c in metrics["labels"] if c in notes]
+    metrics, preds = relabel_metrics(metrics, names), relabel_predictions(preds, names)
     split_word = "test" if metrics["split"] == "test" else "validation"
     lo, hi = metrics.get("accuracy_ci", (0.0, 1.0))
     tiles = [(f"{split_word} accuracy (95 % interval {percent(lo)}–{percent(hi)})", percent(metrics["accuracy"])),
@@ -83,7 +89,7 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
     wrong = preds[preds["correct"].astype(str) != "True"].sort_values("loss", ascending=False).head(examples)
     return _environment().get_template("report.html.j2").render(
         name=name, backbone=card.backbone, num_classes=card.num_classes, dataset=root.name,
-        headline=accuracy_sentence(metrics, split_word) if "correct" in metrics else "",
+        headline=accuracy_sentence(metrics, split_word) if "correct" in metrics else "", glossary=glossary,
         tiles=[{"label": label, "value": value} for label, value in tiles],
         curves_svg=_svg(charts.curves(epochs)) if len(epochs) else "",
         confusion_svg=_svg(charts.confusion(metrics)),

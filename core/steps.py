@@ -207,3 +207,30 @@ class OnEpoch(Step):
 
     def on_epoch(self, state: LoopState, row: EpochRow) -> None:
         self.callback(row.epoch, self.model)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating the time left…"
+    if seconds < 60:
+        return f"about {max(5, round(seconds / 5) * 5):.0f} s left"
+    return f"about {seconds / 60:.0f} min left"
+
+
+def describe_progress(progress: dict, config: dict, elapsed: float) -> tuple[float, str]:
+    """(fraction done, one plain sentence with an honest ETA) for the run's current phase."""
+    phase = progress.get("phase", "")
+    if "steps" in progress and phase == "train":
+        done, total = progress["step"], max(progress["steps"], 1)
+        return min(done / total, 1.0), (f"Learning: epoch {progress.get('epoch', 0)} of {config.get('epochs')} · "
+                                        f"{_duration(progress.get('eta'))}")
+    if phase.startswith("features"):
+        done, total = progress["phase_done"], max(progress["phase_total"], 1)
+        which = "validation" if " val" in phase else "training"
+        views = "" if phase.endswith("eval") else " (a varied copy, for augmentation)"
+        return min(done / total, 1.0), (f"Reading the {which} photos once with the pretrained model{views}: "
+                                        f"{done} of {total} · {_duration(progress.get('phase_eta'))} for this step; "
+                                        "the epochs after it take seconds")
+    if phase == "evaluate":
+        return 1.0, f"Scoring the held-out test photos (about as long as reading them)… {elapsed:.0f} s so far"
+    return 0.0, f"Getting ready: looking through the folder and loading the pretrained model… {elapsed:.0f} s"

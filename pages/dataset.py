@@ -6,9 +6,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import models, settings, thumbs
+from core import charts, models, settings, thumbs
 from core.images import ImageError, load_rgb
 from core.choices import AUG_LEVELS
+from core.dataset_notes import MAX_DESCRIPTION, MAX_NAME, load_class_notes, save_class_notes
+from core.errors import GraftError
 from core.train import TrainConfig
 from core.preprocess import preview
 from pages import common
@@ -67,13 +69,37 @@ long = counts.reset_index().melt(id_vars="label", var_name="split", value_name="
 chart = alt.Chart(long).mark_bar().encode(
     x=alt.X("images:Q", title="images", stack="zero"),
     y=alt.Y("label:N", sort=totals.index.tolist(), title=None),
-    color=alt.Color("split:N", sort=["train", "val", "test"], scale=alt.Scale(scheme="tableau10")),
+    color=alt.Color("split:N", sort=["train", "val", "test"], scale=charts.SPLIT_COLOURS),
     order=alt.Order("split_order:Q"),
     tooltip=["label", "split", "images"],
 ).transform_calculate(split_order="indexof(['train','val','test'], datum.split)")
 left, right = st.columns([3, 2])
 left.altair_chart(chart, width="stretch")
 right.dataframe(counts.assign(total=counts.sum(axis=1)).loc[totals.index], width="stretch")
+
+# ------------------------------------------------------------------ class names
+st.header("What the classes mean")
+notes = load_class_notes(index.root)
+glossary = pd.DataFrame({"folder": split.classes,
+                         "display name": [notes.get(c, {}).get("name", "") for c in split.classes],
+                         "what it means": [notes.get(c, {}).get("description", "") for c in split.classes]})
+if common.is_owner():
+    st.caption("Names the room reads on every page and in the report instead of the folder names (kept in the "
+               "dataset's hidden .graft folder; your photos are not touched).")
+    edited = st.data_editor(glossary, hide_index=True, disabled=["folder"], key="class_notes", width="stretch",
+                            column_config={"display name": st.column_config.TextColumn(max_chars=MAX_NAME),
+                                           "what it means": st.column_config.TextColumn(max_chars=MAX_DESCRIPTION)})
+    if st.button("Save the names", key="save_class_notes"):
+        try:
+            save_class_notes(index.root, {row["folder"]: {"name": row["display name"], "description": row["what it means"]}
+                                          for row in edited.to_dict("records")})
+            st.toast("Saved: every page and the report now use these names.")
+        except (GraftError, OSError) as err:
+            common.show_error(err, "The names could not be saved")
+elif notes:
+    st.dataframe(glossary, hide_index=True, width="stretch", key="class_notes_view")
+else:
+    st.caption("The folder names are the class names.")
 
 # ------------------------------------------------------------------ samples
 st.header("Samples")

@@ -9,6 +9,7 @@ import streamlit as st
 from core import access, charts
 from core.explain import NotSupported
 from core.errors import GraftError
+from core.dataset_notes import display_names, load_class_notes
 from core.export import export, export_zip
 from core.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
 from core.predict import expand_inputs, remove_upload, unpack_upload
@@ -42,10 +43,17 @@ if decision:
                   f"is at least {decision.threshold:.0%} (set on the Results page)."))
 
 
+try:
+    names = display_names(load_class_notes(run_dir.card().data_root), model.labels)
+except GraftError:
+    names = {label: label for label in model.labels}
+
+
 def verdict(result: dict) -> str:
+    label = names.get(result["label"], result["label"])
     if result["confidence"] < threshold:
-        return f"uncertain — none of the known classes? (best guess {result['label']}, {result['confidence']:.0%})"
-    return f"{result['label']} ({result['confidence']:.0%})"
+        return f"uncertain — none of the known classes? (best guess {label}, {result['confidence']:.0%})"
+    return f"{label} ({result['confidence']:.0%})"
 
 
 def inspection(result: dict) -> str:
@@ -71,7 +79,7 @@ for i, upload in enumerate(uploads or []):
     mid.markdown(f"**{md(upload.name)}**: {md(verdict(result))}")
     if decision:
         (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
-    mid.altair_chart(charts.top_k_bars(result["top"]), key=f"topk_{i}")
+    mid.altair_chart(charts.top_k_bars([(names.get(c, c), p) for c, p in result["top"]]), key=f"topk_{i}")
     if right.toggle("Grad-CAM", key=f"gradcam_{i}"):
         try:
             shown, explained = common.gradcam_overlay(str(run_dir), stamp, key, shown_image)
@@ -110,7 +118,7 @@ if paths:
         results += model.predict(paths[start:start + 32], top_k=int(top_k))
         bar.progress(min(1.0, len(results) / len(paths)), text=f"{len(results)} / {len(paths)}")
     table = pd.DataFrame([{
-        "file": str(Path(r["source"]).name), "predicted": r.get("label", ""),
+        "file": str(Path(r["source"]).name), "predicted": names.get(r.get("label", ""), r.get("label", "")),
         "confidence": r.get("confidence"), "verdict": verdict(r) if "label" in r else f"error: {r['error']}",
         **({"decision": decision.verdict(r["probabilities"]) if "label" in r else ""} if decision else {})}
         for r in results])

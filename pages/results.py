@@ -11,6 +11,7 @@ from core.explain import NotSupported
 from core.images import ImageError, load_rgb
 from core.rundir import RunDir
 from core.decision import Decision, at_threshold, sweep
+from core.dataset_notes import display_names, load_class_notes, relabel_metrics
 from core.stats import accuracy_sentence, percent
 from pages import common
 from pages.common import escape_markdown as md
@@ -40,64 +41,72 @@ except GraftError as err:
     common.show_error(err, "This run cannot be evaluated")
     st.stop()
 root = card.data_root
+names = display_names(load_class_notes(root), metrics["labels"])  # what people read (Dataset page sets them)
+shown_metrics = relabel_metrics(metrics, names)
 predictions = common.table(run_dir.predictions_file).copy()
 predictions["correct"] = predictions["correct"].astype(str) == "True"
 manifest = common.table(run_dir.manifest_file)
 sha = dict(zip(manifest["path"], manifest["sha1"]))
 
 # ------------------------------------------------------------------ headline
-split_word = "test" if metrics["split"] == "test" else "validation"
-st.markdown("#### " + md(accuracy_sentence(metrics, split_word)))
+split_word = "test" if shown_metrics["split"] == "test" else "validation"
+st.markdown("#### " + md(accuracy_sentence(shown_metrics, split_word)))
 st.caption(f"Measured on the run's held-out {split_word} images, never used in training"
-           + ("" if metrics["split"] == "test" else " (this dataset has no test split)") + ".")
-lo, hi = metrics["accuracy_ci"]
+           + ("" if shown_metrics["split"] == "test" else " (this dataset has no test split)") + ".")
+lo, hi = shown_metrics["accuracy_ci"]
 cols = st.columns(5)
-cols[0].metric("Accuracy", percent(metrics["accuracy"]),
-               help=f"Share of the {metrics['n']} {split_word} images labelled correctly; with this many images the "
+cols[0].metric("Accuracy", percent(shown_metrics["accuracy"]),
+               help=f"Share of the {shown_metrics['n']} {split_word} images labelled correctly; with this many images the "
                     f"true figure is between {percent(lo)} and {percent(hi)} (95 % interval).")
-cols[1].metric("Balanced accuracy", percent(metrics["balanced_accuracy"]),
+cols[1].metric("Balanced accuracy", percent(shown_metrics["balanced_accuracy"]),
                help="The average of the per-class accuracies: every class counts the same, however many images it has. "
                     "Far below the accuracy means the rare classes are the weak ones.")
-cols[2].metric("Always one class", percent(metrics["baseline"]["accuracy"]),
-               help=f"What a model that always answers {metrics['baseline']['class']} would score on the same images: "
+cols[2].metric("Always one class", percent(shown_metrics["baseline"]["accuracy"]),
+               help=f"What a model that always answers {shown_metrics['baseline']['class']} would score on the same images: "
                     "the figure to beat.")
-cols[3].metric(f"{split_word.capitalize()} images", metrics["n"],
+cols[3].metric(f"{split_word.capitalize()} images", shown_metrics["n"],
                help="How many held-out images the figures rest on: fewer images, wider intervals.")
-if "tta" in metrics:
-    cols[4].metric(f"With {metrics['tta']['views']} views per image", percent(metrics["tta"]["accuracy"]),
-                   delta=f"{(metrics['tta']['accuracy'] - metrics['accuracy']) * 100:+.0f} points",
+if "tta" in shown_metrics:
+    cols[4].metric(f"With {shown_metrics['tta']['views']} views per image", percent(shown_metrics["tta"]["accuracy"]),
+                   delta=f"{(shown_metrics['tta']['accuracy'] - shown_metrics['accuracy']) * 100:+.0f} points",
                    help="Test-time augmentation: the average answer over several slightly changed copies of each image.")
-elif common.is_owner() and cols[4].button("Compute TTA (5 views)", key="compute_tta"):
-    with st.spinner("Test-time augmentation…"):
+    gain = shown_metrics["tta"]["accuracy"] - shown_metrics["accuracy"]
+    if gain <= 0:
+        cols[4].caption("Looking at several copies does not help this model: keep the plain figure.")
+elif common.is_owner() and cols[4].button("Try 5 views per image", key="compute_tta",
+                                          help="Scores each test photo 5 times, slightly changed, and averages: "
+                                               "sometimes a little more accurate, 5 times slower to predict."):
+    with st.spinner(f"Scoring each of the {metrics['n']} test photos 4 more times (about "
+                    f"{max(10, round(4 * metrics['n'] / 25 / 10) * 10)} s on this machine)…"):
         evaluate_run(run_dir, tta=5, store=store, run_id=run_id)
     st.rerun()
 
 # ------------------------------------------------------------------ confusion
 st.header("Confusion matrix")
-labels_all = metrics["labels"]
+labels_all = metrics["labels"]  # folder names: what predictions, decisions and files use
 normalised = st.toggle("Row-normalised (% of each true class)", key="cm_normalised")
-shown = labels_all
+shown = shown_metrics["labels"]
 if len(labels_all) > 15:
-    involved = list(dict.fromkeys([c for p in metrics["most_confused"] for c in (p["true"], p["predicted"])]))
+    involved = list(dict.fromkeys([c for p in shown_metrics["most_confused"] for c in (p["true"], p["predicted"])]))
     if involved and st.toggle("Only the classes in the top confusions", value=True, key="cm_focus"):
         shown = involved
 left, right = st.columns([3, 2])
-left.altair_chart(charts.confusion(metrics, normalised, shown), key="cm_chart")
+left.altair_chart(charts.confusion(shown_metrics, normalised, shown), key="cm_chart")
 right.subheader("Most confused pairs")
-right.dataframe(pd.DataFrame(metrics["most_confused"]), hide_index=True, key="confused_pairs")
+right.dataframe(pd.DataFrame(shown_metrics["most_confused"]), hide_index=True, key="confused_pairs")
 
 # ------------------------------------------------------------------ per class
 st.header("Per class")
-per_class = pd.DataFrame(metrics["per_class"])
+per_class = pd.DataFrame(shown_metrics["per_class"])
 per_class.insert(1, "images", per_class["support"])
 per_class.insert(2, "right", per_class["correct"])
 per_class.insert(3, "95 % interval", [f"{percent(a)}–{percent(b)}" for a, b in per_class["ci"]])
 per_class = per_class.drop(columns=["support", "correct", "ci"])
-if "tta" in metrics:
-    per_class["tta accuracy"] = per_class["class"].map(metrics["tta"]["per_class_accuracy"])
+if "tta" in shown_metrics:
+    per_class["tta accuracy"] = per_class["class"].map(shown_metrics["tta"]["per_class_accuracy"])
     per_class["tta gain"] = per_class["tta accuracy"] - per_class["accuracy"]
 left, right = st.columns([2, 3])
-left.altair_chart(charts.per_class(metrics), key="per_class_chart")
+left.altair_chart(charts.per_class(shown_metrics), key="per_class_chart")
 right.dataframe(per_class, hide_index=True, key="per_class_table",
                 column_config={c: st.column_config.NumberColumn(format="%.3f")
                                for c in ("accuracy", "precision", "recall", "f1", "tta accuracy", "tta gain")})
@@ -113,14 +122,16 @@ def grid(rows: pd.DataFrame, per_row: int = 6) -> None:
             if data:
                 cell.image(data, width="stretch")
             mark = ":green[✓" if row.correct else ":red[✗"
-            cell.markdown(f"{mark} {md(row.predicted)} {row.confidence:.0%}]  \n:gray[true: {md(row.label)}]")
+            cell.markdown(f"{mark} {md(names.get(row.predicted, row.predicted))} {row.confidence:.0%}]  \n"
+                          f":gray[true: {md(names.get(row.label, row.label))}]")
 
 
 st.header("Mistakes")
 mistakes = predictions[~predictions["correct"]].sort_values("loss", ascending=False)
 f1, f2 = st.columns(2)
-true_filter = f1.selectbox("True class", ["any", *labels_all], key="mistakes_true")
-pred_filter = f2.selectbox("Predicted class", ["any", *labels_all], key="mistakes_pred")
+true_filter = f1.selectbox("True class", ["any", *labels_all], key="mistakes_true", format_func=lambda c: names.get(c, c))
+pred_filter = f2.selectbox("Predicted class", ["any", *labels_all], key="mistakes_pred",
+                           format_func=lambda c: names.get(c, c))
 if true_filter != "any":
     mistakes = mistakes[mistakes["label"] == true_filter]
 if pred_filter != "any":
@@ -135,8 +146,8 @@ if len(mistakes):
     try:
         image = load_rgb(root / picked)
         a, b, c = st.columns(3)
-        a.image(image, caption=f"{picked} — true {row['label']}", width="stretch")
-        top = sorted(((cls, float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
+        a.image(image, caption=f"{picked} — true {names.get(row['label'], row['label'])}", width="stretch")
+        top = sorted(((names[cls], float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
         b.altair_chart(charts.top_k_bars(top), key="mistake_topk")
         try:
             shown, explained = common.gradcam_overlay(str(run_dir), common.model_stamp(run_dir),
@@ -148,7 +159,7 @@ if len(mistakes):
         st.warning(str(err))
 
 st.header("Predictions for a category")
-category = st.selectbox("Class", labels_all, key="category_pick")
+category = st.selectbox("Class", labels_all, key="category_pick", format_func=names.get)
 grid(predictions[predictions["label"] == category].head(36))
 
 # ------------------------------------------------------------------ curves, calibration, config
@@ -169,7 +180,7 @@ st.caption("Group the classes into the ones that go to a person for inspection a
            "the line: how many defects are caught, and how many good parts are sent to inspection with them.")
 saved = run_dir.decision()
 baseline_class = metrics["baseline"]["class"]
-inspect = st.multiselect("Send to inspection when the model sees", labels_all, key=f"inspect_{run_id}",
+inspect = st.multiselect("Send to inspection when the model sees", labels_all, key=f"inspect_{run_id}", format_func=names.get,
                          default=saved.inspect if saved else [c for c in labels_all if c != baseline_class])
 if inspect and len(inspect) < len(labels_all):
     c1, c2, c3 = st.columns([2, 1, 1])

@@ -58,7 +58,14 @@ st.dataframe(table, hide_index=True, key="runs_table", width="stretch",
                                 help="With this many test images, the true accuracy lies in this range (Wilson, 95 %)."),
                             "best val acc": st.column_config.NumberColumn(
                                 format="percent", help="Used to choose between runs; the test figures only report.")})
-labels = dict(zip(runs["id"], runs["name"] + " (" + runs["id"] + ")"))
+def unique_names(frame) -> dict[str, str]:
+    """Run names as people gave them; a name two runs share gets its date, then its id, added."""
+    names = dict(zip(frame["id"], frame["name"]))
+    counts = pd.Series(list(names.values())).value_counts()
+    return {r: (n if counts[n] == 1 else f"{n} ({r})") for r, n in names.items()}
+
+
+labels = unique_names(runs)
 scored = [{"run": labels[r], "folder": c["name"], "images": c["n"], "accuracy": c["accuracy"],
            "95 % interval": interval(c), "skipped classes": ", ".join(c.get("skipped_classes", {}))}
           for r in runs["id"] for c in store.run_dir(r).checks()]

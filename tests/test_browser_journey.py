@@ -86,7 +86,7 @@ class Journey:
 
     def settle(self, timeout: float = 60) -> None:
         """Wait until Streamlit is idle (no running script)."""
-        self.page.wait_for_timeout(300)
+        self.page.wait_for_timeout(1000)
         self.page.wait_for_function(
             "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000)
 

@@ -1,11 +1,12 @@
 """Faults a shared machine meets: a full disk (a real file-size limit, RLIMIT_FSIZE, on real writes),
-a feature cache that cannot be written, and many starts at once on a new runs folder. The damaged
-run store, the resume lock and delete-while-running are in tests/test_structure.py."""
+a feature cache that cannot be written, many starts at once on a new runs folder, a damaged or
+emptied run store, and the training slot (resume and delete while a run trains)."""
 from __future__ import annotations
 
 import hashlib
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import sys
 import pytest
 
 from conftest import ELPV, ROOT, make_subset, run_cli
+from core.errors import Busy
+from core.rundir import RunDir
 from core.runs import RunStore
 
 LIMIT = 2 << 20  # 2 MB: the scan, the run store and the feature cache fit, a Lite0 checkpoint does not
@@ -113,3 +116,43 @@ def test_a_torn_checkpoint_is_a_clear_error_not_a_traceback(trained_run, tmp_pat
     result = run_cli("predict", str(run), str(next(ELPV.rglob("*.png"))))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "best.pt" in result.stderr
+
+
+def test_the_training_slot_refuses_resume_and_delete_while_a_run_trains(trained_run, elpv_small, tmp_path):
+    runs, run_id, _ = trained_run
+    store = RunStore.open(tmp_path / "runs")
+    busy = store.create({"data": str(elpv_small)}, "busy run")
+    store.mark_running(busy)
+    store.claim(busy, os.getpid())  # this process "trains"
+    other = store.create({"data": str(elpv_small)})
+    with pytest.raises(Busy):
+        store.claim(other, os.getpid() + 1)
+    with pytest.raises(Busy, match="stop it first"):
+        store.delete(busy)
+    from conftest import run_cli
+
+    shutil.copytree(RunStore(runs).run_dir(run_id).path, store.root / "copied")
+    result = run_cli("resume", str(store.root / "copied"))
+    assert result.returncode == 3 and "one training at a time" in result.stderr and "Traceback" not in result.stderr
+    store.release(busy)
+    store.claim(other, os.getpid() + 1)  # free again
+    store.release(other)
+
+
+def test_a_damaged_run_history_is_rebuilt_from_the_run_folders(trained_run, tmp_path):
+    runs, run_id, _ = trained_run
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    db = copy / "runs.sqlite"
+    for suffix in ("-wal", "-shm"):
+        (copy / f"runs.sqlite{suffix}").unlink(missing_ok=True)
+    db.write_bytes(os.urandom(8192))
+    store = RunStore(copy)
+    assert "damaged" in store.recovered and list(copy.glob("runs.sqlite.damaged-*"))
+    assert store.get(run_id)["status"] == "completed" and store.finished()["id"].tolist() == [run_id]
+    db.unlink()
+    db.write_bytes(b"")  # emptied: the history must not silently disappear
+    for suffix in ("-wal", "-shm"):
+        (copy / f"runs.sqlite{suffix}").unlink(missing_ok=True)
+    store = RunStore(copy)
+    assert store.recovered and store.get(run_id)["test_acc"] == RunDir(copy / run_id).metrics()["accuracy"]

@@ -17,7 +17,7 @@ VIEW, OWNER = "view-key-for-the-tests-0123456789", "owner-key-for-the-tests-9876
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
          "pages/runs.py"]
 OWNER_INPUTS = {"dataset_input", "runs_input", "batch_folder", "rename_to", "tr_name"}
-OWNER_BUTTONS = {"Start training", "Stop training", "Delete", "Rename", "Export this model", "Compute TTA (5 views)",
+OWNER_BUTTONS = {"Start training", "Stop training", "Delete", "Rename", "Export this model", "Try 5 views per image",
                  "Use the sample dataset (ELPV solar cells)"}
 
 

@@ -1,0 +1,104 @@
+"""Presenting to stakeholders (issue 12), through AppTest on a real run: class display names kept in
+the dataset's .graft/ folder and used on Results, Predict and in the report; readable run names;
+progress in plain words."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import run_cli
+from core import dataset_notes
+from core.errors import BadInput
+from core.rundir import RunDir
+from core.runs import RunStore, readable_name
+from test_dashboard import open_page
+from test_results_predict import _state
+
+NAMES = {"defect_000": {"name": "flawless", "description": "no visible crack"},
+         "defect_100": {"name": "cracked <b>badly</b>", "description": "a crack across the cell"}}
+
+
+@pytest.fixture
+def named_classes(elpv_small):
+    """Display names written into the (shared) sample subset, removed afterwards."""
+    dataset_notes.save_class_notes(elpv_small, NAMES)
+    yield elpv_small
+    shutil.rmtree(dataset_notes.notes_dir(elpv_small), ignore_errors=True)
+
+
+def test_display_names_are_kept_in_the_hidden_folder_and_the_scan_ignores_it(named_classes):
+    from core import data
+
+    assert (named_classes / ".graft" / "classes.json").is_file()
+    assert dataset_notes.load_class_notes(named_classes)["defect_100"]["name"] == "cracked <b>badly</b>"
+    assert ".graft" not in data.scan(named_classes, use_cache=False).classes
+    with pytest.raises(BadInput, match="same name"):
+        dataset_notes.save_class_notes(named_classes, {"defect_000": {"name": "x"}, "defect_100": {"name": "x"}})
+
+
+def test_results_predict_and_the_report_speak_in_display_names(named_classes, trained_run, tmp_path):
+    state, runs, run_id = _state(trained_run)
+    at = open_page("pages/results.py", str(named_classes), str(runs), **state)
+    assert not at.exception, at.exception
+    per_class = next(df.value for df in at.dataframe if "train_count" in df.value.columns)
+    assert "flawless" in per_class["class"].tolist() and "defect_000" not in per_class["class"].tolist()
+    headline = " ".join(m.value for m in at.markdown)
+    baseline = RunDir(runs / run_id).metrics()["baseline"]["class"]  # the most common training class
+    expected = {"defect_000": "flawless", "defect_100": "cracked \\<b\\>badly\\</b\\>"}.get(baseline, baseline)
+    assert f"always says {expected}" in headline  # its display name, escaped
+    page = open_page("pages/predict.py", str(named_classes), str(runs), **state)
+    image = sorted((named_classes / "defect_000").glob("*.png"))[0]
+    page.file_uploader(key="upload_images").set_value([("cell.png", image.read_bytes(), "image/png")]).run()
+    assert not page.exception, page.exception
+    text = " ".join(m.value for m in page.markdown)
+    assert "defect_000 (" not in text and "defect_100 (" not in text  # a named class never shows its folder name
+    report = tmp_path / "r.html"
+    assert run_cli("report", run_id, str(report), "--runs", str(runs)).returncode == 0
+    html = report.read_text()
+    assert "What the classes mean" in html and "a crack across the cell" in html
+    assert "cracked &lt;b&gt;badly&lt;/b&gt;" in html and "<b>badly</b>" not in html
+
+
+def test_the_owner_edits_the_names_and_a_viewer_only_reads_them(named_classes, tmp_path, monkeypatch):
+    at = open_page("pages/dataset.py", str(named_classes), str(tmp_path / "runs"))
+    assert "Save the names" in [b.label for b in at.button]
+    monkeypatch.setenv("GRAFT_VIEW_KEY", "view-key-0123456789abcdef")
+    monkeypatch.setenv("GRAFT_HOME", str(tmp_path / "home"))
+    from core import settings
+
+    settings.save(dataset=str(named_classes))
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    viewer = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    viewer.query_params["key"] = "view-key-0123456789abcdef"
+    viewer.run()
+    viewer.switch_page("pages/dataset.py").run()
+    assert not viewer.exception, viewer.exception
+    assert "Save the names" not in [b.label for b in viewer.button]
+    glossary = next(df.value for df in viewer.dataframe if "display name" in df.value.columns)
+    assert glossary.set_index("folder").loc["defect_100", "what it means"] == "a crack across the cell"
+
+
+def test_runs_get_readable_names_by_default(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create({"backbone": "efficientnet_lite0", "freeze": "head", "epochs": 10})
+    name = store.get(run_id)["name"]
+    assert name.startswith("Lite0 · head only · 10 epochs · ") and run_id not in name
+    assert readable_name({"backbone": "timm/resnet18", "freeze": "partial", "epochs": 3}).startswith(
+        "resnet18 · last stages · 3 epochs")
+
+
+def test_progress_is_said_in_plain_words_with_an_eta():
+    from core.steps import describe_progress
+
+    fraction, words = describe_progress({"phase": "features train eval", "phase_done": 640, "phase_total": 1823,
+                                         "phase_eta": 75.0}, {"epochs": 10}, 30.0)
+    assert fraction == pytest.approx(640 / 1823)
+    assert words.startswith("Reading the training photos once") and "640 of 1823" in words and "1 min left" in words
+    _, words = describe_progress({"phase": "train", "step": 5, "steps": 50, "epoch": 1, "eta": 12.0}, {"epochs": 10}, 3)
+    assert words == "Learning: epoch 1 of 10 · about 10 s left"
+    _, words = describe_progress({"phase": "evaluate"}, {"epochs": 10}, 31.0)
+    assert "Scoring the held-out test photos" in words and "ETA 0" not in words
