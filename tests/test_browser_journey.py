@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,19 +20,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ROOT, make_subset, run_cli, wait_for
+from conftest import ROOT, chromium, make_subset, run_cli, wait_for
 from core.runs import RunStore
 
 SHOTS = ROOT / "tests" / "artifacts" / "journey"
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium)")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    return found
 
 
 def _free_port() -> int:
@@ -111,7 +101,7 @@ def test_the_presenters_journey_in_chromium(server):
     base, data, runs = server
     started = time.monotonic()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), headless=True)
+        browser = p.chromium.launch(executable_path=chromium(), headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 900}, accept_downloads=True)
         page.set_default_timeout(60_000)
         journey = Journey(page, base)

@@ -2,14 +2,13 @@
 user-supplied names escaped (the report opened in Chromium with hostile class names)."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ELPV, ROOT, run_cli
+from conftest import ELPV, ROOT, chromium, run_cli
 from core import access, settings
 from core.errors import BadInput
 
@@ -165,15 +164,6 @@ def test_share_prints_a_view_link_and_an_owner_link():
     assert "--server.address 0.0.0.0" in result.stdout
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: `make test` installs it (apt-get install chromium)")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    return found
-
-
 HOSTILE = ["<img src=x onerror=alert(1)>", "\"><svg onload=alert(2)>"]
 
 
@@ -194,7 +184,7 @@ def test_the_report_with_hostile_class_names_runs_no_script_in_chromium(tmp_path
     text = out.read_text()
     assert "<img src=x" not in text and "<svg onload" not in text and "<b>bold</b>" not in text
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), headless=True)
+        browser = p.chromium.launch(executable_path=chromium(), headless=True)
         page = browser.new_page()
         dialogs, errors = [], []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
