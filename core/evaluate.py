@@ -52,6 +52,30 @@ def predict_probs(model: GraftModel, prep: Preprocessing, paths: list[Path], sha
     return results, ok_all
 
 
+def backbone_features(model: GraftModel, prep: Preprocessing, paths: list[Path], shas: list[str],
+                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The backbone's pooled features (what the head sees) for the plain eval view, and an ok mask;
+    through the feature cache for a frozen backbone (already there after training)."""
+    if model.freeze == "head":
+        return FeatureCache(model.backbone, prep).features(paths, shas, "eval", eval_transform(prep), progress=progress)
+    return forward_images(model.backbone, paths, eval_transform(prep), keys=shas, progress=progress, desc="features")
+
+
+def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split, progress: bool = False) -> None:
+    """The run's unfamiliar-photo detector (core/familiar.py): training features, and the threshold
+    that keeps 95 % of the validation photos familiar. Saved with the run."""
+    from . import familiar
+
+    root = RunDir(run).card().data_root
+    frames = {name: split.manifest[split.manifest["split"] == name] for name in ("train", "val")}
+    feats = {}
+    for name, rows in frames.items():
+        values, ok = backbone_features(model, prep, [root / p for p in rows["path"]], rows["sha1"].tolist(), progress)
+        feats[name] = values[ok]
+    if len(feats["train"]):
+        familiar.save(run.path, familiar.fit(feats["train"], feats["val"]), len(feats["val"]))
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
                     train_counts: dict[str, int] | None = None) -> dict:
     """Headline and per-class metrics from true labels and class probabilities."""
@@ -159,6 +183,11 @@ def evaluate_run(run: RunDir | str | Path, tta: int = 0, progress: bool = False,
     if "tta" in result:
         headline["tta_accuracy"] = result["tta"]["accuracy"]
     run.write_card(card.with_evaluation(headline, result["uncertainty_threshold"]))
+    from .familiar import CARD as FAMILIAR_CARD
+
+    built = run.path / FAMILIAR_CARD
+    if not built.is_file() or built.stat().st_mtime < run.best_file.stat().st_mtime:  # once per best model
+        build_familiarity(run, model, prep, split, progress)
     if store is not None and run_id:
         store.update(run_id, test_acc=result["accuracy"])
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -29,6 +30,7 @@ class Predictor:
         self.labels, self.prep, self.card = labels, prep, card or {}
         self.transform = eval_transform(prep)
         self.decision = None  # a pass/inspect rule (core.decision.Decision) applied to every prediction
+        self.familiarity = None  # the run's unfamiliar-photo detector (core.familiar), when it has one
 
     @property
     def threshold(self) -> float | None:
@@ -41,6 +43,9 @@ class Predictor:
         model, card = run.load_model(checkpoint)
         predictor = cls(model, card.labels, card.preprocessing, card.to_dict())
         predictor.decision = run.decision()
+        from . import familiar
+
+        predictor.familiarity = familiar.load(run.path)
         return predictor
 
     @classmethod
@@ -75,8 +80,16 @@ class Predictor:
 
     def probabilities(self, images: list) -> torch.Tensor:
         """Class probabilities for RGB PIL images (already loaded)."""
+        return self._forward(images)[0]
+
+    def _forward(self, images: list) -> tuple[torch.Tensor, np.ndarray | None]:
+        """(class probabilities, the backbone's features when the detector needs them) in one pass."""
         with torch.inference_mode(), runtime.autocast(self.device):
-            return torch.softmax(self.model(self._tensor(images)).float(), dim=1).cpu()
+            x = self._tensor(images)
+            if self.familiarity is not None and hasattr(self.model, "backbone"):
+                feats = self.model.backbone(x)
+                return torch.softmax(self.model.head(feats).float(), dim=1).cpu(), feats.float().cpu().numpy()
+            return torch.softmax(self.model(x).float(), dim=1).cpu(), None
 
     def predict(self, sources: ImageSource | list[ImageSource], top_k: int = 3,
                 batch_size: int = 32, progress: bool = False) -> list[dict]:
@@ -99,12 +112,17 @@ class Predictor:
                     entry.update(error=err.reason, detail=err.detail)
                 results.append(entry)
             if loaded:
-                probs = self.probabilities(loaded)
+                probs, feats = self._forward(loaded)
+                distances = self.familiarity.distance(feats) if feats is not None else [None] * len(loaded)
                 values, indices = probs.topk(top_k, dim=1)
-                for entry, vals, idx, row in zip(entries, values.tolist(), indices.tolist(), probs.tolist()):
+                for entry, vals, idx, row, far in zip(entries, values.tolist(), indices.tolist(), probs.tolist(),
+                                                      distances):
                     entry["top"] = [(self.labels[i], float(v)) for i, v in zip(idx, vals)]
                     entry["label"], entry["confidence"] = entry["top"][0]
                     entry["probabilities"] = dict(zip(self.labels, map(float, row)))
+                    entry["uncertain"] = self.threshold is not None and entry["confidence"] < self.threshold
+                    if far is not None:
+                        entry["distance"], entry["unfamiliar"] = float(far), bool(far > self.familiarity.threshold)
                     if self.decision is not None:
                         entry["p_inspect"] = self.decision.p_inspect(entry["probabilities"])
                         entry["decision"] = self.decision.verdict(entry["probabilities"])
@@ -113,7 +131,10 @@ class Predictor:
     def predict_table(self, sources: list, top_k: int = 3, progress: bool = False) -> pd.DataFrame:
         rows = []
         for r in self.predict(sources, top_k, progress=progress):
-            row = {"file": r["source"], "predicted": r.get("label", ""), "confidence": r.get("confidence"),
+            ok = "label" in r
+            row = {"file": r["source"], "label": r.get("label", ""), "prob": r.get("confidence"),
+                   "uncertain": _bool(r.get("uncertain")) if ok else "",
+                   "unfamiliar": _bool(r.get("unfamiliar")) if ok and "unfamiliar" in r else "",
                    "error": r.get("error", "")}
             if self.decision is not None:
                 row["decision"], row["p_inspect"] = r.get("decision", ""), r.get("p_inspect")
@@ -121,6 +142,10 @@ class Predictor:
                 row[f"top{rank}"], row[f"p{rank}"] = label, p
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _bool(value) -> str:
+    return "true" if value else "false"
 
 
 def expand_inputs(items: list[str | os.PathLike]) -> list[Path]:

@@ -50,9 +50,15 @@ except GraftError:
 
 
 def verdict(result: dict) -> str:
+    """Two separate warnings: unfamiliar (not like the training photos at all) and uncertain (like
+    them, but between two classes)."""
     label = names.get(result["label"], result["label"])
+    if result.get("unfamiliar"):
+        return (f"unfamiliar — this does not look like the training photos, so no label can be trusted "
+                f"(the closest class would be {label}, {result['confidence']:.0%})")
     if result["confidence"] < threshold:
-        return f"uncertain — none of the known classes? (best guess {label}, {result['confidence']:.0%})"
+        return f"uncertain — looks like the training photos, but between classes (best guess {label}, " \
+               f"{result['confidence']:.0%})"
     return f"{label} ({result['confidence']:.0%})"
 
 
@@ -80,7 +86,10 @@ for i, upload in enumerate(uploads or []):
     if decision:
         (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
     mid.altair_chart(charts.top_k_bars([(names.get(c, c), p) for c, p in result["top"]]), key=f"topk_{i}")
-    if right.toggle("Grad-CAM", key=f"gradcam_{i}"):
+    if result.get("unfamiliar"):
+        right.info("No explanation offered: a heatmap of why it chose a class means little for a photo "
+                   "unlike anything it was trained on.")
+    elif right.toggle("Grad-CAM", key=f"gradcam_{i}"):
         try:
             shown, explained = common.gradcam_overlay(str(run_dir), stamp, key, shown_image)
             right.image(shown, caption=f"why '{explained}'", width="stretch")

@@ -112,11 +112,15 @@ def test_predict_page_shows_the_predictors_answer_and_refuses_bad_files(trained_
     assert len(bars) == 2  # one top-k chart per good image, none for the bad ones
     for (name, image), shown in zip((("cell.png", load_rgb(good)), ("china.png", china)), bars):
         expected = predictor.predict([image], top_k=3)[0]
-        assert f"**{md(name)}**: {md(expected['label'])} ({expected['confidence']:.0%})" in texts
+        if expected["unfamiliar"]:  # a photo of a Chinese palace is nothing like a solar cell
+            assert f"**{md(name)}**: unfamiliar — this does not look like the training photos" in texts
+        else:
+            assert f"**{md(name)}**: {md(expected['label'])} ({expected['confidence']:.0%})" in texts
         assert shown["class"].tolist() == [c for c, _ in expected["top"]]
         assert shown["probability"].tolist() == pytest.approx([p for _, p in expected["top"]], abs=1e-5)
+    assert predictor.predict([china])[0]["unfamiliar"] and not predictor.predict([good])[0]["unfamiliar"]
     at.slider(key="threshold").set_value(1.0).run()
-    assert "uncertain — none of the known classes?" in " ".join(m.value for m in at.markdown)
+    assert "uncertain — looks like the training photos, but between classes" in " ".join(m.value for m in at.markdown)
 
 
 def test_batch_zip_through_the_page_refuses_zip_slip_and_predicts_the_rest(trained_run, elpv_small, tmp_path,
@@ -182,4 +186,4 @@ def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elp
     assert labels == expected
     via_cli = run_cli("predict", str(out), *files, "--csv", str(tmp_path / "p.csv"))
     assert via_cli.returncode == 0, via_cli.stderr[-2000:]
-    assert pd.read_csv(tmp_path / "p.csv")["predicted"].tolist() == expected
+    assert pd.read_csv(tmp_path / "p.csv")["label"].tolist() == expected

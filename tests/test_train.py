@@ -55,8 +55,11 @@ def test_saved_run_predicts_the_same_in_a_fresh_process(trained_run, elpv_small,
     files = sorted(p for p in elpv_small.rglob("*.png"))
     here = Predictor.from_run(runs / run_id).predict(files)
     assert fresh["file"].tolist() == [str(f) for f in files]
-    assert fresh["predicted"].tolist() == [r["label"] for r in here]
-    assert np.allclose(fresh["confidence"], [r["confidence"] for r in here], atol=1e-4)
+    assert list(fresh.columns[:5]) == ["file", "label", "prob", "uncertain", "unfamiliar"]  # the CLI contract
+    assert fresh["label"].tolist() == [r["label"] for r in here]
+    assert np.allclose(fresh["prob"], [r["confidence"] for r in here], atol=1e-4)
+    assert set(fresh["uncertain"]) <= {True, False} and set(fresh["unfamiliar"]) <= {True, False}  # true / false
+    assert fresh["unfamiliar"].tolist() == [r["unfamiliar"] for r in here]
 
 
 def test_evaluation_is_consistent_with_the_manifest(trained_run):
