@@ -68,12 +68,14 @@ def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split
 
     root = RunDir(run).card().data_root
     frames = {name: split.manifest[split.manifest["split"] == name] for name in ("train", "val")}
-    feats = {}
+    feats, kept = {}, {}
     for name, rows in frames.items():
         values, ok = backbone_features(model, prep, [root / p for p in rows["path"]], rows["sha1"].tolist(), progress)
-        feats[name] = values[ok]
+        feats[name], kept[name] = values[ok], rows[ok].reset_index(drop=True)
     if len(feats["train"]):
-        familiar.save(run.path, familiar.fit(feats["train"], feats["val"]), len(feats["val"]))
+        index = familiar.fit(feats["train"], feats["val"])
+        index.photos = kept["train"][["path", "label"]]
+        familiar.save(run, index, len(feats["val"]))
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
@@ -183,9 +185,7 @@ def evaluate_run(run: RunDir | str | Path, tta: int = 0, progress: bool = False,
     if "tta" in result:
         headline["tta_accuracy"] = result["tta"]["accuracy"]
     run.write_card(card.with_evaluation(headline, result["uncertainty_threshold"]))
-    from .familiar import CARD as FAMILIAR_CARD
-
-    built = run.path / FAMILIAR_CARD
+    built = run.familiar_card_file
     if not built.is_file() or built.stat().st_mtime < run.best_file.stat().st_mtime:  # once per best model
         build_familiarity(run, model, prep, split, progress)
     if store is not None and run_id:

@@ -7,8 +7,9 @@ validation photos so that about 5 % of in-domain photos are flagged; above it a 
 **unfamiliar** ("does not look like the training photos"), which is a different verdict from
 **uncertain** ("looks like the data, but between two classes").
 
-Saved with the run as `familiar.npy` (the training features, L2-normalised, float16; no pickle)
-and `familiar.json` (the threshold and how it was set).
+Saved with the run (RunDir's familiar_* files): the training features, L2-normalised, as float16
+`.npy` (no pickle), the threshold and how it was set, and which training photo each row is, so the
+same index answers "it looks most like these" (explanation by example).
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+import pandas as pd
+
+from .rundir import RunDir
 from .storage import atomic_write, read_json, write_json
 
-FEATURES, CARD = "familiar.npy", "familiar.json"
 KEEP = 0.95  # share of validation photos that must read as familiar
 METHOD = "cosine distance to the nearest training photo (backbone features)"
 
@@ -33,6 +36,15 @@ def _normalise(feats: np.ndarray) -> np.ndarray:
 class Familiarity:
     train: np.ndarray  # [N, D] L2-normalised training features
     threshold: float
+    photos: pd.DataFrame | None = None  # path, label of each training row (for explanation by example)
+
+    def examples(self, feats: np.ndarray, k: int = 4) -> list[list[dict]]:
+        """For each image, the k training photos nearest to it: path, label, distance."""
+        if self.photos is None:
+            return [[] for _ in range(len(feats))]
+        distances, indices = self.nearest(feats, k)
+        return [[{"path": self.photos["path"].iat[i], "label": self.photos["label"].iat[i], "distance": float(d)}
+                 for i, d in zip(row_i, row_d)] for row_i, row_d in zip(indices, distances)]
 
     def nearest(self, feats: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances [M, k], indices [M, k]) of the k nearest training photos, nearest first."""
@@ -62,17 +74,21 @@ def fit(train_feats: np.ndarray, val_feats: np.ndarray, keep: float = KEEP) -> F
     return index
 
 
-def save(folder: str | Path, index: Familiarity, n_val: int) -> None:
-    folder = Path(folder)
-    atomic_write(folder / FEATURES, lambda f: np.save(f, index.train.astype(np.float16), allow_pickle=False))
-    write_json(folder / CARD, {"method": METHOD, "threshold": index.threshold, "keep": KEEP,
-                               "train_images": int(len(index.train)), "val_images": int(n_val)})
+def save(run: str | Path | RunDir, index: Familiarity, n_val: int) -> None:
+    run = RunDir(run) if not isinstance(run, RunDir) else run
+    atomic_write(run.familiar_features_file, lambda f: np.save(f, index.train.astype(np.float16), allow_pickle=False))
+    if index.photos is not None:
+        atomic_write(run.familiar_train_file, lambda f: index.photos[["path", "label"]].to_csv(f, index=False), mode="w")
+    write_json(run.familiar_card_file, {"method": METHOD, "threshold": index.threshold, "keep": KEEP,
+                                        "train_images": int(len(index.train)), "val_images": int(n_val)})
 
 
-def load(folder: str | Path) -> Familiarity | None:
+def load(run: str | Path | RunDir) -> Familiarity | None:
     """The run's index, or None when it has none (trained before this existed)."""
-    folder = Path(folder)
-    if not (folder / FEATURES).is_file() or not (folder / CARD).is_file():
+    run = RunDir(run) if not isinstance(run, RunDir) else run
+    if not run.familiar_features_file.is_file() or not run.familiar_card_file.is_file():
         return None
-    train = np.load(folder / FEATURES, allow_pickle=False).astype(np.float32)
-    return Familiarity(train, float(read_json(folder / CARD)["threshold"]))
+    train = np.load(run.familiar_features_file, allow_pickle=False).astype(np.float32)
+    photos = pd.read_csv(run.familiar_train_file, keep_default_na=False) if run.familiar_train_file.is_file() else None
+    return Familiarity(train, float(read_json(run.familiar_card_file)["threshold"]),
+                       photos if photos is not None and len(photos) == len(train) else None)

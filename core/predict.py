@@ -31,6 +31,7 @@ class Predictor:
         self.transform = eval_transform(prep)
         self.decision = None  # a pass/inspect rule (core.decision.Decision) applied to every prediction
         self.familiarity = None  # the run's unfamiliar-photo detector (core.familiar), when it has one
+        self.data_root = None  # where the run's training photos are (for "it looks most like these")
 
     @property
     def threshold(self) -> float | None:
@@ -45,7 +46,8 @@ class Predictor:
         predictor.decision = run.decision()
         from . import familiar
 
-        predictor.familiarity = familiar.load(run.path)
+        predictor.familiarity = familiar.load(run)
+        predictor.data_root = card.data_root
         return predictor
 
     @classmethod
@@ -123,6 +125,9 @@ class Predictor:
                     entry["uncertain"] = self.threshold is not None and entry["confidence"] < self.threshold
                     if far is not None:
                         entry["distance"], entry["unfamiliar"] = float(far), bool(far > self.familiarity.threshold)
+            if feats is not None and self.familiarity.photos is not None:  # it looks most like these
+                for entry, examples in zip(entries, self.familiarity.examples(feats, 4)):
+                    entry["examples"] = examples
                     if self.decision is not None:
                         entry["p_inspect"] = self.decision.p_inspect(entry["probabilities"])
                         entry["decision"] = self.decision.verdict(entry["probabilities"])

@@ -103,6 +103,7 @@ class RunDir:
     METRICS, PREDICTIONS, REPORT, LOG, REQUEST = ("metrics.json", "predictions.csv", "report.html", "train.log",
                                                   "request.json")
     VAL_PREDICTIONS, DECISION, CHECKS = "val_predictions.csv", "decision.json", "checks"
+    FAMILIAR_FEATURES, FAMILIAR_CARD, FAMILIAR_TRAIN = "familiar.npy", "familiar.json", "familiar_train.csv"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -143,6 +144,9 @@ class RunDir:
     val_predictions_file = property(lambda self: self.path / self.VAL_PREDICTIONS)
     decision_file = property(lambda self: self.path / self.DECISION)
     checks_dir = property(lambda self: self.path / self.CHECKS)
+    familiar_features_file = property(lambda self: self.path / self.FAMILIAR_FEATURES)
+    familiar_card_file = property(lambda self: self.path / self.FAMILIAR_CARD)
+    familiar_train_file = property(lambda self: self.path / self.FAMILIAR_TRAIN)
 
     def is_run(self) -> bool:
         return self.config_file.is_file()

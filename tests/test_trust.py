@@ -58,3 +58,21 @@ def test_the_predict_page_says_unfamiliar_for_a_drawing_and_offers_no_heatmap(tr
     assert "unfamiliar — this does not look like the training photos" in " ".join(m.value for m in at.markdown)
     assert any("No explanation offered" in i.value for i in at.info)
     assert not [t for t in at.toggle if t.key and t.key.startswith("gradcam_")]
+
+
+def test_explanation_by_example_shows_the_nearest_training_photos(trained_run, elpv_small):
+    runs, run_id, _ = trained_run
+    run = RunDir(runs / run_id)
+    manifest = run.manifest().manifest
+    train_row = manifest[manifest["split"] == "train"].iloc[3]
+    result = Predictor.from_run(run.path).predict([run.card().data_root / train_row["path"]])[0]
+    nearest = result["examples"][0]
+    assert nearest["path"] == train_row["path"] and nearest["label"] == train_row["label"]  # itself, first
+    assert nearest["distance"] < 1e-2 and len(result["examples"]) == 4
+    assert [e["distance"] for e in result["examples"]] == sorted(e["distance"] for e in result["examples"])
+    state, _, _ = _state(trained_run)
+    at = open_page("pages/predict.py", str(elpv_small), str(runs), **state)
+    cell = (run.card().data_root / train_row["path"]).read_bytes()
+    at.file_uploader(key="upload_images").set_value([("cell.png", cell, "image/png")]).run()
+    assert not at.exception, at.exception
+    assert any("It looks most like these training photos" in c.value for c in at.caption)
