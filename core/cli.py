@@ -275,8 +275,9 @@ def cmd_share(args) -> int:
     print("  Keep the owner link to yourself. Ctrl+C stops sharing.", flush=True)
     env = {**os.environ, access.VIEW_KEY_ENV: keys.view, access.OWNER_KEY_ENV: keys.owner}
     launcher = Path(__file__).resolve().parents[1] / "serve.py"  # streamlit run app.py, pages/ mode off
-    command = [sys.executable, str(launcher), "--server.headless", "true",
-               "--server.address", args.address, "--server.port", str(args.port)]
+    command = [sys.executable, str(launcher), "--server.headless", "true", "--server.address", args.address,
+               "--server.port", str(args.port),
+               "--browser.serverAddress", host]  # else Streamlit asks the internet for this machine's address
     if args.dry_run:
         print("would run:", " ".join(command))
         return 0

@@ -125,12 +125,12 @@ class Predictor:
                     entry["uncertain"] = self.threshold is not None and entry["confidence"] < self.threshold
                     if far is not None:
                         entry["distance"], entry["unfamiliar"] = float(far), bool(far > self.familiarity.threshold)
-            if feats is not None and self.familiarity.photos is not None:  # it looks most like these
-                for entry, examples in zip(entries, self.familiarity.examples(feats, 4)):
-                    entry["examples"] = examples
                     if self.decision is not None:
                         entry["p_inspect"] = self.decision.p_inspect(entry["probabilities"])
                         entry["decision"] = self.decision.verdict(entry["probabilities"])
+                if feats is not None and self.familiarity.photos is not None:  # it looks most like these
+                    for entry, examples in zip(entries, self.familiarity.examples(feats, 4)):
+                        entry["examples"] = examples
         return results
 
     def predict_table(self, sources: list, top_k: int = 3, progress: bool = False) -> pd.DataFrame:

@@ -162,6 +162,7 @@ def test_share_prints_a_view_link_and_an_owner_link():
     assert result.returncode == 0, result.stderr
     assert f":8599/?key={VIEW}" in result.stdout and f":8599/?key={OWNER}" in result.stdout
     assert "--server.address 0.0.0.0" in result.stdout
+    assert "--browser.serverAddress" in result.stdout  # Streamlit would otherwise ask the internet for the address
 
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "\"><svg onload=alert(2)>"]
