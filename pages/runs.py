@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import charts
 from core.errors import GraftError
+from core.runs import BACKBONE_NAMES, WHAT_TRAINS
 from core.stats import difference_sentence, mcnemar, percent
 from pages import common
 from pages.common import escape_markdown as md
@@ -38,9 +39,10 @@ def evaluation(run_id: str) -> dict:
 
 evaluations = {r: evaluation(r) for r in runs["id"]}
 table = pd.DataFrame({
-    "id": runs["id"], "name": runs["name"], "date": runs["created"].map(when),
+    "name": runs["name"], "date": runs["created"].map(when),
     "dataset": runs["dataset"].map(lambda p: str(p).rstrip("/").rsplit("/", 1)[-1]),
-    "backbone": runs["backbone"], "freeze": runs["freeze"],
+    "model": runs["backbone"].map(lambda b: BACKBONE_NAMES.get(b, b)),
+    "what trains": runs["freeze"].map(lambda f: WHAT_TRAINS.get(f, f)),
     "epochs": runs["epochs_done"], "status": runs["status"],
     "best val acc": runs["best_val_acc"], "test acc": runs["test_acc"],
     "test balanced acc": [evaluations[r].get("balanced_accuracy") for r in runs["id"]],
@@ -48,6 +50,7 @@ table = pd.DataFrame({
     "test 95 % interval": [interval(evaluations[r]) for r in runs["id"]],
     "other folders": [len(store.run_dir(r).checks()) for r in runs["id"]],
     "duration (s)": (runs["ended"].fillna(pd.Timestamp.now().timestamp()) - runs["started"]).round(1),
+    "id": runs["id"],  # for engineers, last
 })
 percent_column = st.column_config.NumberColumn(format="percent")
 st.dataframe(table, hide_index=True, key="runs_table", width="stretch",
