@@ -81,8 +81,9 @@ def network_address() -> str:
             return socket.gethostname()
 
 
-def link(host: str, port: int, key: str) -> str:
-    return f"http://{host}:{port}/?{urlencode({KEY_PARAM: key})}"
+def link(address: str, key: str) -> str:
+    """The dashboard's address ('host:port') with a key in it."""
+    return f"http://{address}/?{urlencode({KEY_PARAM: key})}"
 
 
 def allowed_roots(environ: dict | None = None) -> list[Path]:

@@ -8,3 +8,14 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "none")
 CLASS_WEIGHTS = ("auto", "sqrt", "balanced", "off")
 DEFAULT_BACKBONE = "efficientnet_lite0"
+
+# How the choices read to people (run names, tables).
+FREEZE_WORDS = {"head": "head only", "partial": "last stages", "full": "whole network"}
+
+
+def backbone_title(name: str) -> str:
+    """'efficientnet_lite0' → 'Lite0'; 'timm/resnet18' → 'resnet18'; others as they are."""
+    name = str(name)
+    if name.startswith("efficientnet_lite"):
+        return "Lite" + name[len("efficientnet_lite"):]
+    return name.split("/")[-1]

@@ -163,7 +163,7 @@ def cmd_eval(args) -> int:
         print(f"{result['split']}: {result['n']} images")
     from .stats import accuracy_sentence
 
-    print(accuracy_sentence(result, "" if args.data else result["split"]).replace("  ", " "))
+    print(accuracy_sentence(result, "" if args.data else result["split"]))
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy"):
         print(f"  {key:18s} {result[key]:.4f}")
     if "tta" in result:
@@ -177,10 +177,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .errors import BadInput
     from .predict import expand_inputs, load_predictor
     from .storage import atomic_write
-
-    from .errors import BadInput
 
     out = _writable(args.csv) if args.csv else None
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -262,7 +261,8 @@ def cmd_share(args) -> int:
 
     keys = access.sharing_keys() or access.new_keys()
     host = access.network_address()
-    view_link, owner_link = access.link(host, args.port, keys.view), access.link(host, args.port, keys.owner)
+    address = f"{host}:{args.port}"
+    view_link, owner_link = access.link(address, keys.view), access.link(address, keys.owner)
     print("Sharing the Graft dashboard on the network.")
     print(f"  For the room (view only): {view_link}")
     try:

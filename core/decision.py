@@ -37,8 +37,11 @@ class Decision:
     def from_dict(cls, data: dict) -> "Decision":
         if not isinstance(data, dict) or not isinstance(data.get("inspect"), list):
             raise BadInput("decision.json: not a pass/inspect rule")
-        return cls(**{k: data[k] for k in ("inspect", "threshold", "cost_miss", "cost_inspection", "labels")
-                      if k in data})
+        try:
+            return cls(**{k: data[k] for k in ("inspect", "threshold", "cost_miss", "cost_inspection", "labels")
+                          if k in data})
+        except (TypeError, ValueError) as err:  # BadInput (a ValueError) keeps its own message
+            raise err if isinstance(err, BadInput) else BadInput(f"decision.json: {err}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,16 +49,16 @@ class Decision:
     def p_inspect(self, probabilities: dict[str, float]) -> float:
         return float(sum(probabilities.get(c, 0.0) for c in self.inspect))
 
-    def verdict(self, probabilities: dict[str, float], threshold: float | None = None) -> str:
+    def verdict(self, probabilities: dict[str, float]) -> str:
         """'inspect' when the probability of an inspect class reaches the threshold, else 'pass'."""
-        limit = self.threshold if threshold is None else threshold
-        return INSPECT if self.p_inspect(probabilities) >= limit else PASS
+        return INSPECT if self.p_inspect(probabilities) >= self.threshold else PASS
 
-    def sentence(self, probabilities: dict[str, float]) -> str:
-        p = self.p_inspect(probabilities)
+    def sentence(self, probabilities: dict[str, float], names: dict[str, str] | None = None) -> str:
+        """The verdict in words, with the inspect classes as people read them (`names`)."""
+        p, which = self.p_inspect(probabilities), " / ".join((names or {}).get(c, c) for c in self.inspect)
         if p >= self.threshold:
-            return f"send to inspection (chance of {' / '.join(self.inspect)}: {p:.0%}, at or above {self.threshold:.0%})"
-        return f"pass (chance of {' / '.join(self.inspect)}: {p:.0%}, below {self.threshold:.0%})"
+            return f"send to inspection (chance of {which}: {p:.0%}, at or above {self.threshold:.0%})"
+        return f"pass (chance of {which}: {p:.0%}, below {self.threshold:.0%})"
 
 
 def p_inspect_column(table: pd.DataFrame, inspect: list[str]) -> np.ndarray:
@@ -63,11 +66,8 @@ def p_inspect_column(table: pd.DataFrame, inspect: list[str]) -> np.ndarray:
     return table[[f"p_{c}" for c in inspect]].astype(float).sum(axis=1).to_numpy()
 
 
-def at_threshold(table: pd.DataFrame, inspect: list[str], threshold: float,
-                 cost_miss: float | None = None, cost_inspection: float | None = None) -> dict:
-    """What the rule does on labelled images: defects caught, good parts sent to inspection, costs."""
-    p = p_inspect_column(table, inspect)
-    defect = table["label"].isin(inspect).to_numpy()
+def _outcome(p: np.ndarray, defect: np.ndarray, threshold: float, cost_miss: float | None,
+             cost_inspection: float | None) -> dict:
     flagged = p >= threshold
     caught, missed = int((flagged & defect).sum()), int((~flagged & defect).sum())
     sent_good, passed_good = int((flagged & ~defect).sum()), int((~flagged & ~defect).sum())
@@ -80,8 +80,16 @@ def at_threshold(table: pd.DataFrame, inspect: list[str], threshold: float,
     return row
 
 
+def at_threshold(table: pd.DataFrame, inspect: list[str], threshold: float,
+                 cost_miss: float | None = None, cost_inspection: float | None = None) -> dict:
+    """What the rule does on labelled images: defects caught, good parts sent to inspection, costs."""
+    return _outcome(p_inspect_column(table, inspect), table["label"].isin(inspect).to_numpy(), threshold,
+                    cost_miss, cost_inspection)
+
+
 def sweep(table: pd.DataFrame, inspect: list[str], steps: int = 101, cost_miss: float | None = None,
           cost_inspection: float | None = None) -> pd.DataFrame:
-    """`at_threshold` for thresholds 0, 0.01, … 1: the curve the Results page draws."""
-    return pd.DataFrame([at_threshold(table, inspect, t, cost_miss, cost_inspection)
-                         for t in np.linspace(0.0, 1.0, steps)])
+    """`at_threshold` for thresholds 0, 0.01, … 1 (the probabilities summed once): the curve the
+    Results page draws."""
+    p, defect = p_inspect_column(table, inspect), table["label"].isin(inspect).to_numpy()
+    return pd.DataFrame([_outcome(p, defect, t, cost_miss, cost_inspection) for t in np.linspace(0.0, 1.0, steps)])

@@ -61,12 +61,12 @@ def backbone_features(model: GraftModel, prep: Preprocessing, paths: list[Path],
     return forward_images(model.backbone, paths, eval_transform(prep), keys=shas, progress=progress, desc="features")
 
 
-def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split, progress: bool = False) -> None:
+def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split, root: Path,
+                      progress: bool = False) -> None:
     """The run's unfamiliar-photo detector (core/familiar.py): training features, and the threshold
     that keeps 95 % of the validation photos familiar. Saved with the run."""
     from . import familiar
 
-    root = RunDir(run).card().data_root
     frames = {name: split.manifest[split.manifest["split"] == name] for name in ("train", "val")}
     feats, kept = {}, {}
     for name, rows in frames.items():
@@ -74,7 +74,7 @@ def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split
         feats[name], kept[name] = values[ok], rows[ok].reset_index(drop=True)
     if len(feats["train"]):
         index = familiar.fit(feats["train"], feats["val"])
-        index.photos = kept["train"][["path", "label"]]
+        index.photos = kept["train"][["path", "label", "sha1"]]
         familiar.save(run, index, len(feats["val"]))
 
 
@@ -187,7 +187,7 @@ def evaluate_run(run: RunDir | str | Path, tta: int = 0, progress: bool = False,
     run.write_card(card.with_evaluation(headline, result["uncertainty_threshold"]))
     built = run.familiar_card_file
     if not built.is_file() or built.stat().st_mtime < run.best_file.stat().st_mtime:  # once per best model
-        build_familiarity(run, model, prep, split, progress)
+        build_familiarity(run, model, prep, split, root, progress)
     if store is not None and run_id:
         store.update(run_id, test_acc=result["accuracy"])
     return result

@@ -103,7 +103,7 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: b
                                    "centre crop input_size; /255; (x - mean) / std"},
         "files": files, "metrics": card.metrics,
         "uncertainty_threshold": card.uncertainty_threshold,
-        "decision": run.decision().to_dict() if run.decision() else None,
+        "decision": decision.to_dict() if (decision := run.decision()) else None,
         "parity": {"images": len(images), "unreadable": problems, "tolerance": TOLERANCE, **parity},
         "loader": "graft_predict.py",
     }

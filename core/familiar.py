@@ -36,23 +36,25 @@ def _normalise(feats: np.ndarray) -> np.ndarray:
 class Familiarity:
     train: np.ndarray  # [N, D] L2-normalised training features
     threshold: float
-    photos: pd.DataFrame | None = None  # path, label of each training row (for explanation by example)
+    photos: pd.DataFrame | None = None  # path, label, sha1 of each training row (explanation by example)
 
     def examples(self, feats: np.ndarray, k: int = 4) -> list[list[dict]]:
-        """For each image, the k training photos nearest to it: path, label, distance."""
+        """For each image, the k training photos nearest to it: path, label, sha1, distance."""
         if self.photos is None:
             return [[] for _ in range(len(feats))]
         distances, indices = self.nearest(feats, k)
-        return [[{"path": self.photos["path"].iat[i], "label": self.photos["label"].iat[i], "distance": float(d)}
-                 for i, d in zip(row_i, row_d)] for row_i, row_d in zip(indices, distances)]
+        rows = self.photos.to_dict("records")
+        return [[{**rows[i], "distance": float(d)} for i, d in zip(row_i, row_d)]
+                for row_i, row_d in zip(indices, distances)]
 
     def nearest(self, feats: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances [M, k], indices [M, k]) of the k nearest training photos, nearest first."""
-        query = _normalise(feats)
+        query, k = _normalise(feats), min(k, len(self.train))
         distances, indices = [], []
         for start in range(0, len(query), 256):
-            sims = query[start:start + 256] @ self.train.T.astype(np.float32)
-            top = np.argsort(-sims, axis=1)[:, :k]
+            sims = query[start:start + 256] @ self.train.T
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # the k best, then in order
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
             indices.append(top)
             distances.append(1.0 - np.take_along_axis(sims, top, axis=1))
         if not distances:
@@ -69,7 +71,7 @@ class Familiarity:
 def fit(train_feats: np.ndarray, val_feats: np.ndarray, keep: float = KEEP) -> Familiarity:
     """The index of the training features, with the threshold that keeps `keep` of the validation
     photos familiar."""
-    index = Familiarity(_normalise(train_feats), 0.0)
+    index = Familiarity(_normalise(train_feats), 0.0)  # float32, as `nearest` multiplies it
     index.threshold = float(np.quantile(index.distance(val_feats), keep)) if len(val_feats) else 1.0
     return index
 
@@ -78,7 +80,7 @@ def save(run: str | Path | RunDir, index: Familiarity, n_val: int) -> None:
     run = RunDir(run) if not isinstance(run, RunDir) else run
     atomic_write(run.familiar_features_file, lambda f: np.save(f, index.train.astype(np.float16), allow_pickle=False))
     if index.photos is not None:
-        atomic_write(run.familiar_train_file, lambda f: index.photos[["path", "label"]].to_csv(f, index=False), mode="w")
+        atomic_write(run.familiar_train_file, lambda f: index.photos.to_csv(f, index=False), mode="w")
     write_json(run.familiar_card_file, {"method": METHOD, "threshold": index.threshold, "keep": KEEP,
                                         "train_images": int(len(index.train)), "val_images": int(n_val)})
 
@@ -89,6 +91,7 @@ def load(run: str | Path | RunDir) -> Familiarity | None:
     if not run.familiar_features_file.is_file() or not run.familiar_card_file.is_file():
         return None
     train = np.load(run.familiar_features_file, allow_pickle=False).astype(np.float32)
-    photos = pd.read_csv(run.familiar_train_file, keep_default_na=False) if run.familiar_train_file.is_file() else None
+    photos = pd.read_csv(run.familiar_train_file, keep_default_na=False, dtype=str) \
+        if run.familiar_train_file.is_file() else None
     return Familiarity(train, float(read_json(run.familiar_card_file)["threshold"]),
                        photos if photos is not None and len(photos) == len(train) else None)

@@ -195,9 +195,6 @@ class RunDir:
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.predictions_file, keep_default_na=False)
 
-    def val_predictions(self) -> pd.DataFrame | None:
-        return pd.read_csv(self.val_predictions_file, keep_default_na=False) if self.val_predictions_file.is_file() else None
-
     # ------------------------------------------------------------ decisions and checks on other folders
 
     def decision(self):

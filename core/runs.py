@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from .choices import FREEZE_WORDS, backbone_title
 from .errors import BadInput, Busy, GraftError, NotFound, log
 from .rundir import RunDir
 from .storage import default_runs_root
@@ -353,15 +354,10 @@ class RunStore:
             db.execute("DELETE FROM batches WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
 
 
-BACKBONE_NAMES = {"efficientnet_lite0": "Lite0", "efficientnet_lite1": "Lite1", "efficientnet_lite2": "Lite2"}
-WHAT_TRAINS = {"head": "head only", "partial": "last stages", "full": "whole network"}
-
-
 def readable_name(config: dict, when: float | None = None) -> str:
     """A run's default name, for people: 'Lite0 · head only · 10 epochs · 26 Nov 13:15'."""
-    backbone = str(config.get("backbone") or "model")
-    parts = [BACKBONE_NAMES.get(backbone, backbone.split("/")[-1]),
-             WHAT_TRAINS.get(str(config.get("freeze")), str(config.get("freeze") or "")),
+    parts = [backbone_title(config.get("backbone") or "model"),
+             FREEZE_WORDS.get(str(config.get("freeze")), str(config.get("freeze") or "")),
              f"{config['epochs']} epochs" if config.get("epochs") else "",
              time.strftime("%d %b %H:%M", time.localtime(when or time.time()))]
     return " · ".join(p for p in parts if p)

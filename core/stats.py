@@ -62,7 +62,8 @@ def accuracy_sentence(metrics: dict, split: str = "test") -> str:
     """'Right on 77 of 100 test images (95 % interval 68–84 %). A model that always says defect_000
     would be right on 58.'"""
     n, correct = metrics["n"], metrics.get("correct", round(metrics["accuracy"] * metrics["n"]))
-    text = (f"Right on {correct} of {n} {split} images ({percent(correct / n if n else 0)}; "
+    images = f"{split} images" if split else "images"
+    text = (f"Right on {correct} of {n} {images} ({percent(correct / n if n else 0)}; "
             f"95 % interval {interval_words(correct, n)}).")
     baseline = metrics.get("baseline")
     if baseline and baseline.get("class") is not None:

@@ -116,12 +116,13 @@ class StoreReporter(Step):
         self.store, self.run_id, self.every_s = store, run_id, every_s
         self.pending: list[tuple[int, int, float]] = []
         self._last = time.monotonic()
+        self._phase, self._phase_start, self._phase_first = None, 0.0, 0
 
     def phase(self, name: str, done: int, total: int) -> None:
         """Progress of the work before the epochs (feature extraction), throttled, with an ETA
         from this phase's own pace."""
         now = time.monotonic()
-        if getattr(self, "_phase", None) != name:
+        if self._phase != name:
             self._phase, self._phase_start, self._phase_first = name, now, done
         if done == total or now - self._last > self.every_s:
             rate = (done - self._phase_first) / max(now - self._phase_start, 1e-6)

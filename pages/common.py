@@ -31,7 +31,8 @@ def shell():
     folder it would list every file (app, common, …) for the first seconds of a fresh server.
     The sidebar draws the links itself."""
     st.set_page_config(page_title="Graft", page_icon=_favicon(), layout="wide")
-    if role() is None:  # every address, deep links included, shows the locked page
+    st.session_state["_role_now"] = role()  # decided once per script run; is_owner() reads it
+    if st.session_state["_role_now"] is None:  # every address, deep links included, shows the locked page
         return st.navigation([st.Page(_locked, title="Graft", default=True)]
                              + [st.Page(_locked, title="Graft", url_path=Path(path).stem) for path, _, _ in PAGES],
                              position="hidden")
@@ -89,20 +90,22 @@ def role() -> str | None:
             st.session_state["_role"] = found
     current = st.session_state.get("_role")
     if current == access.VIEWER:
-        st.query_params[access.KEY_PARAM] = keys.view  # navigation clears query parameters
+        if st.query_params.get(access.KEY_PARAM) != keys.view:
+            st.query_params[access.KEY_PARAM] = keys.view  # navigation clears query parameters
     elif access.KEY_PARAM in st.query_params:
         del st.query_params[access.KEY_PARAM]
     return current
 
 
 def is_owner() -> bool:
-    return role() == access.OWNER
+    """Whether this session may change state or reach server folders (decided by `shell`)."""
+    return st.session_state.get("_role_now") == access.OWNER
 
 
 def _sign_in(typed: str) -> bool:
     found = access.role_for(typed, access.sharing_keys())
     if found:
-        st.session_state["_role"] = found
+        st.session_state["_role"] = st.session_state["_role_now"] = found
     return found is not None
 
 
@@ -123,8 +126,7 @@ def _share_panel() -> None:
     if keys is None:
         return
     with st.expander("Share with the room", icon=":material/qr_code_2:"):
-        address = st.context.headers.get("Host") or f"{access.network_address()}:8501"
-        view_link = f"http://{address}/?{access.KEY_PARAM}={keys.view}"
+        view_link = access.link(st.context.headers.get("Host") or f"{access.network_address()}:8501", keys.view)
         st.image(_qr_png(view_link), caption="Viewers: scan to open (view only)", width=200)
         st.code(view_link, language=None)
 
@@ -322,6 +324,15 @@ def pick_finished_run(label: str, key: str) -> RunDir:
     return opened.run_dir(picked)
 
 
+def decision_of(run: RunDir):
+    """The run's pass/inspect rule (read afresh: Results saves it), or None; a damaged one is said."""
+    try:
+        return run.decision()
+    except GraftError as err:
+        show_error(err, "The pass/inspect rule of this run cannot be used")
+        return None
+
+
 @st.cache_data(show_spinner=False, max_entries=2048)
 def thumbnail(path: str, key: str) -> bytes | None:
     """A gallery thumbnail, kept in memory for every viewer after the first (the disk cache behind it
@@ -350,8 +361,9 @@ def _predictor(run_dir: str, stamp: float) -> Predictor:
 
 
 def model_stamp(run: RunDir) -> float:
-    """Changes when the run's best checkpoint is rewritten: the cache key part of its model."""
-    return mtime(run.best_file)
+    """Changes when the run's best checkpoint or its unfamiliar-photo detector is rewritten: the cache
+    key part of its model."""
+    return max(mtime(run.best_file), mtime(run.familiar_card_file))
 
 
 def predictor(run: RunDir) -> Predictor:

@@ -37,16 +37,17 @@ threshold = c1.slider("Below this top probability, say 'uncertain'", 0.0, 1.0,
 top_k = c2.number_input("Top-k", 1, len(model.labels), min(3, len(model.labels)), key="predict_top_k")
 
 
-decision = run_dir.decision()  # the owner's pass/inspect rule, read afresh (Results saves it)
-if decision:
-    st.caption(md(f"Pass or inspect: images go to inspection when the chance of {' / '.join(decision.inspect)} "
-                  f"is at least {decision.threshold:.0%} (set on the Results page)."))
-
-
 try:
     names = display_names(load_class_notes(run_dir.card().data_root), model.labels)
 except GraftError:
     names = {label: label for label in model.labels}
+
+
+decision = common.decision_of(run_dir)
+if decision:
+    st.caption(md(f"Pass or inspect: images go to inspection when the chance of "
+                  f"{' / '.join(names.get(c, c) for c in decision.inspect)} "
+                  f"is at least {decision.threshold:.0%} (set on the Results page)."))
 
 
 def verdict(result: dict) -> str:
@@ -63,7 +64,7 @@ def verdict(result: dict) -> str:
 
 
 def inspection(result: dict) -> str:
-    return decision.sentence(result["probabilities"]) if decision and "probabilities" in result else ""
+    return decision.sentence(result["probabilities"], names) if decision and "probabilities" in result else ""
 
 
 # ------------------------------------------------------------------ single images
@@ -87,9 +88,9 @@ for i, upload in enumerate(uploads or []):
         (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
     mid.altair_chart(charts.top_k_bars([(names.get(c, c), p) for c, p in result["top"]]), key=f"topk_{i}")
     if result.get("examples") and not result.get("unfamiliar") and model.data_root is not None:
-        shown = [(common.thumbnail(str(model.data_root / e["path"]), e["path"]), names.get(e["label"], e["label"]))
-                 for e in result["examples"]]
-        shown = [(data_, label) for data_, label in shown if data_]
+        shown = [(common.thumbnail(str(model.data_root / e["path"]), e["sha1"]), names.get(e["label"], e["label"]))
+                 for e in result["examples"] if e.get("sha1")]
+        shown = [(thumb, label) for thumb, label in shown if thumb]
         if shown:
             mid.caption("It looks most like these training photos:")
             mid.image([d for d, _ in shown], caption=[label for _, label in shown], width=90)
@@ -143,6 +144,12 @@ if paths:
                        key="batch_csv")
 
 # ------------------------------------------------------------------ export
+@st.cache_data(show_spinner="Packing the model…", max_entries=2)
+def export_archive(folder: str, exported: str) -> bytes:
+    """The export folder as a zip, packed once per export (`exported` is its time stamp)."""
+    return export_zip(folder)
+
+
 if not common.is_owner():
     st.stop()
 st.header("Export")
@@ -170,7 +177,8 @@ if exported and exported[0] == str(run_dir):
     else:
         st.error("The exported model does not give the same answers as this dashboard: do not ship it "
                  "(the details below say where it differs).")
-    st.download_button("Download the model (zip)", export_zip(run_dir.export_dir), file_name=f"{run_dir.id}-model.zip",
+    st.download_button("Download the model (zip)", export_archive(str(run_dir.export_dir), card["exported"]),
+                       file_name=f"{run_dir.id}-model.zip",
                        mime="application/zip", key="export_download", type="primary")
     with st.expander("Details for engineers (parity figures, files)"):
         for name, check in checks.items():

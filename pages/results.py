@@ -31,11 +31,11 @@ def read_metrics(path: str, stamp: float) -> dict:
 
 
 try:
-    recorded = run_dir.metrics()
-    if recorded is None or "baseline" not in recorded:  # evaluated once (again for an older format), outside any cache
+    metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
+    if metrics is None or "baseline" not in metrics:  # evaluated once (again for an older format), outside any cache
         with st.spinner("Evaluating on the test images…"):
             evaluate_run(run_dir, store=store, run_id=run_id)
-    metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
+        metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
     card = run_dir.card()
 except GraftError as err:
     common.show_error(err, "This run cannot be evaluated")
@@ -178,7 +178,7 @@ with right.expander("Details for engineers (the run's settings)"):
 st.header("Pass or inspect")
 st.caption("Group the classes into the ones that go to a person for inspection and the ones that pass, then move "
            "the line: how many defects are caught, and how many good parts are sent to inspection with them.")
-saved = run_dir.decision()
+saved = common.decision_of(run_dir)
 baseline_class = metrics["baseline"]["class"]
 inspect = st.multiselect("Send to inspection when the model sees", labels_all, key=f"inspect_{run_id}", format_func=names.get,
                          default=saved.inspect if saved else [c for c in labels_all if c != baseline_class])
@@ -194,9 +194,8 @@ if inspect and len(inspect) < len(labels_all):
                                       key=f"cost_inspection_{run_id}")
     costs = (cost_miss, cost_inspection) if cost_miss or cost_inspection else (None, None)
     tables = {"test": predictions}
-    val_predictions = run_dir.val_predictions()
-    if val_predictions is not None:
-        tables = {"validation": val_predictions, **tables}
+    if run_dir.val_predictions_file.is_file():  # read once per change, like the test predictions
+        tables = {"validation": common.table(run_dir.val_predictions_file), **tables}
     rows = [{"images": name, **at_threshold(table, inspect, threshold, *costs)} for name, table in tables.items()]
     shown_rows = pd.DataFrame([{
         "images": r["images"], "defects caught": f"{r['caught']} of {r['defects']} ({percent(r['caught_share'])})",
@@ -230,7 +229,7 @@ checks = run_dir.checks()
 if checks:
     names = {i: f"{c['name']} ({c['n']} images)" for i, c in enumerate(checks)}
     picked_check = checks[st.selectbox("Folder", list(names), format_func=names.get, key="check_pick")]
-    st.markdown(md(accuracy_sentence(picked_check, "")).replace("  ", " "))
+    st.markdown(md(accuracy_sentence(picked_check, "")))
     if picked_check["skipped_classes"]:
         st.info("Skipped (this run does not know these classes): " + md(", ".join(
             f"{k} ({v} images)" for k, v in picked_check["skipped_classes"].items())))

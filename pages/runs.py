@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import charts
 from core.errors import GraftError
-from core.runs import BACKBONE_NAMES, WHAT_TRAINS
+from core.choices import FREEZE_WORDS, backbone_title
 from core.stats import difference_sentence, mcnemar, percent
 from pages import common
 from pages.common import escape_markdown as md
@@ -38,17 +38,18 @@ def evaluation(run_id: str) -> dict:
 
 
 evaluations = {r: evaluation(r) for r in runs["id"]}
+checks = {r: store.run_dir(r).checks() for r in runs["id"]}
 table = pd.DataFrame({
     "name": runs["name"], "date": runs["created"].map(when),
     "dataset": runs["dataset"].map(lambda p: str(p).rstrip("/").rsplit("/", 1)[-1]),
-    "model": runs["backbone"].map(lambda b: BACKBONE_NAMES.get(b, b)),
-    "what trains": runs["freeze"].map(lambda f: WHAT_TRAINS.get(f, f)),
+    "model": runs["backbone"].map(backbone_title),
+    "what trains": runs["freeze"].map(lambda f: FREEZE_WORDS.get(f, f)),
     "epochs": runs["epochs_done"], "status": runs["status"],
     "best val acc": runs["best_val_acc"], "test acc": runs["test_acc"],
     "test balanced acc": [evaluations[r].get("balanced_accuracy") for r in runs["id"]],
     "test images": [evaluations[r].get("n") for r in runs["id"]],
     "test 95 % interval": [interval(evaluations[r]) for r in runs["id"]],
-    "other folders": [len(store.run_dir(r).checks()) for r in runs["id"]],
+    "other folders": [len(checks[r]) for r in runs["id"]],
     "duration (s)": (runs["ended"].fillna(pd.Timestamp.now().timestamp()) - runs["started"]).round(1),
     "id": runs["id"],  # for engineers, last
 })
@@ -62,7 +63,7 @@ st.dataframe(table, hide_index=True, key="runs_table", width="stretch",
                             "best val acc": st.column_config.NumberColumn(
                                 format="percent", help="Used to choose between runs; the test figures only report.")})
 def unique_names(frame) -> dict[str, str]:
-    """Run names as people gave them; a name two runs share gets its date, then its id, added."""
+    """Run names as people gave them; a name two runs share gets its id added."""
     names = dict(zip(frame["id"], frame["name"]))
     counts = pd.Series(list(names.values())).value_counts()
     return {r: (n if counts[n] == 1 else f"{n} ({r})") for r, n in names.items()}
@@ -71,7 +72,7 @@ def unique_names(frame) -> dict[str, str]:
 labels = unique_names(runs)
 scored = [{"run": labels[r], "folder": c["name"], "images": c["n"], "accuracy": c["accuracy"],
            "95 % interval": interval(c), "skipped classes": ", ".join(c.get("skipped_classes", {}))}
-          for r in runs["id"] for c in store.run_dir(r).checks()]
+          for r in runs["id"] for c in checks[r]]
 if scored:
     st.subheader("Scores on other folders")
     st.caption("Each run scored on labelled folders from another line or camera (Results → Check on new photos).")
@@ -158,5 +159,5 @@ else:
         st.caption("These runs were tested on different images, so they cannot be compared image by image.")
     else:
         test = mcnemar(both["correct_a"].astype(str) == "True", both["correct_b"].astype(str) == "True")
-        st.write(md(difference_sentence(runs.set_index("id").loc[first, "name"], runs.set_index("id").loc[second, "name"], test)
+        st.write(md(difference_sentence(labels[first], labels[second], test)
                  + f" ({len(both)} test images in common; McNemar's exact test.)"))

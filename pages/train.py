@@ -6,7 +6,8 @@ import streamlit as st
 
 from core import charts, estimate, jobs, models
 from core.errors import GraftError
-from core.runs import BACKBONE_NAMES, LiveMetrics
+from core.choices import backbone_title
+from core.runs import LiveMetrics
 from core.steps import describe_progress
 from core.train import CLASS_WEIGHTS, TrainConfig
 from core.choices import AUG_LEVELS
@@ -38,7 +39,7 @@ def epoch_estimate(backbone: str, freeze: str, n_train: int, n_val: int) -> tupl
 def describe(name: str) -> str:
     spec = models.get_spec(name)
     weights = "" if models.weights_available(name) else " · weights missing"
-    return (f"{BACKBONE_NAMES.get(name, name)} ({spec.params_m:.1f} M parameters, "
+    return (f"{backbone_title(name)} ({spec.params_m:.1f} M parameters, "
             f"{spec.preprocessing.input_size} px){weights}")
 
 

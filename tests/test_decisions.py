@@ -16,7 +16,7 @@ import pytest
 from scipy.stats import binomtest
 
 from conftest import ELPV, make_subset, run_cli
-from core.decision import Decision, at_threshold
+from core.decision import Decision, at_threshold, sweep
 from core.predict import Predictor
 from core.rundir import RunDir
 from core.runs import RunStore
@@ -89,7 +89,7 @@ def test_eval_on_another_folder_names_an_unknown_class_and_scores_the_rest(train
     result = run_cli("eval", run_id, "--data", str(other), "--runs", str(runs))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped class scratches: 4 images" in result.stdout
-    assert "Right on" in result.stdout and "of 10" in result.stdout
+    assert "Right on" in result.stdout and " of 10 images (" in result.stdout
     check = RunDir(runs / run_id).checks()[0]
     assert check["name"] == "other_line" and check["n"] == 10 and check["skipped_classes"] == {"scratches": 4}
     files = sorted((other / "defect_000").glob("*.png")) + sorted((other / "defect_100").glob("*.png"))
@@ -155,6 +155,8 @@ def test_at_threshold_counts_by_hand():
     table = pd.DataFrame({"label": ["bad", "bad", "good", "good", "good"],
                           "p_bad": [0.9, 0.3, 0.6, 0.1, 0.2], "p_good": [0.1, 0.7, 0.4, 0.9, 0.8]})
     row = at_threshold(table, ["bad"], 0.5, cost_miss=100, cost_inspection=5)
+    curve = sweep(table, ["bad"], cost_miss=100, cost_inspection=5)
+    assert curve.iloc[50].to_dict() == pytest.approx(row)  # the chart's curve is the table's rule
     assert (row["caught"], row["missed"], row["good_sent"], row["inspections"]) == (1, 1, 1, 2)
     assert row["cost"] == 1 * 100 + 2 * 5
     with pytest.raises(ValueError):
@@ -162,3 +164,16 @@ def test_at_threshold_counts_by_hand():
     with pytest.raises(ValueError):
         Decision(["bad", "good"], 0.5, labels=["bad", "good"])  # nothing would pass
     assert Decision(["bad"], 0.5).verdict({"bad": 0.5, "good": 0.5}) == "inspect"
+
+
+def test_a_damaged_rule_is_said_on_the_pages_not_a_traceback(trained_run, elpv_small):
+    state, runs, run_id = _state(trained_run)
+    run = RunDir(runs / run_id)
+    run.decision_file.write_text('{"inspect": ["defect_100"], "threshold": "high"}')
+    try:
+        for page in ("pages/results.py", "pages/predict.py"):
+            at = open_page(page, str(elpv_small), str(runs), **state)
+            assert not at.exception, at.exception
+            assert any("pass/inspect rule of this run cannot be used" in e.value for e in at.error)
+    finally:
+        run.decision_file.unlink(missing_ok=True)

@@ -68,6 +68,7 @@ def test_explanation_by_example_shows_the_nearest_training_photos(trained_run, e
     result = Predictor.from_run(run.path).predict([run.card().data_root / train_row["path"]])[0]
     nearest = result["examples"][0]
     assert nearest["path"] == train_row["path"] and nearest["label"] == train_row["label"]  # itself, first
+    assert nearest["sha1"] == train_row["sha1"]  # the thumbnail key: never another dataset's same-named file
     assert nearest["distance"] < 1e-2 and len(result["examples"]) == 4
     assert [e["distance"] for e in result["examples"]] == sorted(e["distance"] for e in result["examples"])
     state, _, _ = _state(trained_run)
