@@ -107,9 +107,11 @@ if "tta" in shown_metrics:
     per_class["tta gain"] = per_class["tta accuracy"] - per_class["accuracy"]
 left, right = st.columns([2, 3])
 left.altair_chart(charts.per_class(shown_metrics), key="per_class_chart")
-right.dataframe(per_class, hide_index=True, key="per_class_table",
-                column_config={c: st.column_config.NumberColumn(format="%.3f")
-                               for c in ("accuracy", "precision", "recall", "f1", "tta accuracy", "tta gain")})
+right.dataframe(per_class.rename(columns={"train_count": "training images"}), hide_index=True, key="per_class_table",
+                column_config={**{c: st.column_config.NumberColumn(format="percent")  # one format for accuracies
+                                  for c in ("accuracy", "precision", "recall", "tta accuracy")},
+                               "f1": st.column_config.NumberColumn(format="%.2f", help="Precision and recall in one figure."),
+                               "tta gain": st.column_config.NumberColumn(format="percent")})
 
 
 # ------------------------------------------------------------------ galleries

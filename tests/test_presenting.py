@@ -41,7 +41,7 @@ def test_results_predict_and_the_report_speak_in_display_names(named_classes, tr
     state, runs, run_id = _state(trained_run)
     at = open_page("pages/results.py", str(named_classes), str(runs), **state)
     assert not at.exception, at.exception
-    per_class = next(df.value for df in at.dataframe if "train_count" in df.value.columns)
+    per_class = next(df.value for df in at.dataframe if "training images" in df.value.columns)
     assert "flawless" in per_class["class"].tolist() and "defect_000" not in per_class["class"].tolist()
     headline = " ".join(m.value for m in at.markdown)
     baseline = RunDir(runs / run_id).metrics()["baseline"]["class"]  # the most common training class

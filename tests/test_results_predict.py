@@ -44,14 +44,14 @@ def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
     assert f"Right on {expected['correct']} of {expected['n']} test images" in headline
     assert f"always says {expected['baseline']['class']}" in headline
     assert np.array(expected["confusion_matrix"]).sum() == expected["n"]
-    per_class = next(df.value for df in at.dataframe if "train_count" in df.value.columns)
+    per_class = next(df.value for df in at.dataframe if "training images" in df.value.columns)
     for column in ("precision", "recall", "f1"):
         assert per_class[column].tolist() == pytest.approx([p[column] for p in expected["per_class"]])
     assert per_class["images"].tolist() == [p["support"] for p in expected["per_class"]]
     assert per_class["right"].tolist() == [p["correct"] for p in expected["per_class"]]
     manifest = pd.read_csv(runs / run_id / "manifest.csv")
     counts = manifest[manifest["split"] == "train"]["label"].value_counts().to_dict()
-    assert dict(zip(per_class["class"], per_class["train_count"])) == counts
+    assert dict(zip(per_class["class"], per_class["training images"])) == counts
     preds = pd.read_csv(runs / run_id / "predictions.csv")
     wrong = set(preds.loc[~preds["correct"], "path"])
     picker = at.selectbox(key="mistake_pick")
