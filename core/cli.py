@@ -204,6 +204,46 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from .audit import audit, audit_csv
+    from .runtime import configure_threads
+    from .storage import write_text
+
+    out = _writable(args.csv) if args.csv else None
+    configure_threads()
+    result = audit(args.data, args.backbone, progress=True)
+    if out:
+        write_text(out, audit_csv(result))
+    flagged = result.flagged
+    print(f"{result.root}: {result.photos} photos checked ({result.folds}-fold, {result.backbone} features); "
+          f"{len(flagged)} look labelled wrong (cleanlab confident learning)")
+    shown = result.table.head(args.top).drop(columns=["sha1"])
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if out:
+        print(f"all {len(result.table)} photos, most likely mislabelled first: {out}")
+    return 0
+
+
+def cmd_learning_curve(args) -> int:
+    from .learning_curve import learning_curve
+    from .runs import RunStore
+    from .runtime import configure_threads
+
+    configure_threads()
+    _, run = RunStore.open(args.runs).resolve(args.run)
+    result = learning_curve(run, progress=True)
+    print(f"scored on the {result['scored_on']} photos ({result['test_images']}); "
+          f"a quick model on the run's features, mean of {result['seeds']} draws")
+    import pandas as pd
+
+    table = pd.DataFrame([{"training photos": p["train_images"], "share": f"{p['fraction']:.0%}",
+                           "accuracy": p["accuracy"], **{f"recall {c}": r for c, r in p["recall"].items()}}
+                          for p in result["points"]])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(result["sentence"])
+    return 0
+
+
 def cmd_export(args) -> int:
     from .export import export
     from .runs import RunStore
@@ -326,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "run's inspect classes (default: the threshold saved on the Results page)")
     _add_runs(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("audit", help="photos that look labelled wrong (out-of-fold probabilities, cleanlab)")
+    p.add_argument("data", help="the dataset folder (ROOT/<class>/*)")
+    p.add_argument("--csv", help="write every photo, most likely mislabelled first: file,given,suggested,score,…")
+    p.add_argument("--top", type=int, default=20, help="how many to print (default 20)")
+    p.add_argument("--backbone", default=None, help="the backbone whose features are used (default: the default)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("learning-curve", help="would more photos help, and of which class?")
+    p.add_argument("run", help="run id or run folder")
+    _add_runs(p)
+    p.set_defaults(func=cmd_learning_curve)
 
     p = sub.add_parser("export", help="TorchScript / ONNX + model.json, with a parity check")
     p.add_argument("run", help="run id or run folder")

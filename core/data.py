@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import dataset_notes
 from .errors import NotFound, log
 from .images import IMAGE_EXTENSIONS, ImageError, load_rgb, open_image
 from .storage import atomic_write, cache_home
@@ -242,16 +243,24 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     skipped = pd.concat([frame.loc[is_skip, SKIP_COLUMNS], problems], ignore_index=True) if len(problems) \
         else frame.loc[is_skip, SKIP_COLUMNS].reset_index(drop=True)
     skipped["detail"] = skipped["detail"].fillna("").astype(str)
+    items, excluded = dataset_notes.apply_corrections(items, dataset_notes.load_corrections(root))
+    if len(excluded):
+        left_out = excluded[["path", "bytes", "mtime_ns"]].assign(
+            reason="left out by the owner", detail="marked 'exclude' on the Dataset page (kept in .graft/)")
+        skipped = pd.concat([skipped, left_out[SKIP_COLUMNS]], ignore_index=True)
     return DatasetIndex(root, layout, items, skipped)
 
 
 def signature(root: str | os.PathLike) -> tuple:
-    """Cheap change detector for a dataset folder: the mtimes of the root and of the class folders
-    (adding, removing or renaming a file changes its folder's mtime). Files are not listed."""
+    """Cheap change detector for a dataset folder: the mtimes of the root, of the class folders
+    (adding, removing or renaming a file changes its folder's mtime) and of the owner's label
+    corrections. Files are not listed."""
     root = Path(root).expanduser()
     if not root.is_dir():
         return ()
-    parts = [(str(root), root.stat().st_mtime_ns)]
+    corrections = dataset_notes.corrections_file(root)
+    parts = [(str(root), root.stat().st_mtime_ns),
+             ("corrections", corrections.stat().st_mtime_ns if corrections.is_file() else 0)]
     for child in _subfolders(root):
         parts.append((child.name, _mtime_ns(child)))
         if child.name.lower() in SPLITS:

@@ -1,6 +1,8 @@
 """What the product keeps about a dataset, in its hidden `ROOT/.graft/` folder (the scan skips it,
 the user's photos are never moved): class display names and descriptions, so a room reads
-"crack (severe)" instead of "defect_100". Only the owner writes it (the dashboard's Dataset page).
+"crack (severe)" instead of "defect_100"; and the owner's label corrections (issue 13): photos to
+leave out, photos whose label is wrong. Only the owner writes it (the dashboard's Dataset page).
+The scan applies the corrections, so every split, training and page respects them.
 
 Display names change what people read, never what the model or the files are called: metrics,
 predictions and exports keep the folder names; `relabel_*` map them for showing."""
@@ -17,6 +19,7 @@ from .storage import read_json, write_json
 
 NOTES_DIR = ".graft"
 CLASSES_FILE = "classes.json"
+CORRECTIONS_FILE = "corrections.json"
 MAX_NAME, MAX_DESCRIPTION = 60, 300
 
 
@@ -84,3 +87,54 @@ def relabel_predictions(table: pd.DataFrame, names: dict[str, str]) -> pd.DataFr
         if column in shown:
             shown[column] = shown[column].map(lambda c: names.get(c, c))
     return shown
+
+
+def corrections_file(root: str | os.PathLike) -> Path:
+    return notes_dir(root) / CORRECTIONS_FILE
+
+
+def load_corrections(root: str | os.PathLike) -> dict[str, dict]:
+    """{photo path relative to ROOT: {"action": "exclude" | "relabel", "label": new label (relabel),
+    "sha1": the photo's content when it was decided}}; {} when none (or unreadable). A decision
+    applies to the photo only while its content is the same (the sha1)."""
+    try:
+        data = read_json(corrections_file(root))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(path): {"action": str(v.get("action")), "label": str(v.get("label", "")), "sha1": str(v.get("sha1", ""))}
+            for path, v in data.items()
+            if isinstance(v, dict) and v.get("action") in ("exclude", "relabel")
+            and (v.get("action") == "exclude" or v.get("label"))}
+
+
+def save_corrections(root: str | os.PathLike, changes: dict[str, dict | None]) -> Path:
+    """Merge the owner's decisions into the kept ones; None (or action "keep") removes a decision."""
+    kept = load_corrections(root)
+    for path, change in changes.items():
+        if not change or change.get("action") not in ("exclude", "relabel"):
+            kept.pop(str(path), None)
+        else:
+            kept[str(path)] = {"action": change["action"], "label": str(change.get("label") or ""),
+                               "sha1": str(change.get("sha1") or "")}
+    return write_json(corrections_file(root), kept)
+
+
+def apply_corrections(items: pd.DataFrame, corrections: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(items with relabels applied and exclusions removed, the excluded rows). A relabel names a
+    class the dataset has; a decision whose photo changed since (another sha1) is not applied."""
+    if not corrections or not len(items):
+        return items, items.iloc[0:0]
+    labels = set(items["label"])
+    keep = pd.Series(True, index=items.index)
+    items = items.copy()
+    for i, (path, sha1) in enumerate(zip(items["path"], items["sha1"])):
+        change = corrections.get(path)
+        if change is None or (change["sha1"] and change["sha1"] != sha1):
+            continue
+        if change["action"] == "exclude":
+            keep.iloc[i] = False
+        elif change["label"] in labels:
+            items.iloc[i, items.columns.get_loc("label")] = change["label"]
+    return items[keep].reset_index(drop=True), items[~keep].reset_index(drop=True)

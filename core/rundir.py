@@ -104,6 +104,7 @@ class RunDir:
                                                   "request.json")
     VAL_PREDICTIONS, DECISION, CHECKS = "val_predictions.csv", "decision.json", "checks"
     FAMILIAR_FEATURES, FAMILIAR_CARD, FAMILIAR_TRAIN = "familiar.npy", "familiar.json", "familiar_train.csv"
+    LEARNING_CURVE = "learning_curve.json"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -147,6 +148,7 @@ class RunDir:
     familiar_features_file = property(lambda self: self.path / self.FAMILIAR_FEATURES)
     familiar_card_file = property(lambda self: self.path / self.FAMILIAR_CARD)
     familiar_train_file = property(lambda self: self.path / self.FAMILIAR_TRAIN)
+    learning_curve_file = property(lambda self: self.path / self.LEARNING_CURVE)
 
     def is_run(self) -> bool:
         return self.config_file.is_file()
