@@ -11,6 +11,7 @@ What the owner decides (exclude a photo, or give it another label) is kept in th
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from .errors import BadInput
 from .features import FeatureCache
 from .preprocess import eval_transform
 from .probe import make_probe
+from .storage import atomic_write, cache_home, read_json, write_json
 
 COLUMNS = ["file", "given", "suggested", "score", "flagged", "p_given", "p_suggested", "sha1"]
 MAX_FOLDS = 5
@@ -77,11 +79,48 @@ def rank_label_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray
     return order, flagged, quality
 
 
+def _key(index: data.DatasetIndex, backbone: str, seed: int) -> str:
+    """What an audit depends on: every photo's path, label (after corrections) and content."""
+    digest = hashlib.sha1(f"{backbone}:{seed}:{index.root.resolve()}".encode())
+    for row in index.items[["path", "label", "sha1"]].itertuples(index=False):
+        digest.update("\0".join(row).encode())
+    return digest.hexdigest()[:20]
+
+
+def _cache_files(key: str) -> tuple[Path, Path]:
+    folder = cache_home() / "audits"
+    return folder / f"{key}.csv", folder / f"{key}.json"
+
+
+def cached(root: str | os.PathLike, backbone: str | None = None, seed: int = 0) -> Audit | None:
+    """The audit of the folder as it is now, when one was computed (by the owner or the CLI), else None."""
+    backbone = backbone or models.DEFAULT_BACKBONE
+    index = data.scan(root)
+    return _load(_key(index, backbone, seed), index.root)
+
+
+def _load(key: str, root: Path) -> Audit | None:
+    table_file, info_file = _cache_files(key)
+    try:
+        info = read_json(info_file)
+        table = pd.read_csv(table_file, keep_default_na=False, dtype={"file": str, "given": str, "suggested": str,
+                                                                      "sha1": str})
+    except (OSError, ValueError):
+        return None
+    table["flagged"] = table["flagged"].astype(str).str.lower() == "true"
+    return Audit(table[COLUMNS], root, info["backbone"], int(info["folds"]), int(info["photos"]))
+
+
 def audit(root: str | os.PathLike, backbone: str | None = None, progress: bool = False,
-          on_progress: Callable[[int, int], None] | None = None, seed: int = 0) -> Audit:
-    """Scan the folder (the owner's corrections applied), get the features, rank every photo."""
+          on_progress: Callable[[int, int], None] | None = None, seed: int = 0, use_cache: bool = True) -> Audit:
+    """Scan the folder (the owner's corrections applied), get the features, rank every photo. The
+    result is kept in the Graft cache for the folder as it is (any change of photo, label or
+    correction makes a new one)."""
     backbone = backbone or models.DEFAULT_BACKBONE
     index = data.scan(root, progress=progress)
+    key = _key(index, backbone, seed)
+    if use_cache and (found := _load(key, index.root)) is not None:
+        return found
     counts = index.items["label"].value_counts()
     usable = counts[counts >= 2].index
     if len(usable) < 2:
@@ -101,7 +140,11 @@ def audit(root: str | os.PathLike, backbone: str | None = None, progress: bool =
         "score": np.round(1.0 - quality, 4), "flagged": flagged,
         "p_given": np.round(probs[np.arange(len(labels)), labels], 4),
         "p_suggested": np.round(probs[np.arange(len(labels)), other], 4), "sha1": items["sha1"]})
-    return Audit(table.iloc[order].reset_index(drop=True)[COLUMNS], index.root, backbone, folds, len(items))
+    result = Audit(table.iloc[order].reset_index(drop=True)[COLUMNS], index.root, backbone, folds, len(items))
+    table_file, info_file = _cache_files(key)
+    atomic_write(table_file, lambda f: result.table.to_csv(f, index=False), mode="w")
+    write_json(info_file, {"backbone": backbone, "folds": folds, "photos": len(items)})
+    return result
 
 
 def audit_csv(result: Audit) -> str:

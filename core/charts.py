@@ -141,3 +141,22 @@ def tradeoff(curve: pd.DataFrame, threshold: float) -> alt.LayerChart:
     rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#333", strokeDash=[4, 3]).encode(
         x="threshold:Q")
     return alt.layer(lines, rule).properties(width=460, height=260)
+
+
+def learning_curve(result: dict, names: dict[str, str] | None = None) -> alt.LayerChart:
+    """Recall of each class (and the accuracy, thick) against the number of training photos."""
+    names = names or {}
+    rows = []
+    for p in result["points"]:
+        rows.append({"training photos": p["train_images"], "line": "all classes (accuracy)", "value": p["accuracy"]})
+        rows += [{"training photos": p["train_images"], "line": names.get(c, c), "value": r}
+                 for c, r in p["recall"].items()]
+    data = pd.DataFrame(rows)
+    base = alt.Chart(data).encode(
+        x=alt.X("training photos:Q", scale=alt.Scale(type="log"), title="training photos (log scale)"),
+        y=alt.Y("value:Q", title="share of test photos found", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("line:N", title=None, legend=alt.Legend(labelLimit=0, orient="bottom")),
+        tooltip=["line", "training photos", alt.Tooltip("value:Q", format=".0%")])
+    lines = base.mark_line(point=True).encode(
+        strokeWidth=alt.condition(alt.datum.line == "all classes (accuracy)", alt.value(4), alt.value(2)))
+    return lines.properties(height=280)

@@ -36,14 +36,46 @@ def _svg(chart) -> str:
     return vlc.vegalite_to_svg(chart.to_dict())
 
 
-def _figures(rows: pd.DataFrame, root: Path) -> list[dict]:
-    figures = []
+def _src(path: Path, key: str, size: int = 160) -> str | None:
+    data = thumbnail(path, key, size)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode() if data else None
+
+
+def _figures(rows: pd.DataFrame, root: Path, nearest: dict[str, list[dict]] | None = None,
+             names: dict[str, str] | None = None) -> list[dict]:
+    """Thumbnails with their labels; `nearest` adds the training photos each looks most like."""
+    figures, nearest, names = [], nearest or {}, names or {}
     for row in rows.itertuples():
-        data = thumbnail(root / row.path, getattr(row, "sha1", "") or row.path.replace("/", "_"))
-        if data:
-            figures.append({"src": "data:image/jpeg;base64," + base64.b64encode(data).decode(), "path": row.path,
-                            "label": row.label, "predicted": row.predicted, "confidence": f"{row.confidence:.0%}"})
+        src = _src(root / row.path, getattr(row, "sha1", "") or row.path.replace("/", "_"))
+        if src:
+            examples = [{"src": s, "label": names.get(e["label"], e["label"])} for e in nearest.get(row.path, [])
+                        if (s := _src(root / e["path"], e["sha1"], 64))]
+            figures.append({"src": src, "path": row.path, "label": row.label, "predicted": row.predicted,
+                            "confidence": f"{row.confidence:.0%}", "examples": examples})
     return figures
+
+
+def _nearest(run: RunDir, paths: list[str], root: Path) -> dict[str, list[dict]]:
+    """For each image, the 3 training photos nearest to it (explanation by example); {} when the
+    run has no familiarity index with its photos (trained before it existed)."""
+    from .predict import Predictor
+
+    predictor = Predictor.from_run(run)
+    if predictor.familiarity is None or predictor.familiarity.photos is None or not paths:
+        return {}
+    results = predictor.predict([root / p for p in paths])
+    return {p: r.get("examples", [])[:3] for p, r in zip(paths, results) if not r.get("unfamiliar")}
+
+
+def _learning(run: RunDir, names: dict[str, str]) -> dict | None:
+    from . import learning_curve
+
+    result = learning_curve.load(run)
+    if result is None:
+        return None
+    return {"sentence": learning_curve.sentence(result["points"], result["classes"], names),
+            "svg": _svg(charts.learning_curve(result, names)),
+            "scored_on": "test" if result.get("scored_on") == "test" else "validation"}
 
 
 def _cell(value) -> str:
@@ -87,6 +119,7 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
                                                      "train_count"]]
     right = preds[preds["correct"].astype(str) == "True"].sort_values("confidence", ascending=False).head(examples)
     wrong = preds[preds["correct"].astype(str) != "True"].sort_values("loss", ascending=False).head(examples)
+    nearest = _nearest(run, wrong["path"].tolist(), root)
     return _environment().get_template("report.html.j2").render(
         name=name, backbone=card.backbone, num_classes=card.num_classes, dataset=root.name,
         headline=accuracy_sentence(metrics, split_word) if "correct" in metrics else "", glossary=glossary,
@@ -97,9 +130,12 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
         per_class_svg=_svg(charts.per_class(metrics)),
         per_class_columns=list(per_class.columns),
         per_class_rows=[[_cell(v) for v in row] for row in per_class.itertuples(index=False)],
-        calibration_svg=_svg(charts.reliability(metrics["calibration"])),
-        galleries=[{"title": "Correct examples", "correct": True, "figures": _figures(right, root)},
-                   {"title": "Mistakes (highest loss first)", "correct": False, "figures": _figures(wrong, root)}])
+        calibration_svg=_svg(charts.reliability(metrics["calibration"])), learning=_learning(run, names),
+        galleries=[{"title": "Correct examples", "correct": True, "figures": _figures(right, root), "examples_note": ""},
+                   {"title": "Mistakes (highest loss first)", "correct": False,
+                    "figures": _figures(wrong, root, nearest, names),
+                    "examples_note": "Under each mistake, the training photos it looks most like (in the pretrained "
+                                     "network's view), with their labels." if nearest else ""}])
 
 
 def write(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -377,6 +377,19 @@ def predict_image(run_dir: str, stamp: float, image_key: str, top_k: int, _image
     return _predictor(run_dir, stamp).predict([_image], top_k=top_k)[0]
 
 
+def nearest_photos(where, result: dict, names: dict[str, str], data_root: Path | None) -> None:
+    """'It looks most like these training photos', with their labels (explanation by example);
+    nothing for an unfamiliar photo, whose nearest photos are not near."""
+    if not result.get("examples") or result.get("unfamiliar") or data_root is None:
+        return
+    shown = [(thumbnail(str(data_root / e["path"]), e["sha1"]), names.get(e["label"], e["label"]))
+             for e in result["examples"] if e.get("sha1")]
+    shown = [(thumb, label) for thumb, label in shown if thumb]
+    if shown:
+        where.caption("It looks most like these training photos:")
+        where.image([d for d, _ in shown], caption=[label for _, label in shown], width=90)
+
+
 @st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=2)
 def _explainer(run_dir: str, stamp: float) -> Explainer:
     return Explainer.from_run(run_dir)

@@ -6,10 +6,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import charts, models, settings, thumbs
+from core import audit, charts, dataset_notes, models, settings, thumbs
 from core.images import ImageError, load_rgb
 from core.choices import AUG_LEVELS
-from core.dataset_notes import MAX_DESCRIPTION, MAX_NAME, load_class_notes, save_class_notes
+from core.dataset_notes import MAX_DESCRIPTION, MAX_NAME, display_names, load_class_notes, save_class_notes
 from core.errors import GraftError
 from core.train import TrainConfig
 from core.preprocess import preview
@@ -153,6 +153,76 @@ for title, table in (("Leakage across splits", report.leakage), ("Skipped files"
         st.dataframe(table.head(MAX_ROWS), hide_index=True, width="stretch")
         if len(table) > MAX_ROWS:
             st.caption(f"First {MAX_ROWS} of {len(table)} rows.")
+
+# ------------------------------------------------------------------ label check (issue 13, part 2)
+st.header("Photos that may be labelled wrong")
+st.caption("Each photo is scored by a quick model that never saw it (5-fold, on the pretrained network's view of "
+           "the photos); where the data contradicts the folder a photo sits in, cleanlab's confident learning flags "
+           "it. A flag is a question for a person who knows the photos, not a verdict.")
+names = display_names(notes, index.classes)
+result = audit.cached(folder)
+if result is None and common.is_owner():
+    if st.button("Check the labels", key="run_audit", help="Seconds once a training has read the photos; the first "
+                 "time, about a minute per 3,000 photos."):
+        bar = st.progress(0.0, text="Reading the photos with the pretrained network…")
+        try:
+            result = audit.audit(folder, on_progress=lambda done, total: bar.progress(
+                done / max(total, 1), text=f"Reading the photos with the pretrained network: {done} of {total}"))
+        except (GraftError, OSError) as err:
+            common.show_error(err, "The label check could not run")
+        bar.empty()
+elif result is None:
+    st.info("The presenter has not run the label check on this dataset yet.")
+if result is not None:
+    flagged = result.flagged
+    st.markdown(f"**{len(flagged)} of {result.photos} photos** look labelled wrong." if len(flagged) else
+                f"None of the {result.photos} photos looks labelled wrong.")
+    if len(flagged) > 0.2 * result.photos:
+        st.info("When this many are flagged, the classes themselves may overlap (the pretrained network sees them "
+                "as alike) rather than the labels being wrong: check a few with someone who knows the photos before "
+                "changing many.")
+    shown = st.slider("How many to show", 4, max(4, min(48, len(flagged))), min(12, max(4, len(flagged))), 4,
+                      key="audit_shown") if len(flagged) > 4 else len(flagged)
+    top = flagged.head(shown)
+    choices = {}
+    with st.form("audit_choices", border=False):
+        for start in range(0, len(top), 4):
+            for col, row in zip(st.columns(4), top.iloc[start:start + 4].itertuples()):
+                thumb = thumbs.thumbnail(index.root / row.file, row.sha1)
+                if thumb:
+                    col.image(thumb, width="stretch")
+                col.markdown(f"filed as **{md(names.get(row.given, row.given))}** → looks like "
+                             f"**{md(names.get(row.suggested, row.suggested))}**",
+                             help=f"{md(row.file)}: the quick model gives its folder's class {row.p_given:.0%} and "
+                                  f"{md(names.get(row.suggested, row.suggested))} {row.p_suggested:.0%}.")
+                if common.is_owner():
+                    options = ["keep", f"relabel as {names.get(row.suggested, row.suggested)}", "exclude"]
+                    choices[row.file] = (col.radio("decision", options, key=f"audit_{row.sha1}",
+                                                   label_visibility="collapsed"), row)
+        saved = st.form_submit_button("Save these decisions", disabled=not common.is_owner() or not len(top))
+    if saved:
+        changes = {file: None if choice == "keep" else
+                   {"action": "exclude" if choice == "exclude" else "relabel",
+                    "label": "" if choice == "exclude" else row.suggested, "sha1": row.sha1}
+                   for file, (choice, row) in choices.items()}
+        try:
+            dataset_notes.save_corrections(index.root, changes)
+            st.toast("Saved in the dataset's .graft folder: the next split and training use them; your photos "
+                     "are not moved.")
+            st.rerun()
+        except (GraftError, OSError) as err:
+            common.show_error(err, "The decisions could not be saved")
+    st.download_button("Every photo, most likely mislabelled first (CSV)", audit.audit_csv(result),
+                       file_name=f"{index.root.name}-label-check.csv", mime="text/csv", key="audit_csv")
+corrections = dataset_notes.load_corrections(index.root)
+if corrections:
+    with st.expander(f"Decisions kept for this dataset ({len(corrections)})"):
+        kept = pd.DataFrame([{"photo": p, "decision": "exclude" if c["action"] == "exclude" else
+                              f"relabel as {names.get(c['label'], c['label'])}"} for p, c in corrections.items()])
+        st.dataframe(kept, hide_index=True, width="stretch")
+        if common.is_owner() and st.button("Undo every decision", key="undo_corrections"):
+            dataset_notes.save_corrections(index.root, {p: None for p in corrections})
+            st.rerun()
 
 # ------------------------------------------------------------------ augmentation
 st.header("Augmentation preview")

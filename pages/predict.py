@@ -87,13 +87,7 @@ for i, upload in enumerate(uploads or []):
     if decision:
         (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
     mid.altair_chart(charts.top_k_bars([(names.get(c, c), p) for c, p in result["top"]]), key=f"topk_{i}")
-    if result.get("examples") and not result.get("unfamiliar") and model.data_root is not None:
-        shown = [(common.thumbnail(str(model.data_root / e["path"]), e["sha1"]), names.get(e["label"], e["label"]))
-                 for e in result["examples"] if e.get("sha1")]
-        shown = [(thumb, label) for thumb, label in shown if thumb]
-        if shown:
-            mid.caption("It looks most like these training photos:")
-            mid.image([d for d, _ in shown], caption=[label for _, label in shown], width=90)
+    common.nearest_photos(mid, result, names, model.data_root)
     if result.get("unfamiliar"):
         right.info("No explanation offered: a heatmap of why it chose a class means little for a photo "
                    "unlike anything it was trained on.")

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import access, charts, report
+from core import access, charts, learning_curve, report
 from core.errors import GraftError
 from core.evaluate import check_folder, evaluate_run
 from core.explain import NotSupported
@@ -151,6 +151,9 @@ if len(mistakes):
         a.image(image, caption=f"{picked} — true {names.get(row['label'], row['label'])}", width="stretch")
         top = sorted(((names[cls], float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
         b.altair_chart(charts.top_k_bars(top), key="mistake_topk")
+        common.nearest_photos(b, common.predict_image(str(run_dir), common.model_stamp(run_dir),
+                                                      f"{root / picked}:{sha.get(picked, '')}", 4, image),
+                              names, root)
         try:
             shown, explained = common.gradcam_overlay(str(run_dir), common.model_stamp(run_dir),
                                                       f"{root / picked}:{sha.get(picked, '')}", image)
@@ -163,6 +166,26 @@ if len(mistakes):
 st.header("Predictions for a category")
 category = st.selectbox("Class", labels_all, key="category_pick", format_func=names.get)
 grid(predictions[predictions["label"] == category].head(36))
+
+# ------------------------------------------------------------------ would more photos help? (issue 13, part 3)
+st.header("Would more photos help?")
+st.caption("A quick model on this run's view of the photos, trained on 10, 25, 50 and 100 % of the training photos "
+           f"and scored on the same {split_word} photos: a line still rising means more photos of that class would "
+           "pay; a flat line means more of the same will not.")
+curve = learning_curve.load(run_dir)
+if curve is None and common.is_owner() and st.button("Draw the learning curve", key="compute_learning_curve",
+                                                      help="Seconds for a frozen network (its features are kept)."):
+    with st.spinner("Fitting a quick model 10 times on parts of the training photos…"):
+        curve = learning_curve.learning_curve(run_dir)
+if curve is not None:
+    st.markdown(md(learning_curve.sentence(curve["points"], curve["classes"], names)))
+    left, right = st.columns([3, 2])
+    left.altair_chart(charts.learning_curve(curve, names), key="learning_curve_chart")
+    right.dataframe(learning_curve.table(curve, names), hide_index=True, key="learning_curve_table",
+                    column_config={c: st.column_config.NumberColumn(format="percent")
+                                   for c in learning_curve.table(curve, names).columns if c != "training photos"})
+elif not common.is_owner():
+    st.info("The presenter has not drawn the learning curve for this run yet.")
 
 # ------------------------------------------------------------------ curves, calibration, config
 st.header("Training")
