@@ -158,6 +158,10 @@ def cmd_eval(args) -> int:
         if result["missing_classes"]:
             print("no images of: " + ", ".join(result["missing_classes"]))
         print(f"{result['name']}: {result['n']} images")
+        from .evaluate import unfamiliar_sentence
+
+        if unfamiliar_sentence(result):
+            print(unfamiliar_sentence(result))
     else:
         result = evaluate_run(run, tta=args.tta, progress=True, store=RunStore.open(run.path.parent), run_id=run_id)
         print(f"{result['split']}: {result['n']} images")

@@ -205,6 +205,34 @@ def _predictions_table(rows: pd.DataFrame, probs: np.ndarray, y_true: np.ndarray
     return table
 
 
+def _unfamiliar_share(run: RunDir, model: GraftModel, prep: Preprocessing, paths: list[Path], shas: list[str],
+                      y_true: np.ndarray, y_pred: np.ndarray, progress: bool) -> dict:
+    """How many photos of a folder the run's detector finds unfamiliar (information for "will it
+    work on our other line?"), and the accuracy on the familiar ones; {} without a detector."""
+    from . import familiar
+
+    index = familiar.load(run)
+    if index is None or not paths:
+        return {}
+    feats, ok = backbone_features(model, prep, paths, shas, progress)
+    flagged = index.unfamiliar(feats[ok])
+    right = (y_true == y_pred)[ok]
+    return {"unfamiliar": int(flagged.sum()), "unfamiliar_share": float(flagged.mean()),
+            "familiar_accuracy": float(right[~flagged].mean()) if (~flagged).any() else None}
+
+
+def unfamiliar_sentence(result: dict) -> str:
+    """What the detector says about a scored folder, in one plain sentence ('' without a detector)."""
+    if "unfamiliar" not in result:
+        return ""
+    share = result["unfamiliar_share"]
+    text = (f"{result['unfamiliar']} of {result['n']} photos ({share:.0%}) do not look like the training photos "
+            f"(the model flags about 5 % of photos like its own as unfamiliar)")
+    if result.get("familiar_accuracy") is not None and result["unfamiliar"]:
+        text += f"; on the familiar ones it is right on {result['familiar_accuracy']:.0%}"
+    return text + "."
+
+
 def check_folder(run: RunDir | str | Path, folder: str | Path, progress: bool = False) -> dict:
     """Score the run's model on another labelled folder (ROOT/<class>/*, any layout): the full
     metrics, the confusion matrix and the do-nothing baseline, saved beside the run. Images of a
@@ -233,5 +261,7 @@ def check_folder(run: RunDir | str | Path, folder: str | Path, progress: bool = 
               "skipped_classes": {str(k): int(v) for k, v in unknown.items()},
               "missing_classes": [c for c in classes if c not in set(known["label"])],
               "skipped_files": int(len(index.skipped)) + int((~ok).sum())}
+    result.update(_unfamiliar_share(run, model, card.preprocessing, [p for p, k in zip(paths, ok) if k],
+                                    known["sha1"][ok].tolist(), y_true, probs[ok].argmax(axis=1), progress))
     run.write_check(result)
     return result

@@ -21,6 +21,7 @@ from .storage import atomic_write, read_json, write_json
 FORMATS = ("torchscript", "onnx", "both")
 TOLERANCE = 1e-4
 EXPORT_CARD = "model.json"  # beside model.onnx / model.ts and graft_predict.py
+FAMILIAR_FILE = "familiar.npy"  # the training photos' features (float16, no pickle), when the run has them
 
 
 def _parity_images(run: RunDir, card: ModelCard, limit: int = 32) -> tuple[list, list[str]]:
@@ -45,6 +46,23 @@ def _check_target(out_dir: Path, force: bool) -> None:
         raise BadInput(f"{out_dir} is not empty; choose an empty folder (or --force to write into it)")
 
 
+class _WithFeatures(torch.nn.Module):
+    """The model with a second output, the backbone's pooled features: what the unfamiliar-photo
+    detector compares with the training photos (core/familiar.py)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.model.backbone(x)
+        return self.model.head(feats), feats
+
+
+def _first(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
 def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: bool = False) -> dict:
     """Write the export folder; returns its model.json (with the parity results).
 
@@ -57,6 +75,10 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: b
     model, card = run.load_model()
     model = model.cpu().eval()
     prep = card.preprocessing
+    from . import familiar
+
+    familiarity = familiar.load(run)
+    exported_model = _WithFeatures(model).eval() if familiarity is not None else model
     images, problems = _parity_images(run, card)
     if not images:
         raise BadInput(f"no validation image of the run could be opened for the parity check "
@@ -74,27 +96,31 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: b
     if fmt in ("torchscript", "both"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, example)
+            traced = torch.jit.trace(exported_model, example)
             atomic_write(out_dir / "model.ts", lambda f: torch.jit.save(traced, f))
             loaded = torch.jit.load(str(out_dir / "model.ts"))
         files["torchscript"] = "model.ts"
         with torch.inference_mode():
-            parity["torchscript"] = _compare(reference, torch.softmax(loaded(batch), 1).numpy())
+            parity["torchscript"] = _compare(reference, torch.softmax(_first(loaded(batch)), 1).numpy())
     if fmt in ("onnx", "both"):
         import onnxruntime
 
         tmp = out_dir / ".model.onnx.tmp"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
+            outputs = ["logits", "features"] if familiarity is not None else ["logits"]
+            torch.onnx.export(exported_model, (example,), str(tmp), input_names=["image"], output_names=outputs,
+                              dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
+                              opset_version=17, dynamo=False)
         tmp.replace(out_dir / "model.onnx")
         files["onnx"] = "model.onnx"
         session = onnxruntime.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
         logits = session.run(None, {"image": batch.numpy()})[0]
         parity["onnx"] = _compare(reference, torch.softmax(torch.from_numpy(logits), 1).numpy())
     shutil.copyfile(Path(__file__).with_name("export_loader.py"), out_dir / "graft_predict.py")
+    if familiarity is not None:
+        atomic_write(out_dir / FAMILIAR_FILE,
+                     lambda f: np.save(f, familiarity.train.astype(np.float16), allow_pickle=False))
     exported = {
         "format": "graft-export", "version": __version__, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run": run.id, "backbone": card.backbone, "head": card.head, "labels": card.labels,
@@ -104,6 +130,9 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: b
         "files": files, "metrics": card.metrics,
         "uncertainty_threshold": card.uncertainty_threshold,
         "decision": decision.to_dict() if (decision := run.decision()) else None,
+        "familiarity": {"file": FAMILIAR_FILE, "threshold": familiarity.threshold, "method": familiar.METHOD,
+                        "output": "features", "meaning": "above the threshold: unfamiliar, the photo does not look "
+                        "like the training photos"} if familiarity is not None else None,
         "parity": {"images": len(images), "unreadable": problems, "tolerance": TOLERANCE, **parity},
         "loader": "graft_predict.py",
     }

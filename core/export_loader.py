@@ -2,8 +2,16 @@
 
 Needs only Pillow and numpy, plus onnxruntime (for model.onnx) or torch (for model.ts):
 
-    python graft_predict.py EXPORT_DIR IMAGE...        # prints file, label, probability
+    python graft_predict.py EXPORT_DIR IMAGE...   # file, label, probability, uncertain, unfamiliar[, decision]
     from graft_predict import load; predict = load(EXPORT_DIR); predict(["a.jpg"])
+    predict.verdicts(["a.jpg"])                    # the same, with the two warnings, as dicts
+
+Two warnings, each from model.json:
+- uncertain: the top probability is below `uncertainty_threshold` (the photo looks like the
+  training photos, but lies between two classes);
+- unfamiliar: the cosine distance of the photo's features to the nearest training photo
+  (familiar.npy) is above `familiarity.threshold` (it does not look like the training photos at
+  all, so its label means little).
 
 Preprocessing is read from model.json and matches training exactly: EXIF orientation, RGB,
 shorter side resized (PIL, same filter), centre crop, scale to [0, 1], normalise.
@@ -59,8 +67,16 @@ def decide(probs, decision):
     return "inspect" if p_inspect >= decision["threshold"] else "pass"
 
 
+def nearest_distance(feats, train):
+    """Cosine distance of each row of `feats` to its nearest row of `train` (both L2-normalised here)."""
+    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    train = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-12)
+    return 1.0 - (feats @ train.T).max(axis=1)
+
+
 def load(folder, prefer="onnx"):
-    """A function: list of image paths (or PIL images) → list of {label: probability} dicts."""
+    """A function: list of image paths (or PIL images) → list of {label: probability} dicts;
+    its `verdicts` gives label, probability, uncertain, unfamiliar (and decision) per image."""
     folder = Path(folder)
     card = json.loads((folder / "model.json").read_text())
     files = card["files"]
@@ -68,7 +84,7 @@ def load(folder, prefer="onnx"):
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(folder / files["onnx"]), providers=["CPUExecutionProvider"])
-        run = lambda x: session.run(None, {"image": x})[0]  # noqa: E731
+        run = lambda x: session.run(None, {"image": x})  # noqa: E731
     else:
         import torch
 
@@ -76,21 +92,47 @@ def load(folder, prefer="onnx"):
 
         def run(x):
             with torch.inference_mode():
-                return module(torch.from_numpy(x)).numpy()
+                out = module(torch.from_numpy(x))
+            return [o.numpy() for o in out] if isinstance(out, (tuple, list)) else [out.numpy()]
 
-    def predict(images):
+    familiarity = card.get("familiarity")
+    train = np.load(folder / familiarity["file"], allow_pickle=False).astype(np.float32) if familiarity else None
+
+    def forward(images):
         batch = np.stack([preprocess(img if isinstance(img, Image.Image) else Image.open(img), card["preprocessing"])
                           for img in images]).astype(np.float32)
-        probs = softmax(run(batch))
-        return [dict(zip(card["labels"], map(float, p))) for p in probs]
+        outputs = run(batch)
+        probs = [dict(zip(card["labels"], map(float, p))) for p in softmax(outputs[0])]
+        distances = nearest_distance(outputs[1], train) if train is not None and len(outputs) > 1 else None
+        return probs, distances
 
-    predict.card = card
+    def predict(images):
+        return forward(images)[0]
+
+    def verdicts(images):
+        probs, distances = forward(images)
+        rows = []
+        for i, p in enumerate(probs):
+            label = max(p, key=p.get)
+            threshold = card.get("uncertainty_threshold")
+            row = {"label": label, "prob": p[label], "uncertain": threshold is not None and p[label] < threshold,
+                   "unfamiliar": None if distances is None else bool(distances[i] > familiarity["threshold"])}
+            if card.get("decision"):
+                row["decision"] = decide(p, card["decision"])
+            rows.append(row)
+        return rows
+
+    predict.card, predict.verdicts = card, verdicts
     return predict
+
+
+def _word(value):
+    return "" if value is None else "true" if value else "false"
 
 
 if __name__ == "__main__":
     predict = load(sys.argv[1])
-    for path, probs in zip(sys.argv[2:], predict(sys.argv[2:])):
-        label = max(probs, key=probs.get)
-        verdict = decide(probs, predict.card.get("decision"))
-        print(f"{path}\t{label}\t{probs[label]:.4f}" + (f"\t{verdict}" if verdict else ""))
+    print("file\tlabel\tprob\tuncertain\tunfamiliar" + ("\tdecision" if predict.card.get("decision") else ""))
+    for path, row in zip(sys.argv[2:], predict.verdicts(sys.argv[2:])):
+        print(f"{path}\t{row['label']}\t{row['prob']:.4f}\t{_word(row['uncertain'])}\t{_word(row['unfamiliar'])}"
+              + (f"\t{row['decision']}" if "decision" in row else ""))

@@ -58,22 +58,17 @@ class Predictor:
         folder = Path(folder)
         card = export_card(folder)
         files = card["files"]
-        if prefer == "onnx" and "onnx" in files or "torchscript" not in files:
-            import onnxruntime
-
-            session = onnxruntime.InferenceSession(str(folder / files["onnx"]), providers=["CPUExecutionProvider"])
-            model = lambda x: torch.from_numpy(session.run(None, {"image": x.cpu().numpy()})[0])  # noqa: E731
-        else:
-            import warnings
-
-            with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what serving stacks load
-                warnings.simplefilter("ignore", FutureWarning)
-                model = torch.jit.load(str(folder / files["torchscript"]), map_location="cpu").eval()
+        model = _ExportModel(folder, files, prefer, features=bool(card.get("familiarity")))
         predictor = cls(model, card["labels"], Preprocessing.from_dict(card["preprocessing"]), card)
         if card.get("decision"):
             from .decision import Decision
 
             predictor.decision = Decision.from_dict(card["decision"])
+        if card.get("familiarity") and model.has_features:
+            from .familiar import Familiarity
+
+            train = np.load(folder / card["familiarity"]["file"], allow_pickle=False).astype(np.float32)
+            predictor.familiarity = Familiarity(train, float(card["familiarity"]["threshold"]))
         return predictor
 
     def _tensor(self, images: list) -> torch.Tensor:
@@ -90,8 +85,12 @@ class Predictor:
             x = self._tensor(images)
             if self.familiarity is not None and hasattr(self.model, "backbone"):
                 feats = self.model.backbone(x)
-                return torch.softmax(self.model.head(feats).float(), dim=1).cpu(), feats.float().cpu().numpy()
-            return torch.softmax(self.model(x).float(), dim=1).cpu(), None
+                logits = self.model.head(feats)
+            elif self.familiarity is not None and getattr(self.model, "has_features", False):
+                logits, feats = self.model.both(x)
+            else:
+                return torch.softmax(self.model(x).float(), dim=1).cpu(), None
+            return torch.softmax(logits.float(), dim=1).cpu(), feats.float().cpu().numpy()
 
     def predict(self, sources: ImageSource | list[ImageSource], top_k: int = 3,
                 batch_size: int = 32, progress: bool = False) -> list[dict]:
@@ -147,6 +146,34 @@ class Predictor:
                 row[f"top{rank}"], row[f"p{rank}"] = label, p
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+class _ExportModel:
+    """An exported model (ONNX Runtime or TorchScript) as a callable: batch → logits; `both(batch)`
+    → (logits, backbone features) when the export carries the features output."""
+
+    def __init__(self, folder: Path, files: dict, prefer: str, features: bool = False):
+        if prefer == "onnx" and "onnx" in files or "torchscript" not in files:
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(folder / files["onnx"]), providers=["CPUExecutionProvider"])
+            self.has_features = features and len(session.get_outputs()) > 1
+            self._run = lambda x: [torch.from_numpy(o) for o in session.run(None, {"image": x.cpu().numpy()})]
+        else:
+            import warnings
+
+            with warnings.catch_warnings():  # TorchScript is deprecated upstream but still what serving stacks load
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(folder / files["torchscript"]), map_location="cpu").eval()
+            self._run = lambda x: list(out) if isinstance(out := module(x), (tuple, list)) else [out]
+            self.has_features = features  # model.json says whether it was exported with the features output
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self._run(x)
+        return outputs[0], outputs[1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)[0]
 
 
 def _bool(value) -> str:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import access, charts, learning_curve, report
 from core.errors import GraftError
-from core.evaluate import check_folder, evaluate_run
+from core.evaluate import check_folder, evaluate_run, unfamiliar_sentence
 from core.explain import NotSupported
 from core.images import ImageError, load_rgb
 from core.rundir import RunDir
@@ -255,6 +255,8 @@ if checks:
     names = {i: f"{c['name']} ({c['n']} images)" for i, c in enumerate(checks)}
     picked_check = checks[st.selectbox("Folder", list(names), format_func=names.get, key="check_pick")]
     st.markdown(md(accuracy_sentence(picked_check, "")))
+    if unfamiliar_sentence(picked_check):
+        (st.warning if picked_check["unfamiliar_share"] > 0.15 else st.caption)(md(unfamiliar_sentence(picked_check)))
     if picked_check["skipped_classes"]:
         st.info("Skipped (this run does not know these classes): " + md(", ".join(
             f"{k} ({v} images)" for k, v in picked_check["skipped_classes"].items())))
