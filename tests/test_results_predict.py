@@ -176,14 +176,24 @@ def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elp
 
     names = set(zipfile.ZipFile(io.BytesIO(export_zip(out))).namelist())  # the dashboard's download
     assert {"model.onnx", "model.ts", "model.json", "graft_predict.py"} <= names
-    files = [str(p) for p in sorted(elpv_small.rglob("*.png"))[:12]]
+    assert "familiar.npy" in names and card["familiarity"]["threshold"] > 0  # the unfamiliar-photo detector too
+    from test_trust import house_drawing
+
+    house_drawing().save(tmp_path / "house.png")
+    files = [str(p) for p in sorted(elpv_small.rglob("*.png"))[:12]] + [str(tmp_path / "house.png")]
     clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     fresh = subprocess.run([sys.executable, "graft_predict.py", ".", *files], cwd=out, capture_output=True,
                            text=True, env=clean_env)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
-    labels = [line.split("\t")[1] for line in fresh.stdout.strip().splitlines()]
-    expected = [r["label"] for r in Predictor.from_run(runs / run_id).predict(files)]
-    assert labels == expected
+    standalone = pd.read_csv(io.StringIO(fresh.stdout), sep="\t", dtype=str)
+    assert list(standalone.columns[:5]) == ["file", "label", "prob", "uncertain", "unfamiliar"]
+    from_run = Predictor.from_run(runs / run_id).predict(files)
+    expected = [r["label"] for r in from_run]
+    assert standalone["label"].tolist() == expected
+    assert standalone["unfamiliar"].tolist() == ["true" if r["unfamiliar"] else "false" for r in from_run]
+    assert standalone["unfamiliar"].iloc[-1] == "true"  # the drawing, as the run itself says
     via_cli = run_cli("predict", str(out), *files, "--csv", str(tmp_path / "p.csv"))
     assert via_cli.returncode == 0, via_cli.stderr[-2000:]
-    assert pd.read_csv(tmp_path / "p.csv")["label"].tolist() == expected
+    exported = pd.read_csv(tmp_path / "p.csv", dtype={"unfamiliar": str})
+    assert exported["label"].tolist() == expected
+    assert exported["unfamiliar"].tolist() == standalone["unfamiliar"].tolist()

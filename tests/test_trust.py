@@ -1,14 +1,21 @@
-"""Trust (issue 13, part 1): a photo unlike the training photos is called unfamiliar, separately from
-uncertain, on a real ELPV run; the detector is saved with the run and calibrated on validation."""
+"""Trust (issue 13) on real images: a photo unlike the training photos is called unfamiliar, separately
+from uncertain (part 1); photos filed in the wrong folder are found and the owner's decision is kept
+and respected (part 2); the learning curve says which class more photos would help (part 3); the
+nearest training photos explain a prediction (part 4)."""
 from __future__ import annotations
 
 import io
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 from PIL import Image, ImageDraw
 from sklearn.datasets import load_sample_images
 
-from core import familiar
+from conftest import ELPV, run_cli
+from core import data, dataset_notes, evaluate, familiar, learning_curve, report
 from core.predict import Predictor
 from core.rundir import RunDir
 from test_dashboard import open_page
@@ -77,3 +84,140 @@ def test_explanation_by_example_shows_the_nearest_training_photos(trained_run, e
     at.file_uploader(key="upload_images").set_value([("cell.png", cell, "image/png")]).run()
     assert not at.exception, at.exception
     assert any("It looks most like these training photos" in c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------------- part 2: the label check
+def photo_crops(n: int) -> list[Image.Image]:
+    """Crops of scikit-learn's two sample photos (a temple, a flower): nothing like a solar cell."""
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(3)
+    return [photos[i % 2].crop((x, y, x + 300, y + 300))
+            for i, (x, y) in enumerate(zip(rng.integers(0, 330, n), rng.integers(0, 120, n)))]
+
+
+@pytest.fixture(scope="module")
+def mislabelled(tmp_path_factory) -> tuple[Path, set[str]]:
+    """Two classes anyone can tell apart, real solar cells and real photo crops, 18 each, with 3
+    photos filed in the wrong folder. Returns (folder, the wrong files)."""
+    root = tmp_path_factory.mktemp("mislabelled")
+    (root / "cells").mkdir()
+    (root / "photos").mkdir()
+    cells = sorted((ELPV / "defect_000").glob("*.png"))[:20]
+    for cell in cells[:18]:
+        shutil.copy(cell, root / "cells" / cell.name)
+    crops = photo_crops(19)
+    for i, crop in enumerate(crops[:18]):
+        crop.save(root / "photos" / f"photo_{i:02d}.png")
+    wrong = {f"photos/{cells[18].name}", f"photos/{cells[19].name}", "cells/photo_99.png"}
+    shutil.copy(cells[18], root / "photos" / cells[18].name)
+    shutil.copy(cells[19], root / "photos" / cells[19].name)
+    crops[18].save(root / "cells" / "photo_99.png")
+    return root, wrong
+
+
+def test_the_label_check_ranks_the_misfiled_photos_first_in_its_csv(mislabelled, tmp_path):
+    root, wrong = mislabelled
+    result = run_cli("audit", str(root), "--csv", str(tmp_path / "audit.csv"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "audit.csv", dtype=str)
+    assert list(table.columns[:4]) == ["file", "given", "suggested", "score"]
+    assert len(table) == 39 and set(table["flagged"]) <= {"true", "false"}
+    assert set(table["file"].head(3)) == wrong, table.head(5)
+    assert (table["flagged"].head(3) == "true").all()
+    first = table.iloc[0]
+    assert first["suggested"] != first["given"] and first["suggested"] in {"cells", "photos"}
+    scores = table["score"].astype(float)
+    assert scores.head(3).min() > scores.iloc[3:].max()  # most likely mislabelled first
+    assert "look labelled wrong" in result.stdout
+
+
+def test_the_owners_corrections_are_kept_in_graft_and_the_split_respects_them(mislabelled):
+    root, wrong = mislabelled
+    cell_in_photos, other_cell_in_photos = sorted(w for w in wrong if w.startswith("photos/"))
+    before = data.scan(root)
+    sha = dict(zip(before.items["path"], before.items["sha1"]))
+    dataset_notes.save_corrections(root, {
+        cell_in_photos: {"action": "relabel", "label": "cells", "sha1": sha[cell_in_photos]},
+        other_cell_in_photos: {"action": "exclude", "sha1": sha[other_cell_in_photos]}})
+    try:
+        assert (root / ".graft" / "corrections.json").is_file()
+        assert (root / cell_in_photos).is_file() and (root / other_cell_in_photos).is_file()  # nothing moved
+        index = data.scan(root)
+        labels = dict(zip(index.items["path"], index.items["label"]))
+        assert labels[cell_in_photos] == "cells" and other_cell_in_photos not in labels
+        skipped = index.skipped.set_index("path")
+        assert skipped.loc[other_cell_in_photos, "reason"] == "left out by the owner"
+        manifest = data.split(index, min_per_class=2).manifest
+        assert other_cell_in_photos not in set(manifest["path"])
+        assert manifest.set_index("path").loc[cell_in_photos, "label"] == "cells"
+        assert data.signature(root) != () and index.counts()["cells"] == 20
+    finally:
+        dataset_notes.save_corrections(root, {cell_in_photos: None, other_cell_in_photos: None})
+    assert len(data.scan(root).items) == 39
+
+
+def test_the_dataset_page_shows_the_gallery_and_keeps_the_owners_choice(mislabelled, tmp_path):
+    root, wrong = mislabelled
+    at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"))
+    check = [b for b in at.button if b.key == "run_audit"]
+    if check:  # the CLI test may have left the audit in the cache
+        check[0].click().run()
+    assert not at.exception, at.exception
+    assert any("look labelled wrong" in m.value for m in at.markdown)
+    assert sum("filed as" in m.value for m in at.markdown) >= 3
+    radios = [r for r in at.radio if r.key and r.key.startswith("audit_")]
+    radios[0].set_value("exclude")
+    next(b for b in at.button if "Save these decisions" in str(b.label)).click().run()
+    assert not at.exception, at.exception
+    try:
+        kept = dataset_notes.load_corrections(root)
+        assert len(kept) == 1 and next(iter(kept.values()))["action"] == "exclude" and next(iter(kept)) in wrong
+        assert any("Decisions kept for this dataset (1)" in e.label for e in at.expander)
+    finally:
+        dataset_notes.save_corrections(root, {p: None for p in dataset_notes.load_corrections(root)})
+
+
+# ---------------------------------------------------------------------- part 3: the learning curve
+def test_the_learning_curve_from_the_cli_and_on_results(trained_run, elpv_small):
+    runs, run_id, _ = trained_run
+    result = run_cli("learning-curve", run_id, "--runs", str(runs))
+    assert result.returncode == 0, result.stderr[-2000:]
+    curve = learning_curve.load(runs / run_id)
+    sizes = [p["train_images"] for p in curve["points"]]
+    assert [p["fraction"] for p in curve["points"]] == [0.1, 0.25, 0.5, 1.0] and sizes == sorted(sizes)
+    assert sizes[-1] == int((RunDir(runs / run_id).manifest().manifest["split"] == "train").sum())
+    assert set(curve["points"][0]["recall"]) == set(RunDir(runs / run_id).card().labels)
+    assert all(0.0 <= p["accuracy"] <= 1.0 for p in curve["points"])
+    assert curve["sentence"] in result.stdout and "training photos" in result.stdout
+    state, _, _ = _state(trained_run)
+    at = open_page("pages/results.py", str(elpv_small), str(runs), **state)
+    assert not at.exception, at.exception
+    assert any(curve["sentence"][:30] in m.value for m in at.markdown)
+    html = report.build(runs / run_id)
+    assert "Would more photos help?" in html and "looks most like" in html  # the report carries both
+
+
+def test_the_learning_curve_sentence_tells_rising_levelled_and_hard_classes_apart():
+    def point(n, **recall):
+        return {"train_images": n, "accuracy": 0.0, "recall": recall}
+
+    points = [point(50, a=0.60, b=0.95, c=0.10), point(100, a=0.75, b=0.955, c=0.11)]
+    text = learning_curve.sentence(points, ["a", "b", "c"], {"a": "scratch"})
+    assert text.startswith("More photos of scratch would help most: its recall rose +15 points")
+    assert "b has levelled off" in text and "c stays hard (11% of its test photos found)" in text
+    flat = learning_curve.sentence([point(50, a=0.9, b=0.9), point(100, a=0.9, b=0.91)], ["a", "b"])
+    assert flat.startswith("More photos of the same kind would help little")
+
+
+# ---------------------------------------------------------------------- another folder
+def test_scoring_another_folder_says_how_many_photos_look_unfamiliar(trained_run, tmp_path):
+    runs, run_id, _ = trained_run
+    folder = tmp_path / "other_line"
+    (folder / "defect_000").mkdir(parents=True)
+    for cell in sorted((ELPV / "defect_000").glob("*.png"))[-6:]:
+        shutil.copy(cell, folder / "defect_000" / cell.name)
+    for i, crop in enumerate(photo_crops(3)):
+        crop.save(folder / "defect_000" / f"photo_{i}.png")
+    result = evaluate.check_folder(runs / run_id, folder)
+    assert result["n"] == 9 and result["unfamiliar"] >= 3 and result["unfamiliar_share"] == result["unfamiliar"] / 9
+    assert evaluate.unfamiliar_sentence(result).startswith(f"{result['unfamiliar']} of 9 photos")
