@@ -152,11 +152,13 @@ def learning_curve(result: dict, names: dict[str, str] | None = None) -> alt.Lay
         rows += [{"training photos": p["train_images"], "line": names.get(c, c), "value": r}
                  for c, r in p["recall"].items()]
     data = pd.DataFrame(rows)
+    sizes = [p["train_images"] for p in result["points"]]
     base = alt.Chart(data).encode(
-        x=alt.X("training photos:Q", scale=alt.Scale(type="log"), title="training photos (log scale)"),
+        x=alt.X("training photos:Q", scale=alt.Scale(type="log", domain=[min(sizes), max(sizes)], nice=False),
+                title="training photos (log scale)"),
         y=alt.Y("value:Q", title="share of test photos found", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("line:N", title=None, legend=alt.Legend(labelLimit=0, orient="bottom")),
+        color=alt.Color("line:N", title=None, legend=alt.Legend(labelLimit=0, orient="right")),
         tooltip=["line", "training photos", alt.Tooltip("value:Q", format=".0%")])
     lines = base.mark_line(point=True).encode(
         strokeWidth=alt.condition(alt.datum.line == "all classes (accuracy)", alt.value(4), alt.value(2)))
-    return lines.properties(height=280)
+    return lines.properties(height=300, width=600)

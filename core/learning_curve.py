@@ -120,12 +120,13 @@ def learning_curve(run: RunDir | str | os.PathLike, progress: bool = False) -> d
 
 
 def table(result: dict, names: dict[str, str] | None = None):
-    """One row per share of the training photos: how many, accuracy, and each class's recall."""
+    """One row per share of the training photos: how many, accuracy, and each class's recall (shares)."""
     import pandas as pd
 
     names = names or {}
     return pd.DataFrame([{"training photos": p["train_images"], "accuracy": p["accuracy"],
-                          **{names.get(c, c): r for c, r in p["recall"].items()}} for p in result["points"]])
+                          **{f"found: {names.get(c, c)}": r for c, r in p["recall"].items()}}
+                         for p in result["points"]])
 
 
 def load(run: RunDir | str | Path) -> dict | None:

@@ -177,7 +177,7 @@ if result is not None:
     flagged = result.flagged
     st.markdown(f"**{len(flagged)} of {result.photos} photos** look labelled wrong." if len(flagged) else
                 f"None of the {result.photos} photos looks labelled wrong.")
-    if len(flagged) > 0.2 * result.photos:
+    if len(flagged) > 0.1 * result.photos:
         st.info("When this many are flagged, the classes themselves may overlap (the pretrained network sees them "
                 "as alike) rather than the labels being wrong: check a few with someone who knows the photos before "
                 "changing many.")

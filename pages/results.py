@@ -179,11 +179,11 @@ if curve is None and common.is_owner() and st.button("Draw the learning curve", 
         curve = learning_curve.learning_curve(run_dir)
 if curve is not None:
     st.markdown(md(learning_curve.sentence(curve["points"], curve["classes"], names)))
-    left, right = st.columns([3, 2])
-    left.altair_chart(charts.learning_curve(curve, names), key="learning_curve_chart")
-    right.dataframe(learning_curve.table(curve, names), hide_index=True, key="learning_curve_table",
-                    column_config={c: st.column_config.NumberColumn(format="percent")
-                                   for c in learning_curve.table(curve, names).columns if c != "training photos"})
+    st.altair_chart(charts.learning_curve(curve, names), key="learning_curve_chart")
+    lc_table = learning_curve.table(curve, names)
+    st.dataframe(lc_table, hide_index=True, key="learning_curve_table",
+                 column_config={c: st.column_config.NumberColumn(format="percent") for c in lc_table.columns
+                                if c != "training photos"})
 elif not common.is_owner():
     st.info("The presenter has not drawn the learning curve for this run yet.")
 
