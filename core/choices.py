@@ -3,6 +3,7 @@
 
 FREEZE_MODES = ("head", "partial", "full")
 HEADS = ("linear", "mlp")
+HEAD_FITS = ("converge", "loop")  # converge: a frozen linear head also fitted to convergence (core/probe.py)
 AUG_LEVELS = ("none", "light", "standard", "strong")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "none")

@@ -59,7 +59,7 @@ def cmd_scan(args) -> int:
 
 
 def _train_parser(sub) -> None:
-    from .choices import AUG_LEVELS, CLASS_WEIGHTS, FREEZE_MODES, HEADS, OPTIMIZERS, SCHEDULES
+    from .choices import AUG_LEVELS, CLASS_WEIGHTS, FREEZE_MODES, HEAD_FITS, HEADS, OPTIMIZERS, SCHEDULES
 
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on a folder of images")
     p.add_argument("data", nargs="?", help="ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*")
@@ -88,6 +88,9 @@ def _train_parser(sub) -> None:
                    help="no feature cache (head) or decoded-image cache (partial/full): the plain loop")
     p.add_argument("--workers", type=int, help="DataLoader workers (default: cores - 1, max 4)")
     p.add_argument("--tta", type=int, help="also evaluate with N test-time-augmentation views")
+    p.add_argument("--head-fit", choices=HEAD_FITS, help="converge (default): a frozen backbone's linear head is "
+                   "also fitted to convergence (L-BFGS, C chosen on validation) and kept when it beats the loop's on "
+                   "validation; loop: the training loop's head only")
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--run-id", help="train into this existing (queued) run")
     _add_runs(p)

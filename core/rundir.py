@@ -104,7 +104,7 @@ class RunDir:
                                                   "request.json")
     VAL_PREDICTIONS, DECISION, CHECKS = "val_predictions.csv", "decision.json", "checks"
     FAMILIAR_FEATURES, FAMILIAR_CARD, FAMILIAR_TRAIN = "familiar.npy", "familiar.json", "familiar_train.csv"
-    LEARNING_CURVE = "learning_curve.json"
+    LEARNING_CURVE, HEAD_FIT = "learning_curve.json", "head_fit.json"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -149,6 +149,7 @@ class RunDir:
     familiar_card_file = property(lambda self: self.path / self.FAMILIAR_CARD)
     familiar_train_file = property(lambda self: self.path / self.FAMILIAR_TRAIN)
     learning_curve_file = property(lambda self: self.path / self.LEARNING_CURVE)
+    head_fit_file = property(lambda self: self.path / self.HEAD_FIT)
 
     def is_run(self) -> bool:
         return self.config_file.is_file()
@@ -226,6 +227,15 @@ class RunDir:
 
     def save_best(self, state_dict: dict) -> None:
         save_torch(self.best_file, state_dict)
+
+    def load_best(self) -> dict:
+        return load_torch(self.best_file)
+
+    def write_head_fit(self, record: dict) -> None:
+        write_json(self.head_fit_file, record)
+
+    def head_fit(self) -> dict | None:
+        return self._json(self.head_fit_file) if self.head_fit_file.is_file() else None
 
     def save_last(self, state: dict) -> None:
         save_torch(self.last_file, state)

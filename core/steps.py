@@ -232,6 +232,8 @@ def describe_progress(progress: dict, config: dict, elapsed: float) -> tuple[flo
         return min(done / total, 1.0), (f"Reading the {which} photos once with the pretrained model{views}: "
                                         f"{done} of {total} · {_duration(progress.get('phase_eta'))} for this step; "
                                         "the epochs after it take seconds")
+    if phase == "converge":
+        return 1.0, f"Fitting the last layer to convergence, a few settings tried on validation… {elapsed:.0f} s so far"
     if phase == "evaluate":
         return 1.0, f"Scoring the held-out test photos (about as long as reading them)… {elapsed:.0f} s so far"
     return 0.0, f"Getting ready: looking through the folder and loading the pretrained model… {elapsed:.0f} s"

@@ -197,6 +197,11 @@ left.altair_chart(charts.reliability(metrics["calibration"]), key="reliability")
 left.caption("Bars reaching the dashed line: when the model says 80 %, it is right about 80 % of the time, so its "
              "confidence can be taken at its word. Bars below the line: it is more sure of itself than it should be.")
 with right.expander("Details for engineers (the run's settings)"):
+    head_fit = run_dir.head_fit()
+    if head_fit:
+        st.markdown(f"Last layer: **{'fitted to convergence' if head_fit['chosen'] == 'converged' else 'the loop'}'s** "
+                    f"(validation {head_fit['val_acc']:.1%} with L-BFGS at C={head_fit['C']:g}, against "
+                    f"{head_fit['loop_val_acc']:.1%} for the loop's best epoch).")
     st.code(json.dumps(card.config, indent=2), language="json")
 
 # ------------------------------------------------------------------ pass or inspect
