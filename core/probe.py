@@ -69,7 +69,7 @@ def _full_probs(model, x: np.ndarray, classes: int) -> np.ndarray:
     """Probabilities for every class index, also those absent from the training labels."""
     probs = np.zeros((len(x), classes))
     probs[:, model.classes_] = model.predict_proba(x)
-    return probs
+    return probs / probs.sum(axis=1, keepdims=True)  # exactly one per row, as log_loss checks
 
 
 def _full_coef(model, classes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

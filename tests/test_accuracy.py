@@ -1,0 +1,79 @@
+"""Accuracy per minute (issue 14) on real images and the real Lite0 weights: the head fitted to
+convergence is kept only when it wins on validation and is what best.pt holds; ONNX Runtime's
+features equal PyTorch's; the converged head reproduces scikit-learn's logistic regression."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from core import data, models
+from core.features import FeatureCache, forward_images, onnx_backbone
+from core.preprocess import eval_transform
+from core.probe import fit_head
+from core.rundir import RunDir
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return models.create("efficientnet_lite0", 2, freeze="head").backbone.eval()
+
+
+def test_onnx_runtime_features_equal_pytorchs_on_real_photos(lite0, elpv_small):
+    prep = models.preprocessing_for("efficientnet_lite0")
+    paths = [elpv_small / p for p in data.scan(elpv_small).items["path"][::9]][:16]
+    fast = onnx_backbone(lite0, prep.input_size, "test-lite0")
+    assert fast is not None
+    reference, ok = forward_images(lite0, paths, eval_transform(prep), log=None)
+    onnx, ok_onnx = forward_images(fast, paths, eval_transform(prep), log=None)
+    assert ok.all() and ok_onnx.all() and reference.shape == onnx.shape == (len(paths), 1280)
+    assert np.abs(reference - onnx).max() <= 1e-4
+
+
+def test_the_feature_cache_uses_onnx_runtime_on_the_cpu_unless_told_not_to(lite0, monkeypatch):
+    prep = models.preprocessing_for("efficientnet_lite0")
+    assert type(FeatureCache(lite0, prep)._runner()).__name__ == "OnnxBackbone"
+    monkeypatch.setenv("GRAFT_FEATURES", "torch")
+    assert FeatureCache(lite0, prep)._runner() is lite0
+
+
+def test_the_converged_head_is_the_logistic_regression_folded_into_one_layer(lite0, elpv_small):
+    prep = models.preprocessing_for("efficientnet_lite0")
+    index = data.scan(elpv_small)
+    feats, ok = FeatureCache(lite0, prep).features([elpv_small / p for p in index.items["path"]],
+                                                   index.items["sha1"].tolist(), "eval", eval_transform(prep))
+    labels = index.items["label"].astype("category").cat.codes.to_numpy()[ok]
+    feats = feats[ok]
+    train, val = np.arange(len(feats)) % 3 != 0, np.arange(len(feats)) % 3 == 0
+    fitted = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(0.01, 0.1))
+    assert fitted.c in (0.01, 0.1) and len(fitted.tried) == 2
+    assert fitted.val_acc == max(t["val_acc"] for t in fitted.tried)
+    scaler = StandardScaler().fit(feats[train])
+    reference = LogisticRegression(C=fitted.c, max_iter=3000).fit(scaler.transform(feats[train]), labels[train])
+    logits = feats[val] @ fitted.weight.T + fitted.bias
+    expected = reference.predict_proba(scaler.transform(feats[val]))
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    assert np.abs(probs - expected).max() < 1e-4
+    assert fitted.val_acc == pytest.approx(float((logits.argmax(1) == labels[val]).mean()))
+
+
+def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(trained_run):
+    runs, run_id, _ = trained_run
+    run = RunDir(runs / run_id)
+    record = run.head_fit()
+    assert record is not None and record["chosen"] in ("converged", "loop")
+    assert record["val_acc"] == max(t["val_acc"] for t in record["tried"])
+    assert (record["chosen"] == "converged") == (record["val_acc"] > record["loop_val_acc"])
+    model, card = run.load_model()
+    manifest = run.manifest().manifest
+    val = manifest[manifest["split"] == "val"]
+    feats, ok = FeatureCache(model.backbone, card.preprocessing).features(
+        [card.data_root / p for p in val["path"]], val["sha1"].tolist(), "eval", eval_transform(card.preprocessing))
+    with torch.inference_mode():
+        predicted = model.head.eval()(torch.from_numpy(feats[ok])).argmax(1).numpy()
+    truth = val["label"].map({c: i for i, c in enumerate(card.labels)}).to_numpy()[ok]
+    saved_acc = float((predicted == truth).mean())
+    kept = record["val_acc"] if record["chosen"] == "converged" else record["loop_val_acc"]
+    assert saved_acc == pytest.approx(kept, abs=1e-6)  # best.pt is the head that was kept
