@@ -91,6 +91,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--head-fit", choices=HEAD_FITS, help="converge (default): a frozen backbone's linear head is "
                    "also fitted to convergence (L-BFGS, C chosen on validation) and kept when it beats the loop's on "
                    "validation; loop: the training loop's head only")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="the best model within this time, in stages: the last layer on cached features, then "
+                        "fine-tuning on smaller photos, then at full size; the best by validation is kept")
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--run-id", help="train into this existing (queued) run")
     _add_runs(p)

@@ -45,8 +45,11 @@ def predict_probs(model: GraftModel, prep: Preprocessing, paths: list[Path], sha
                 logits = model.head.eval()(torch.from_numpy(feats)).numpy() if ok.any() else \
                     np.zeros((len(paths), model.head[-1].out_features), np.float32)
         else:
-            logits, ok = forward_images(model, paths, transform, keys=shas, seed=vseed, view=v,
-                                        progress=progress, desc=f"eval view {v}")
+            feats, ok = forward_images(_backbone_runner(model, prep), paths, transform, keys=shas, seed=vseed,
+                                       view=v, progress=progress, desc=f"eval view {v}")
+            with torch.inference_mode():
+                logits = model.head.eval()(torch.from_numpy(feats)).numpy() if ok.any() else \
+                    np.zeros((len(paths), model.head[-1].out_features), np.float32)
         results.append(softmax(logits))
         ok_all &= ok
     return results, ok_all
@@ -58,7 +61,17 @@ def backbone_features(model: GraftModel, prep: Preprocessing, paths: list[Path],
     through the feature cache for a frozen backbone (already there after training)."""
     if model.freeze == "head":
         return FeatureCache(model.backbone, prep).features(paths, shas, "eval", eval_transform(prep), progress=progress)
-    return forward_images(model.backbone, paths, eval_transform(prep), keys=shas, progress=progress, desc="features")
+    return forward_images(_backbone_runner(model, prep), paths, eval_transform(prep), keys=shas, progress=progress,
+                          desc="features")
+
+
+def _backbone_runner(model: GraftModel, prep: Preprocessing):
+    """A fine-tuned backbone for scoring: its ONNX Runtime twin on a CPU (exported once per weights,
+    checked against PyTorch), else the backbone itself."""
+    from .features import fingerprint, onnx_backbone
+
+    return onnx_backbone(model.backbone, prep.input_size, f"tuned-{fingerprint(model.backbone)}-{prep.input_size}") \
+        or model.backbone
 
 
 def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split, root: Path,

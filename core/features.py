@@ -117,11 +117,19 @@ def onnx_backbone(backbone: nn.Module, input_size: int, key: str) -> OnnxBackbon
     try:
         if not path.is_file():
             _export_backbone(backbone, input_size, path)
+            _prune(path.parent)
         return OnnxBackbone(path, torch.get_num_threads())
     except Exception as err:  # an architecture the exporter cannot take, a damaged file: PyTorch does it
         logger.warning("ONNX Runtime features unavailable (%s: %s); using PyTorch", type(err).__name__, err)
         path.unlink(missing_ok=True)
         return None
+
+
+def _prune(folder: Path, keep: int = 8) -> None:
+    """Keep the newest `keep` exported networks (fine-tuned runs each export their own)."""
+    files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _export_backbone(backbone: nn.Module, input_size: int, path: Path) -> None:

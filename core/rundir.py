@@ -104,7 +104,7 @@ class RunDir:
                                                   "request.json")
     VAL_PREDICTIONS, DECISION, CHECKS = "val_predictions.csv", "decision.json", "checks"
     FAMILIAR_FEATURES, FAMILIAR_CARD, FAMILIAR_TRAIN = "familiar.npy", "familiar.json", "familiar_train.csv"
-    LEARNING_CURVE, HEAD_FIT = "learning_curve.json", "head_fit.json"
+    LEARNING_CURVE, HEAD_FIT, STAGES = "learning_curve.json", "head_fit.json", "stages.json"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -150,6 +150,7 @@ class RunDir:
     familiar_train_file = property(lambda self: self.path / self.FAMILIAR_TRAIN)
     learning_curve_file = property(lambda self: self.path / self.LEARNING_CURVE)
     head_fit_file = property(lambda self: self.path / self.HEAD_FIT)
+    stages_file = property(lambda self: self.path / self.STAGES)
 
     def is_run(self) -> bool:
         return self.config_file.is_file()
@@ -233,6 +234,13 @@ class RunDir:
 
     def write_head_fit(self, record: dict) -> None:
         write_json(self.head_fit_file, record)
+
+    def write_stages(self, record: list[dict]) -> None:
+        write_json(self.stages_file, record)
+
+    def stages(self) -> list[dict] | None:
+        """A time-limited run's stages: epochs, best validation accuracy, which one's model was kept."""
+        return self._json(self.stages_file) if self.stages_file.is_file() else None
 
     def head_fit(self) -> dict | None:
         return self._json(self.head_fit_file) if self.head_fit_file.is_file() else None

@@ -100,6 +100,23 @@ class StopWatch(Step):
             raise StopTraining
 
 
+class Deadline(Step):
+    """Ends the loop between batches once the time limit is reached (`reached` says it did), and
+    before an epoch that would not finish in time."""
+
+    def __init__(self, deadline: float):
+        self.deadline, self.reached = deadline, False
+
+    def on_batch(self, state: LoopState, loss: float) -> None:
+        if time.monotonic() >= self.deadline:
+            self.reached, state.stop_reason = True, "time limit reached"
+            raise StopTraining
+
+    def on_epoch(self, state: LoopState, row: EpochRow) -> None:
+        if time.monotonic() + row.seconds > self.deadline:
+            self.reached, state.stop_reason = True, "time limit reached (another epoch would not finish in time)"
+
+
 class EarlyStopping(Step):
     def __init__(self, patience: int):
         self.patience = patience
@@ -117,6 +134,7 @@ class StoreReporter(Step):
         self.pending: list[tuple[int, int, float]] = []
         self._last = time.monotonic()
         self._phase, self._phase_start, self._phase_first = None, 0.0, 0
+        self.extra: dict = {}  # carried with every progress write (a time-limited run's stage)
 
     def phase(self, name: str, done: int, total: int) -> None:
         """Progress of the work before the epochs (feature extraction), throttled, with an ETA
@@ -127,7 +145,8 @@ class StoreReporter(Step):
         if done == total or now - self._last > self.every_s:
             rate = (done - self._phase_first) / max(now - self._phase_start, 1e-6)
             eta = (total - done) / rate if rate > 0 else None
-            self.store.set_progress(self.run_id, phase=name, phase_done=done, phase_total=total, phase_eta=eta)
+            self.store.set_progress(self.run_id, phase=name, phase_done=done, phase_total=total, phase_eta=eta,
+                                    **self.extra)
             self._last = now
 
     def on_start(self, state: LoopState, steps_per_epoch: int) -> None:
@@ -156,7 +175,7 @@ class StoreReporter(Step):
         self.store.set_progress(self.run_id, phase="train", epoch=state.epoch, epochs=state.epochs,
                                 step=state.step, steps=total, elapsed=elapsed, eta=eta,
                                 bad_epochs=state.bad_epochs, best_val_acc=state.best_val_acc,
-                                best_epoch=state.best_epoch)
+                                best_epoch=state.best_epoch, **self.extra)
         self._last = time.monotonic()
 
 
@@ -232,6 +251,13 @@ def describe_progress(progress: dict, config: dict, elapsed: float) -> tuple[flo
         return min(done / total, 1.0), (f"Reading the {which} photos once with the pretrained model{views}: "
                                         f"{done} of {total} · {_duration(progress.get('phase_eta'))} for this step; "
                                         "the epochs after it take seconds")
+    if progress.get("stage"):
+        left = max(0.0, progress.get("deadline_wall", 0) - time.time())
+        words = f"Stage {progress['stage']} of {progress['stages']}: {progress['stage_words']}"
+        if phase == "train" and "steps" in progress:
+            return min(progress["step"] / max(progress["steps"], 1), 1.0), \
+                f"{words} · epoch {progress.get('epoch', 0)} · {_duration(left)} of the time limit"
+        return 0.0, f"{words} · getting it ready… · {_duration(left)} of the time limit"
     if phase == "converge":
         return 1.0, f"Fitting the last layer to convergence, a few settings tried on validation… {elapsed:.0f} s so far"
     if phase == "evaluate":

@@ -32,7 +32,8 @@ from .features import FeatureCache
 from .preprocess import Preprocessing, eval_transform, tensor_transforms, train_transform
 from .rundir import RunDir, card_for, data_root
 from .runs import RunStore
-from .steps import (Checkpointer, ConsoleReporter, EarlyStopping, EpochRow, LoopState, OnEpoch, Step,
+from .stages import evaluation_reserve
+from .steps import (Checkpointer, ConsoleReporter, Deadline, EarlyStopping, EpochRow, LoopState, OnEpoch, Step,
                     StopTraining, StopWatch, StoreReporter)
 
 
@@ -68,6 +69,7 @@ class TrainConfig:
     workers: int | None = None
     tta: int = 0  # evaluate with N TTA views as well
     head_fit: str = "converge"  # converge: a frozen linear head also fitted to convergence, kept if better on val
+    time_limit: float | None = None  # seconds: the best model within this time, in stages (core/stages.py)
 
     def __post_init__(self) -> None:
         self.data = str(self.data)
@@ -86,6 +88,8 @@ class TrainConfig:
             ranges["weight_decay"] = (0.0, 10.0)
         if self.input_size is not None:
             ranges["input_size"] = (32, 1024)
+        if self.time_limit is not None:
+            ranges["time_limit"] = (30, 7 * 24 * 3600)
         if self.workers is not None:
             ranges["workers"] = (0, 64)
         for name, (low, high) in ranges.items():
@@ -408,7 +412,7 @@ def run_loop(plan: Plan, steps: list[Step]) -> str:
 
     status = "completed"
     try:
-        for epoch in range(state.epoch + 1, plan.config.epochs + 1):
+        for epoch in range(state.epoch + 1, state.epochs + 1):
             state.epoch = epoch
             if batches.sampler is not None:
                 batches.sampler.set_epoch(epoch)
@@ -438,6 +442,7 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
     The run ends as `completed`, `stopped` (stop request, SIGTERM or Ctrl-C; best checkpoint
     kept) or `failed` (with the error text). `on_epoch(epoch, model)` is called after each epoch.
     """
+    started = time.monotonic()
     runtime.configure_threads()
     distributed.setup()
     main = distributed.is_main()
@@ -455,18 +460,27 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
         signal.signal(signal.SIGTERM, lambda *_: setattr(watch, "signalled", True))
     try:
         reporter = StoreReporter(store, run_id) if main else None
+        limit = _time_limit(config, reporter, started)
         plan = prepare(config, run, resume, progress, reporter.phase if reporter else None)
         if main and resume:
             store.truncate_metrics(run_id, plan.state.epoch)
-        steps: list[Step] = [watch, EarlyStopping(config.patience)]
+        if limit is not None:
+            limit.deadline -= evaluation_reserve(config, len(plan.split.manifest))  # keep time to score the model
+        steps: list[Step] = [watch, EarlyStopping(config.patience)] + ([limit] if limit else [])
         if main:
             steps += [reporter, Checkpointer(run, plan.model, plan.optimizer, plan.scheduler),
                       ConsoleReporter(config.patience, progress)]
         if on_epoch is not None:
             steps.append(OnEpoch(on_epoch, plan.model))
         status = run_loop(plan, steps)
+        if limit is not None and limit.reached:
+            status = "completed"  # out of time is a normal end: the best so far is the model
         if main and status == "completed" and converges(plan):
             converge_head(plan, run, store, run_id)
+        if main and status == "completed" and limit is not None:
+            from .stages import later_stages
+
+            status = later_stages(config, run, store, run_id, reporter, watch, limit.deadline, plan, progress)
         if main and status == "completed":
             _evaluate(run, store, run_id, config, progress)
         if main:
@@ -483,6 +497,19 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
             signal.signal(signal.SIGTERM, previous)
         distributed.cleanup()
     return run_id
+
+
+def _time_limit(config: TrainConfig, reporter: StoreReporter | None, started: float) -> Deadline | None:
+    """The deadline step of a time-limited run (stage 1 of 3 announced), or None."""
+    if not config.time_limit:
+        return None
+    from .stages import stages_for
+
+    deadline = started + float(config.time_limit)
+    if reporter is not None:
+        reporter.extra = {"stage": 1, "stages": 3, "stage_words": stages_for(224)[0].words,
+                          "deadline_wall": time.time() + (deadline - time.monotonic())}
+    return Deadline(deadline)
 
 
 def converges(plan: Plan) -> bool:

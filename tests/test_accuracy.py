@@ -3,6 +3,8 @@ convergence is kept only when it wins on validation and is what best.pt holds; O
 features equal PyTorch's; the converged head reproduces scikit-learn's logistic regression."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,33 @@ def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(traine
     saved_acc = float((predicted == truth).mean())
     kept = record["val_acc"] if record["chosen"] == "converged" else record["loop_val_acc"]
     assert saved_acc == pytest.approx(kept, abs=1e-6)  # best.pt is the head that was kept
+
+
+def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(elpv_small, tmp_path):
+    from core.evaluate import predict_probs
+    from core.runs import RunStore
+    from core.train import TrainConfig, fit
+
+    limit = 60.0
+    started = time.perf_counter()
+    run_id = fit(TrainConfig(data=str(elpv_small), time_limit=limit), tmp_path / "runs", progress=False)
+    seconds = time.perf_counter() - started
+    assert seconds <= 1.1 * limit, seconds  # evaluation included
+    store = RunStore.open(tmp_path / "runs")
+    assert store.get(run_id)["status"] == "completed"
+    epochs = store.epochs(run_id)
+    assert epochs["epoch"].max() > 10  # stage 1's ten epochs, then at least one fine-tuning epoch
+    run = RunDir(tmp_path / "runs" / run_id)
+    stages = run.stages()
+    assert [s["stage"] for s in stages] == [1, 2, 3] and sum(s.get("kept", False) for s in stages) == 1
+    tuned = epochs[epochs["epoch"] > stages[0]["epochs"]]  # the fine-tuning epochs of stages 2 and 3
+    best_val = max(stages[0]["val_acc"], tuned["val_acc"].max())
+    kept = next(s for s in stages if s["kept"])
+    assert (kept["stage"] == 1) == (stages[0]["val_acc"] >= tuned["val_acc"].max())
+    model, card = run.load_model()
+    val = run.manifest().manifest.query("split == 'val'")
+    (probs,), ok = predict_probs(model, card.preprocessing, [card.data_root / p for p in val["path"]],
+                                 val["sha1"].tolist())
+    truth = val["label"].map({c: i for i, c in enumerate(card.labels)}).to_numpy()
+    assert float((probs.argmax(1) == truth)[ok].mean()) == pytest.approx(best_val, abs=1e-6)
+    assert store.get(run_id)["best_val_acc"] == pytest.approx(best_val, abs=1e-6)

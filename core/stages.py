@@ -1,0 +1,135 @@
+"""The best model within a time limit (issue 14): `train --time-limit SECONDS` spends the budget in
+stages and keeps the best model by validation accuracy at every moment:
+
+1. the last layer on the pretrained network's cached view of the photos (a usable model within a
+   minute), fitted to convergence;
+2. fine-tuning the last stages of the network on smaller photos (faster epochs);
+3. fine-tuning the last stages at full size.
+
+Stage 2 starts from stage 1's trained loop (not its converged head, whose weights fine-tuning
+blows up), stage 3 from where stage 2 ended; each gets a share of the time left; an epoch
+that would not finish in time is not started, and a time is kept back for the final evaluation.
+A stage whose model beats the best on validation rewrites best.pt and the model card (its
+resolution and what trains), so evaluation, Predict and the export use that model.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+from .errors import log
+from .estimate import epoch_seconds, seconds_per_image
+from .rundir import RunDir, card_for
+from .steps import ConsoleReporter, Deadline, EarlyStopping, LoopState, Step, StopWatch, StoreReporter
+
+SMALL = 0.75  # stage 2 trains on photos at this share of the backbone's input size
+
+
+@dataclass
+class Stage:
+    number: int
+    words: str
+    freeze: str
+    input_size: int | None = None
+
+
+def stages_for(input_size: int) -> list[Stage]:
+    small = int(round(input_size * SMALL / 32) * 32)
+    return [Stage(1, "the last layer on the pretrained network's view of the photos", "head"),
+            Stage(2, f"fine-tuning the last layers on smaller photos ({small} px)", "partial", small),
+            Stage(3, f"fine-tuning the last layers at full size ({input_size} px)", "partial", None)]
+
+
+ONNX_SPEEDUP = 2.0  # ONNX Runtime scores photos about this much faster than the PyTorch timing used here
+
+
+def evaluation_reserve(config, n_images: int) -> float:
+    """Seconds kept back for what follows training: scoring the test photos and reading every photo
+    once for the unfamiliar-photo detector (with a fine-tuned network: one forward pass each, through
+    ONNX Runtime), plus exporting that network once."""
+    return 15.0 + n_images * seconds_per_image(config.backbone, "partial", None)[1] / ONNX_SPEEDUP
+
+
+class KeepBest(Step):
+    """Saves best.pt and the stage's model card when validation accuracy beats the best so far; runs
+    after the store reporter, so the run store shows the best across stages."""
+
+    def __init__(self, run: RunDir, model, stage_config, classes, prep, store, run_id, best: dict):
+        self.run, self.model, self.config, self.classes, self.prep = run, model, stage_config, classes, prep
+        self.store, self.run_id, self.best = store, run_id, best
+
+    def on_epoch(self, state: LoopState, row) -> None:
+        if row.val_acc > self.best["val_acc"]:
+            self.best.update(val_acc=row.val_acc, stage=self.config.input_size, epoch=row.epoch)
+            self.run.save_best(self.model.state_dict())
+            self.run.write_card(card_for(asdict(self.config), self.classes, self.prep))
+        # after the store reporter (which writes this stage's own best): the run's best across stages
+        self.store.update(self.run_id, best_val_acc=self.best["val_acc"], best_epoch=self.best.get("epoch"))
+
+
+def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporter, watch: StopWatch,
+                 deadline: float, first_plan, progress: bool) -> str:
+    """Stages 2 and 3 after stage 1 (done by `train.fit`); returns the run's status."""
+    from .train import prepare, run_loop
+
+    all_stages = stages_for(_input_size(config))
+    best = {"val_acc": float(first_plan.state.best_val_acc or 0.0), "epoch": first_plan.state.best_epoch}
+    head_fit = run.head_fit()
+    if head_fit and head_fit["chosen"] == "converged":
+        best["val_acc"] = head_fit["val_acc"]
+    record = [{"stage": 1, "words": stages_for(_input_size(config))[0].words, "epochs": first_plan.state.epoch,
+               "val_acc": best["val_acc"], "kept": True}]
+    epoch = first_plan.state.epoch
+    # Fine-tuning starts from the loop's own head (last.pt), never from the converged one: its weights
+    # are fitted to these exact features, and gradient steps through them blow the loss up (measured).
+    start = run.load_last()["model"]
+    n_train, n_val = (int((first_plan.split.manifest["split"] == s).sum()) for s in ("train", "val"))
+    for stage in all_stages[1:]:
+        left = deadline - time.monotonic()
+        share = left / 2 if stage.number == 2 else left
+        per_epoch = epoch_seconds(config.backbone, "partial", n_train, n_val, True, stage.input_size)[1]
+        epochs = int(share // per_epoch)
+        if epochs < 1:
+            log.info(f"stage {stage.number} skipped: one epoch (~{per_epoch:.0f} s) does not fit in the "
+                     f"{max(left, 0):.0f} s left")
+            record.append({"stage": stage.number, "words": stage.words, "epochs": 0, "skipped": True})
+            continue
+        reporter.extra = {**reporter.extra, "stage": stage.number, "stage_words": stage.words}
+        store.set_progress(run_id, phase="prepare", **reporter.extra)
+        stage_config = replace(config, freeze="partial", input_size=stage.input_size, epochs=epochs,
+                               aug="auto", lr=None, head_fit="loop", time_limit=None)
+        plan = prepare(stage_config, None, progress=False)
+        plan.model.load_state_dict(start)
+        plan.state = LoopState(epochs=epoch + epochs, epoch=epoch, step=epoch * len(plan.batches.train))
+        log.info(f"stage {stage.number}: {stage.words}, {epochs} epochs of ~{per_epoch:.0f} s")
+        stop_at = min(deadline, time.monotonic() + share)
+        limit = Deadline(stop_at)
+        steps: list[Step] = [watch, limit, EarlyStopping(config.patience), reporter, ConsoleReporter(config.patience, progress),
+                             KeepBest(run, plan.model, stage_config, plan.split.classes,
+                                      _prep(stage_config), store, run_id, best)]
+        before = dict(best)
+        status = run_loop(plan, steps)
+        record.append({"stage": stage.number, "words": stage.words, "first_epoch": epoch + 1,
+                       "epochs": plan.state.epoch - epoch, "best_val_acc": plan.state.best_val_acc,
+                       "kept": best != before})
+        for earlier in record[:-1]:
+            earlier["kept"] = earlier["kept"] and best == before
+        epoch, start = plan.state.epoch, plan.model.state_dict()  # the next stage goes on from here
+        run.write_stages(record)
+        if status == "stopped" and not limit.reached:
+            return "stopped"  # a stop request: the best so far is kept
+    run.write_stages(record)
+    log.info(f"best within the time limit: validation accuracy {best['val_acc']:.4f} (stage "
+             f"{next(r['stage'] for r in record if r.get('kept'))})")
+    return "completed"
+
+
+def _prep(config):
+    from . import models
+
+    return models.preprocessing_for(config.backbone, config.input_size)
+
+
+def _input_size(config) -> int:
+    return _prep(config).input_size
+
