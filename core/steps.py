@@ -240,6 +240,13 @@ def _duration(seconds: float | None) -> str:
 def describe_progress(progress: dict, config: dict, elapsed: float) -> tuple[float, str]:
     """(fraction done, one plain sentence with an honest ETA) for the run's current phase."""
     phase = progress.get("phase", "")
+    if progress.get("stage") and phase in ("train", "prepare"):
+        left = max(0.0, progress.get("deadline_wall", 0) - time.time())
+        words = f"Stage {progress['stage']} of {progress['stages']}: {progress['stage_words']}"
+        if phase == "train" and "steps" in progress:
+            return min(progress["step"] / max(progress["steps"], 1), 1.0), \
+                f"{words} · epoch {progress.get('epoch', 0)} · {_duration(left)} of the time limit"
+        return 0.0, f"{words} · getting it ready… · {_duration(left)} of the time limit"
     if "steps" in progress and phase == "train":
         done, total = progress["step"], max(progress["steps"], 1)
         return min(done / total, 1.0), (f"Learning: epoch {progress.get('epoch', 0)} of {config.get('epochs')} · "
@@ -251,13 +258,6 @@ def describe_progress(progress: dict, config: dict, elapsed: float) -> tuple[flo
         return min(done / total, 1.0), (f"Reading the {which} photos once with the pretrained model{views}: "
                                         f"{done} of {total} · {_duration(progress.get('phase_eta'))} for this step; "
                                         "the epochs after it take seconds")
-    if progress.get("stage"):
-        left = max(0.0, progress.get("deadline_wall", 0) - time.time())
-        words = f"Stage {progress['stage']} of {progress['stages']}: {progress['stage_words']}"
-        if phase == "train" and "steps" in progress:
-            return min(progress["step"] / max(progress["steps"], 1), 1.0), \
-                f"{words} · epoch {progress.get('epoch', 0)} · {_duration(left)} of the time limit"
-        return 0.0, f"{words} · getting it ready… · {_duration(left)} of the time limit"
     if phase == "converge":
         return 1.0, f"Fitting the last layer to convergence, a few settings tried on validation… {elapsed:.0f} s so far"
     if phase == "evaluate":

@@ -65,8 +65,16 @@ def launch_form() -> None:
         epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs",
                                  help="Passes over the training photos. Training stops earlier when the validation "
                                       "figures stop improving.")
-        name = st.text_input("Name (optional)", "", key="tr_name",
+        c1, c2 = st.columns([3, 2])
+        name = c1.text_input("Name (optional)", "", key="tr_name",
                              placeholder="a name for the run; by default the model, what trains, epochs and the date")
+        minutes = c2.selectbox("How long", (None, 5, 15, 30), key="tr_minutes",
+                               format_func=lambda m: "the epochs set here" if m is None else
+                               f"the best model within {m} minutes",
+                               help="Within a time: the last layer first (a usable model within a minute), then the "
+                                    "last layers of the network are fine-tuned on smaller photos, then at full size, "
+                                    "as long as time allows; the best on the validation photos is kept at every "
+                                    "moment, and the time includes scoring it.")
         with st.expander("Advanced settings"):
             c1, c2, c3 = st.columns(3)
             batch_size = c1.number_input("Batch size", 1, 1024, 32, key="tr_batch",
@@ -96,7 +104,8 @@ def launch_form() -> None:
     if submitted:
         config = TrainConfig(data=folder, backbone=backbone, freeze=freeze, epochs=int(epochs),
                              batch_size=int(batch_size), lr=float(lr) or None, aug=aug, class_weights=weights,
-                             patience=int(patience), seed=int(seed), name=name or None, min_per_class=min_per_class)
+                             patience=int(patience), seed=int(seed), name=name or None, min_per_class=min_per_class,
+                             time_limit=60.0 * minutes if minutes else None)
         if not models.weights_available(backbone):
             st.error(f"Pretrained weights for {backbone} are not on this machine: "
                      f"`python -m core backbones` says where to put them.")
