@@ -45,10 +45,11 @@ def train(data: Path, runs: Path, *args: str, env: dict | None = None) -> dict:
     run_id = result.stdout.strip().splitlines()[-1].split()[0].split("=", 1)[1]
     run = runs / run_id
     metrics = json.loads((run / "metrics.json").read_text())
-    features = re.search(r"feature cache \w+: (\d+) image views computed.*\(([\d.]+) s\)", result.stderr)
+    output = result.stdout + result.stderr
+    features = re.search(r"feature cache \w+: (\d+) image views computed.*\(([\d.]+) s\)", output)
     head = json.loads((run / "head_fit.json").read_text()) if (run / "head_fit.json").is_file() else {}
     card = json.loads((run / "model.json").read_text())
-    stages = re.findall(r"stage (\d): .*?(\d+) epochs", result.stderr)
+    stages = re.findall(r"stage (\d): .*?, (\d+) epochs", output)
     return {"wall": wall, "acc": metrics["accuracy"], "bal": metrics["balanced_accuracy"],
             "features_s": float(features.group(2)) if features else None,
             "computed": int(features.group(1)) if features else 0, "head": head.get("chosen", "loop"),

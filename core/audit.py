@@ -92,11 +92,10 @@ def _cache_files(key: str) -> tuple[Path, Path]:
     return folder / f"{key}.csv", folder / f"{key}.json"
 
 
-def cached(root: str | os.PathLike, backbone: str | None = None, seed: int = 0) -> Audit | None:
-    """The audit of the folder as it is now, when one was computed (by the owner or the CLI), else None."""
-    backbone = backbone or models.DEFAULT_BACKBONE
-    index = data.scan(root)
-    return _load(_key(index, backbone, seed), index.root)
+def cached(index: data.DatasetIndex, backbone: str | None = None, seed: int = 0) -> Audit | None:
+    """The audit of a scanned folder as it is now, when one was computed (by the owner or the CLI),
+    else None. Reads no photo."""
+    return _load(_key(index, backbone or models.DEFAULT_BACKBONE, seed), index.root)
 
 
 def _load(key: str, root: Path) -> Audit | None:

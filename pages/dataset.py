@@ -160,7 +160,7 @@ st.caption("Each photo is scored by a quick model that never saw it (5-fold, on 
            "the photos); where the data contradicts the folder a photo sits in, cleanlab's confident learning flags "
            "it. A flag is a question for a person who knows the photos, not a verdict.")
 names = display_names(notes, index.classes)
-result = audit.cached(folder)
+result = audit.cached(index)
 if result is None and common.is_owner():
     if st.button("Check the labels", key="run_audit", help="Seconds once a training has read the photos; the first "
                  "time, about a minute per 3,000 photos."):
