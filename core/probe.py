@@ -24,13 +24,25 @@ def make_probe(c: float = DEFAULT_C, seed: int = 0):
 GRID = (0.003, 0.01, 0.03, 0.1, 0.3)  # inverse regularisation strengths tried on validation
 
 
+def val_score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
+    """(score, accuracy, balanced accuracy) on validation; the score, their mean, is what a head is
+    chosen by, so a head never buys accuracy on the big classes with the small ones."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    acc = float((y_true == y_pred).mean())
+    balanced = float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0
+    return (acc + balanced) / 2, acc, balanced
+
+
 @dataclass
 class FittedHead:
-    """The head fitted to convergence: the chosen C, its validation accuracy and loss, and the
-    logistic regression folded into one linear layer (weight [classes, features], bias)."""
+    """The head fitted to convergence: the chosen C, its validation score, accuracy, balanced accuracy
+    and loss, and the logistic regression folded into one linear layer (weight [classes, features], bias)."""
 
     c: float
+    val_score: float
     val_acc: float
+    val_balanced: float
     val_loss: float
     weight: np.ndarray
     bias: np.ndarray
@@ -40,7 +52,7 @@ class FittedHead:
 def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, classes: int,
              sample_weight: np.ndarray | None = None, grid: tuple[float, ...] = GRID) -> FittedHead:
     """A multinomial logistic regression fitted to convergence (L-BFGS) for each C of the grid,
-    the best by validation accuracy (then loss), returned as a linear layer on the raw features:
+    the best by validation score (`val_score`, then loss), returned as a linear layer on the raw features:
     the standardisation is folded into the weights, so `x @ weight.T + bias` gives its logits."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
@@ -52,17 +64,18 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     for c in grid:
         model = LogisticRegression(C=c, max_iter=3000).fit(tx, train_y, sample_weight=sample_weight)
         probs = _full_probs(model, vx, classes)
-        acc = float((probs.argmax(1) == val_y).mean())
+        score, acc, balanced = val_score(val_y, probs.argmax(1))
         loss = float(log_loss(val_y, probs, labels=list(range(classes))))
-        tried.append({"C": c, "val_acc": acc, "val_loss": loss})
-        if best is None or (acc, -loss) > (best[1], -best[2]):
-            best = (model, acc, loss, c)
-    model, acc, loss, c = best
+        tried.append({"C": c, "val_score": score, "val_acc": acc, "val_balanced": balanced, "val_loss": loss})
+        if best is None or (score, -loss) > (best[1], -best[-1]["val_loss"]):
+            best = (model, score, c, tried[-1])
+    model, score, c, chosen = best
     coef, intercept = _full_coef(model, classes, train_x.shape[1])
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight = coef / scale
     bias = intercept - weight @ scaler.mean_
-    return FittedHead(c, acc, loss, weight.astype(np.float32), bias.astype(np.float32), tried)
+    return FittedHead(c, score, chosen["val_acc"], chosen["val_balanced"], chosen["val_loss"],
+                      weight.astype(np.float32), bias.astype(np.float32), tried)
 
 
 def _full_probs(model, x: np.ndarray, classes: int) -> np.ndarray:

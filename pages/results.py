@@ -201,7 +201,8 @@ with right.expander("Details for engineers (the run's settings)"):
     if head_fit:
         st.markdown(f"Last layer: **{'fitted to convergence' if head_fit['chosen'] == 'converged' else 'the loop'}'s** "
                     f"(validation {head_fit['val_acc']:.1%} with L-BFGS at C={head_fit['C']:g}, against "
-                    f"{head_fit['loop_val_acc']:.1%} for the loop's best epoch).")
+                    f"{head_fit['loop_val_acc']:.1%} for the loop's best epoch; the converged one is kept only when "
+                    "clearly better on the mean of accuracy and balanced accuracy).")
     st.code(json.dumps(card.config, indent=2), language="json")
 
 # ------------------------------------------------------------------ pass or inspect
