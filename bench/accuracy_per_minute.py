@@ -49,7 +49,8 @@ def train(data: Path, runs: Path, *args: str, env: dict | None = None) -> dict:
     features = re.search(r"feature cache \w+: (\d+) image views computed.*\(([\d.]+) s\)", output)
     head = json.loads((run / "head_fit.json").read_text()) if (run / "head_fit.json").is_file() else {}
     card = json.loads((run / "model.json").read_text())
-    stages = re.findall(r"stage (\d): .*?, (\d+) epochs", output)
+    stages_file = run / "stages.json"
+    stages = [(s["stage"], s["epochs"]) for s in json.loads(stages_file.read_text())[1:]] if stages_file.is_file() else []
     return {"wall": wall, "acc": metrics["accuracy"], "bal": metrics["balanced_accuracy"],
             "features_s": float(features.group(2)) if features else None,
             "computed": int(features.group(1)) if features else 0, "head": head.get("chosen", "loop"),
@@ -77,12 +78,24 @@ def main() -> None:
     parser.add_argument("--limits", type=float, nargs="*", default=[300, 900, 1800])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="split seeds for the time-limited runs")
     parser.add_argument("--tutorial", action="store_true", help="also the tutorial loop (about 14 minutes)")
+    parser.add_argument("--only-limits", action="store_true", help="only the time-limited runs")
     args = parser.parse_args()
     data = Path(args.data) if args.data else samples.fetch("elpv", progress=False)
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else \
         f"CPU ({os.cpu_count()} cores)"
     print(f"device: {device}; data: {data} ({sum(1 for _ in data.glob('*/*'))} images)")
     runs = Path(tempfile.mkdtemp(prefix="apm-runs-"))
+    if not args.only_limits:
+        baselines(data, runs)
+    else:
+        print("\n| run | wall s | test accuracy | balanced accuracy | model kept | note |\n|---|---|---|---|---|---|")
+    limited(data, runs, args)
+    if args.only_limits:
+        return
+    others(runs, args, data)
+
+
+def baselines(data: Path, runs: Path) -> None:
     cold_torch = train(data, runs, "--name", "cold, PyTorch features",
                        env={"GRAFT_FEATURES": "torch", "GRAFT_HOME": tempfile.mkdtemp(prefix="apm-home-")})
     cold_onnx = train(data, runs, "--name", "cold, ONNX Runtime features",
@@ -99,12 +112,18 @@ def main() -> None:
               f"{cold_onnx['wall'] / cold_torch['wall']:.2f}×"))
     print(row("default, warm, loop head only (before)", loop))
     print(row("default, warm, head fitted to convergence", converged, f"kept: {converged['head']} head"))
+
+
+def limited(data: Path, runs: Path, args) -> None:
     for seed in args.seeds:
         for limit in args.limits:
             r = train(data, runs, "--time-limit", str(limit), "--seed", str(seed), "--name", f"limit {limit:.0f}")
             stages = ", ".join(f"stage {s}: {n} epochs" for s, n in r["stages"]) or "stage 1 only"
             print(row(f"--time-limit {limit:.0f} (split seed {seed})", r,
                       f"{r['wall'] / limit:.2f} of the limit; {stages}"), flush=True)
+
+
+def others(runs: Path, args, data: Path) -> None:
     if FASHION.is_dir():
         subset = fashion_subset()
         for name, extra in (("loop head only (before)", ("--head-fit", "loop")), ("head fitted to convergence", ())):

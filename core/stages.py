@@ -43,11 +43,16 @@ def stages_for(input_size: int) -> list[Stage]:
 ONNX_SPEEDUP = 2.0  # ONNX Runtime scores photos about this much faster than the PyTorch timing used here
 
 
-def evaluation_reserve(config, n_images: int) -> float:
+def scoring_seconds(backbone: str) -> float:
+    """Seconds to score one photo with a fine-tuned network through ONNX Runtime (timed on this machine)."""
+    return seconds_per_image(backbone, "partial", None)[1] / ONNX_SPEEDUP
+
+
+def evaluation_reserve(n_images: int, per_image: float) -> float:
     """Seconds kept back for what follows training: scoring the test photos and reading every photo
-    once for the unfamiliar-photo detector (with a fine-tuned network: one forward pass each, through
-    ONNX Runtime), plus exporting that network once."""
-    return 15.0 + n_images * seconds_per_image(config.backbone, "partial", None)[1] / ONNX_SPEEDUP
+    once for the unfamiliar-photo detector (with a fine-tuned network: one forward pass each), plus
+    exporting that network once."""
+    return 15.0 + n_images * per_image
 
 
 class KeepBest(Step):

@@ -32,7 +32,7 @@ from .features import FeatureCache
 from .preprocess import Preprocessing, eval_transform, tensor_transforms, train_transform
 from .rundir import RunDir, card_for, data_root
 from .runs import RunStore
-from .stages import evaluation_reserve
+from .stages import evaluation_reserve, scoring_seconds
 from .steps import (Checkpointer, ConsoleReporter, Deadline, EarlyStopping, EpochRow, LoopState, OnEpoch, Step,
                     StopTraining, StopWatch, StoreReporter)
 
@@ -465,7 +465,7 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
         if main and resume:
             store.truncate_metrics(run_id, plan.state.epoch)
         if limit is not None:
-            limit.deadline -= evaluation_reserve(config, len(plan.split.manifest))  # keep time to score the model
+            limit.deadline -= evaluation_reserve(len(plan.split.manifest), limit.per_image)  # time to score it
         steps: list[Step] = [watch, EarlyStopping(config.patience)] + ([limit] if limit else [])
         if main:
             steps += [reporter, Checkpointer(run, plan.model, plan.optimizer, plan.scheduler),
@@ -506,10 +506,15 @@ def _time_limit(config: TrainConfig, reporter: StoreReporter | None, started: fl
     from .stages import stages_for
 
     deadline = started + float(config.time_limit)
+    # timed here, before `prepare` seeds the run: timing a model draws random numbers, and a
+    # time-limited run's first stage must be the same model as the run without a limit
+    per_image = scoring_seconds(config.backbone)
     if reporter is not None:
         reporter.extra = {"stage": 1, "stages": 3, "stage_words": stages_for(224)[0].words,
                           "deadline_wall": time.time() + (deadline - time.monotonic())}
-    return Deadline(deadline)
+    limit = Deadline(deadline)
+    limit.per_image = per_image
+    return limit
 
 
 def converges(plan: Plan) -> bool:
