@@ -127,14 +127,16 @@ def apply_corrections(items: pd.DataFrame, corrections: dict[str, dict]) -> tupl
     if not corrections or not len(items):
         return items, items.iloc[0:0]
     labels = set(items["label"])
+    row_of = {path: i for i, path in enumerate(items["path"])}
     keep = pd.Series(True, index=items.index)
     items = items.copy()
-    for i, (path, sha1) in enumerate(zip(items["path"], items["sha1"])):
-        change = corrections.get(path)
-        if change is None or (change["sha1"] and change["sha1"] != sha1):
+    label_column = items.columns.get_loc("label")
+    for path, change in corrections.items():  # only the decided photos, however large the dataset
+        i = row_of.get(path)
+        if i is None or (change["sha1"] and change["sha1"] != items["sha1"].iat[i]):
             continue
         if change["action"] == "exclude":
             keep.iloc[i] = False
         elif change["label"] in labels:
-            items.iloc[i, items.columns.get_loc("label")] = change["label"]
+            items.iat[i, label_column] = change["label"]
     return items[keep].reset_index(drop=True), items[~keep].reset_index(drop=True)

@@ -33,9 +33,12 @@ class Stage:
     input_size: int | None = None
 
 
+FIRST_WORDS = "the last layer on the pretrained network's view of the photos"
+
+
 def stages_for(input_size: int) -> list[Stage]:
     small = int(round(input_size * SMALL / 32) * 32)
-    return [Stage(1, "the last layer on the pretrained network's view of the photos", "head"),
+    return [Stage(1, FIRST_WORDS, "head"),
             Stage(2, f"fine-tuning the last layers on smaller photos ({small} px)", "partial", small),
             Stage(3, f"fine-tuning the last layers at full size ({input_size} px)", "partial", None)]
 
@@ -65,7 +68,7 @@ class KeepBest(Step):
 
     def on_epoch(self, state: LoopState, row) -> None:
         if row.val_acc > self.best["val_acc"]:
-            self.best.update(val_acc=row.val_acc, stage=self.config.input_size, epoch=row.epoch)
+            self.best.update(val_acc=row.val_acc, epoch=row.epoch)
             self.run.save_best(self.model.state_dict())
             self.run.write_card(card_for(asdict(self.config), self.classes, self.prep))
         # after the store reporter (which writes this stage's own best): the run's best across stages
@@ -82,7 +85,7 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
     head_fit = run.head_fit()
     if head_fit and head_fit["chosen"] == "converged":
         best["val_acc"] = head_fit["val_acc"]
-    record = [{"stage": 1, "words": stages_for(_input_size(config))[0].words, "epochs": first_plan.state.epoch,
+    record = [{"stage": 1, "words": all_stages[0].words, "epochs": first_plan.state.epoch,
                "val_acc": best["val_acc"], "kept": True}]
     epoch = first_plan.state.epoch
     # Fine-tuning starts from the loop's own head (last.pt), never from the converged one: its weights
@@ -101,16 +104,16 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
             continue
         reporter.extra = {**reporter.extra, "stage": stage.number, "stage_words": stage.words}
         store.set_progress(run_id, phase="prepare", **reporter.extra)
-        stage_config = replace(config, freeze="partial", input_size=stage.input_size, epochs=epochs,
+        stage_config = replace(config, freeze=stage.freeze, input_size=stage.input_size, epochs=epochs,
                                aug="auto", lr=None, head_fit="loop", time_limit=None)
-        plan = prepare(stage_config, None, progress=False)
+        plan = prepare(stage_config, None, progress=False, split=first_plan.split)  # the run's own split
         plan.model.load_state_dict(start)
         plan.state = LoopState(epochs=epoch + epochs, epoch=epoch, step=epoch * len(plan.batches.train))
         log.info(f"stage {stage.number}: {stage.words}, {epochs} epochs of ~{per_epoch:.0f} s")
         stop_at = min(deadline, time.monotonic() + share)
         limit = Deadline(stop_at)
-        steps: list[Step] = [watch, limit, EarlyStopping(config.patience), reporter, ConsoleReporter(config.patience, progress),
-                             KeepBest(run, plan.model, stage_config, plan.split.classes,
+        steps: list[Step] = [watch, limit, EarlyStopping(config.patience), reporter,
+                             ConsoleReporter(config.patience, progress), KeepBest(run, plan.model, stage_config, plan.split.classes,
                                       _prep(stage_config), store, run_id, best)]
         before = dict(best)
         status = run_loop(plan, steps)

@@ -337,12 +337,12 @@ def load_split(config: TrainConfig, run: RunDir | None, resume: bool, progress: 
 
 
 def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progress: bool = True,
-            report=None) -> Plan:
+            report=None, split: data.Split | None = None) -> Plan:
     """Scan and split (or reload the manifest), build the model, write the run's config and card,
     make the loaders (cached features when the backbone is frozen), loss, optimiser and schedule,
     and restore the loop's state from last.pt when resuming. `run` is None on torchrun ranks > 0."""
     seed_everything(config.seed)
-    split = load_split(config, run, resume, progress and run is not None)
+    split = split if split is not None else load_split(config, run, resume, progress and run is not None)
     counts = split.counts()
     log.info(f"{len(split.classes)} classes; images per split: "
              + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns))
@@ -460,12 +460,15 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
         signal.signal(signal.SIGTERM, lambda *_: setattr(watch, "signalled", True))
     try:
         reporter = StoreReporter(store, run_id) if main else None
+        # timed before `prepare` seeds the run: timing a model draws random numbers, and a time-limited
+        # run's first stage must be the same model as the run without a limit
+        per_image = scoring_seconds(config.backbone) if config.time_limit else 0.0
         limit = _time_limit(config, reporter, started)
         plan = prepare(config, run, resume, progress, reporter.phase if reporter else None)
         if main and resume:
             store.truncate_metrics(run_id, plan.state.epoch)
         if limit is not None:
-            limit.deadline -= evaluation_reserve(len(plan.split.manifest), limit.per_image)  # time to score it
+            limit.deadline -= evaluation_reserve(len(plan.split.manifest), per_image)  # time to score the model
         steps: list[Step] = [watch, EarlyStopping(config.patience)] + ([limit] if limit else [])
         if main:
             steps += [reporter, Checkpointer(run, plan.model, plan.optimizer, plan.scheduler),
@@ -503,18 +506,13 @@ def _time_limit(config: TrainConfig, reporter: StoreReporter | None, started: fl
     """The deadline step of a time-limited run (stage 1 of 3 announced), or None."""
     if not config.time_limit:
         return None
-    from .stages import stages_for
+    from .stages import FIRST_WORDS
 
     deadline = started + float(config.time_limit)
-    # timed here, before `prepare` seeds the run: timing a model draws random numbers, and a
-    # time-limited run's first stage must be the same model as the run without a limit
-    per_image = scoring_seconds(config.backbone)
     if reporter is not None:
-        reporter.extra = {"stage": 1, "stages": 3, "stage_words": stages_for(224)[0].words,
+        reporter.extra = {"stage": 1, "stages": 3, "stage_words": FIRST_WORDS,
                           "deadline_wall": time.time() + (deadline - time.monotonic())}
-    limit = Deadline(deadline)
-    limit.per_image = per_image
-    return limit
+    return Deadline(deadline)
 
 
 def converges(plan: Plan) -> bool:

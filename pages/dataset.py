@@ -196,14 +196,14 @@ if result is not None:
                              help=f"{md(row.file)}: the quick model gives its folder's class {row.p_given:.0%} and "
                                   f"{md(names.get(row.suggested, row.suggested))} {row.p_suggested:.0%}.")
                 if common.is_owner():
-                    options = ["keep", f"relabel as {names.get(row.suggested, row.suggested)}", "exclude"]
-                    choices[row.file] = (col.radio("decision", options, key=f"audit_{row.sha1}",
-                                                   label_visibility="collapsed"), row)
+                    words = {"keep": "keep", "relabel": f"relabel as {md(names.get(row.suggested, row.suggested))}",
+                             "exclude": "exclude"}
+                    choices[row.file] = (col.radio("decision", list(words), format_func=words.get,
+                                                   key=f"audit_{row.sha1}", label_visibility="collapsed"), row)
         saved = st.form_submit_button("Save these decisions", disabled=not common.is_owner() or not len(top))
     if saved:
         changes = {file: None if choice == "keep" else
-                   {"action": "exclude" if choice == "exclude" else "relabel",
-                    "label": "" if choice == "exclude" else row.suggested, "sha1": row.sha1}
+                   {"action": choice, "label": row.suggested if choice == "relabel" else "", "sha1": row.sha1}
                    for file, (choice, row) in choices.items()}
         try:
             dataset_notes.save_corrections(index.root, changes)
