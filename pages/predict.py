@@ -86,7 +86,7 @@ for i, upload in enumerate(uploads or []):
     mid.markdown(f"**{md(upload.name)}**: {md(verdict(result))}")
     if decision:
         (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
-    mid.altair_chart(charts.top_k_bars([(names.get(c, c), p) for c, p in result["top"]]), key=f"topk_{i}")
+    common.chart(mid, charts.top_k_bars, [(names.get(c, c), p) for c, p in result["top"]], key=f"topk_{i}")
     common.nearest_photos(mid, result, names, model.data_root)
     if result.get("unfamiliar"):
         right.info("No explanation offered: a heatmap of why it chose a class means little for a photo "

@@ -91,7 +91,7 @@ if len(labels_all) > 15:
     if involved and st.toggle("Only the classes in the top confusions", value=True, key="cm_focus"):
         shown = involved
 left, right = st.columns([3, 2])
-left.altair_chart(charts.confusion(shown_metrics, normalised, shown), key="cm_chart")
+common.chart(left, charts.confusion, shown_metrics, normalised, shown, key="cm_chart")
 right.subheader("Most confused pairs")
 right.dataframe(pd.DataFrame(shown_metrics["most_confused"]), hide_index=True, key="confused_pairs")
 
@@ -106,7 +106,7 @@ if "tta" in shown_metrics:
     per_class["tta accuracy"] = per_class["class"].map(shown_metrics["tta"]["per_class_accuracy"])
     per_class["tta gain"] = per_class["tta accuracy"] - per_class["accuracy"]
 left, right = st.columns([2, 3])
-left.altair_chart(charts.per_class(shown_metrics), key="per_class_chart")
+common.chart(left, charts.per_class, shown_metrics, key="per_class_chart")
 right.dataframe(per_class.rename(columns={"train_count": "training images"}), hide_index=True, key="per_class_table",
                 column_config={**{c: st.column_config.NumberColumn(format="percent")  # one format for accuracies
                                   for c in ("accuracy", "precision", "recall", "tta accuracy")},
@@ -150,7 +150,7 @@ if len(mistakes):
         a, b, c = st.columns(3)
         a.image(image, caption=f"{picked} — true {names.get(row['label'], row['label'])}", width="stretch")
         top = sorted(((names[cls], float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
-        b.altair_chart(charts.top_k_bars(top), key="mistake_topk")
+        common.chart(b, charts.top_k_bars, top, key="mistake_topk")
         common.nearest_photos(b, common.predict_image(str(run_dir), common.model_stamp(run_dir),
                                                       f"{root / picked}:{sha.get(picked, '')}", 4, image),
                               names, root)
@@ -179,7 +179,7 @@ if curve is None and common.is_owner() and st.button("Draw the learning curve", 
         curve = learning_curve.learning_curve(run_dir)
 if curve is not None:
     st.markdown(md(learning_curve.sentence(curve["points"], curve["classes"], names)))
-    st.altair_chart(charts.learning_curve(curve, names), key="learning_curve_chart")
+    common.chart(st, charts.learning_curve, curve, names, key="learning_curve_chart")
     lc_table = learning_curve.table(curve, names)
     st.dataframe(lc_table, hide_index=True, key="learning_curve_table",
                  column_config={c: st.column_config.NumberColumn(format="percent") for c in lc_table.columns
@@ -191,9 +191,9 @@ elif not common.is_owner():
 st.header("Training")
 epochs = store.epochs(run_id)
 if len(epochs):
-    st.altair_chart(charts.curves(epochs), key="results_curves")
+    common.chart(st, charts.curves, epochs, key="results_curves")
 left, right = st.columns(2)
-left.altair_chart(charts.reliability(metrics["calibration"]), key="reliability")
+common.chart(left, charts.reliability, metrics["calibration"], key="reliability")
 left.caption("Bars reaching the dashed line: when the model says 80 %, it is right about 80 % of the time, so its "
              "confidence can be taken at its word. Bars below the line: it is more sure of itself than it should be.")
 with right.expander("Details for engineers (the run's settings)"):
@@ -234,7 +234,7 @@ if inspect and len(inspect) < len(labels_all):
         "inspections": r["inspections"], **({"total cost": round(r["cost"], 2)} if "cost" in r else {})} for r in rows])
     left, right = st.columns([3, 2])
     curve = sweep(tables.get("validation", predictions), inspect)
-    left.altair_chart(charts.tradeoff(curve, threshold), key="tradeoff_chart")
+    common.chart(left, charts.tradeoff, curve, threshold, key="tradeoff_chart")
     right.dataframe(shown_rows, hide_index=True, key="tradeoff_table")
     right.caption("Chosen on validation images; the test row shows what to expect on new parts.")
     if common.is_owner() and right.button("Use this rule on Predict and in the export", key="save_decision"):
@@ -267,7 +267,7 @@ if checks:
         st.info("Skipped (this run does not know these classes): " + md(", ".join(
             f"{k} ({v} images)" for k, v in picked_check["skipped_classes"].items())))
     left, right = st.columns([3, 2])
-    left.altair_chart(charts.confusion(picked_check), key="check_confusion")
+    common.chart(left, charts.confusion, picked_check, key="check_confusion")
     right.dataframe(pd.DataFrame(picked_check["per_class"])[["class", "support", "correct", "accuracy"]]
                     .rename(columns={"support": "images", "correct": "right"}), hide_index=True, key="check_table",
                     column_config={"accuracy": st.column_config.NumberColumn(format="percent")})

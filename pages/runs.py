@@ -112,7 +112,7 @@ if len(chosen) < 2:
 
 curves = pd.concat([charts.curves_long(store.epochs(r), labels[r]) for r in chosen], ignore_index=True)
 if len(curves):
-    st.altair_chart(charts.curves(curves, color="run"), key="compare_curves")
+    common.chart(st, charts.curves, curves, "run", key="compare_curves")
 
 configs = {labels[r]: store.get(r)["config"] for r in chosen}
 keys = sorted(set().union(*configs.values()))

@@ -138,8 +138,10 @@ def live_metrics(store, run_id: str, epochs_done: int) -> LiveMetrics:
     return live_state.refresh()
 
 
-@st.fragment(run_every=1)
 def live() -> None:
+    """The watched run's status, progress and curves: redrawn every second while a training runs, every
+    10 s otherwise (only to notice a training started elsewhere), so an idle Train page costs the server
+    next to nothing."""
     run_id = watched_run()
     if not run_id:
         st.write("No runs yet.")
@@ -150,8 +152,8 @@ def live() -> None:
     except GraftError:
         return
     status = run["status"]
-    if running and status not in ("queued", "running") and jobs.active(runs_root) is None:
-        st.rerun(scope="app")  # the run ended: the form is ready again
+    if bool(running) != (jobs.active(runs_root) is not None):
+        st.rerun(scope="app")  # a run ended (the form is ready again) or started elsewhere (poll faster)
     st.subheader(f"{md(run['name'])} — {status}")
     progress = run.get("progress") or {}
     if status in ("queued", "running"):
@@ -182,10 +184,10 @@ def live() -> None:
     metrics = live_metrics(store, run_id, int(run["epochs_done"] or 0))
     epochs_df = metrics.epochs
     if len(epochs_df):
-        st.altair_chart(charts.curves(epochs_df), key="live_curves")
+        common.chart(st, charts.curves, epochs_df, key="live_curves")
         batches = metrics.batches
         if len(batches) > 1:
-            st.altair_chart(charts.batch_loss(batches), key="live_batches", height=240)
+            common.chart(st, charts.batch_loss, batches, key="live_batches", height=240)
     with st.expander("Details for engineers (the epoch table and the log)"):
         if len(epochs_df):
             st.dataframe(epochs_df.drop(columns=["run_id", "time"]), hide_index=True, key="live_table")
@@ -193,4 +195,4 @@ def live() -> None:
             st.code(jobs.log_tail(run_id, runs_root) or "(empty)")
 
 
-live()
+st.fragment(live, run_every=1 if running else 10)()
