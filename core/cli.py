@@ -59,7 +59,7 @@ def cmd_scan(args) -> int:
 
 
 def _train_parser(sub) -> None:
-    from .choices import AUG_LEVELS, CLASS_WEIGHTS, FREEZE_MODES, HEAD_FITS, HEADS, OPTIMIZERS, SCHEDULES
+    from .choices import AUG_LEVELS, CLASS_WEIGHTS, FEATURES, FREEZE_MODES, HEAD_FITS, HEADS, OPTIMIZERS, SCHEDULES
 
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on a folder of images")
     p.add_argument("data", nargs="?", help="ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*")
@@ -91,6 +91,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--head-fit", choices=HEAD_FITS, help="converge (default): a frozen backbone's linear head is "
                    "also fitted to convergence (L-BFGS, C chosen on validation) and kept when it beats the loop's on "
                    "validation; loop: the training loop's head only")
+    p.add_argument("--features", choices=FEATURES,
+                   help="plain (default): the frozen backbone's pooled output; rich: earlier stages pooled beside it "
+                        "and averaged over the 8 flips and quarter turns of each photo (8× the feature time; "
+                        "EfficientNet-Lite, frozen backbone)")
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="the best model within this time, in stages: the last layer on cached features, then "
                         "fine-tuning on smaller photos, then at full size; the best by validation is kept")

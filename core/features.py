@@ -247,6 +247,8 @@ class FeatureCache:
         """Features for every image (computing only the missing ones) → (array [N, D], ok mask)."""
         found = self._lookup(list(dict.fromkeys(shas)), view)
         missing = [i for i, s in enumerate(shas) if s not in found]
+        # a backbone that looks at several views of each photo at once takes fewer photos a batch
+        batch_size = max(1, batch_size // getattr(self.backbone, "views_per_image", 1))
         if missing:
             out, ok = forward_images(self._runner(), [paths[i] for i in missing], transform,
                                      batch_size=batch_size, workers=workers, keys=[shas[i] for i in missing],

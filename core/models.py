@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .choices import DEFAULT_BACKBONE, FREEZE_MODES, HEADS  # noqa: F401  (re-exported)
+from .choices import DEFAULT_BACKBONE, FEATURES, FREEZE_MODES, HEADS  # noqa: F401  (re-exported)
 from .errors import BadInput, WeightsNotFound  # noqa: F401  (re-exported)
 from .preprocess import Preprocessing
 from .storage import load_torch
@@ -280,14 +280,79 @@ class GraftModel(nn.Module):
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
 
+# ---------------------------------------------------------------- feature recipes
+
+
+class StagePooled(nn.Module):
+    """An EfficientNet-Lite's pooled features with the pooled maps of earlier stages beside them
+    (`taps`: indices into its blocks): texture-level features that the last stage has pooled away."""
+
+    def __init__(self, body: nn.Module, taps: tuple[int, ...]):
+        super().__init__()
+        self.body, self.taps = body, tuple(taps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        body, pooled = self.body, []
+        x = body.bn1(body.conv_stem(x))
+        for i, block in enumerate(body.blocks):
+            x = block(x)
+            if i in self.taps:
+                pooled.append(x.mean((2, 3)))
+        pooled.append(body.global_pool(body.bn2(body.conv_head(x))).flatten(1))
+        return torch.cat(pooled, 1)
+
+
+class DihedralViews(nn.Module):
+    """The mean of a feature extractor over the 8 flips and quarter turns of each image, in one
+    batch (so Grad-CAM's hook sees every view, the unchanged one first)."""
+
+    views_per_image = 8
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    @staticmethod
+    def views(x: torch.Tensor) -> torch.Tensor:
+        turned = x.transpose(2, 3)
+        return torch.cat([x, x.flip(3), x.flip(2), x.flip(2).flip(3),
+                          turned, turned.flip(3), turned.flip(2), turned.flip(2).flip(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        return self.inner(self.views(x)).reshape(self.views_per_image, n, -1).mean(0)
+
+
+LITE_TAPS = (3, 4, 5)  # blocks whose pooled maps join the last features (measured on ELPV: bench/accuracy_per_minute.py)
+
+
+def _rich(spec: BackboneSpec, body: nn.Module, dim: int) -> tuple[nn.Module, int]:
+    """The `rich` recipe: earlier stages pooled beside the last (EfficientNet-Lite), averaged over the
+    8 flips and quarter turns of each image."""
+    if spec.family != "lite":
+        raise BadInput(f"features 'rich' is available for the EfficientNet-Lite backbones, not {spec.name}")
+    with torch.no_grad():
+        taps = StagePooled(body, LITE_TAPS).eval()
+        dim = int(taps(torch.zeros(1, 3, 64, 64)).shape[1])
+    return DihedralViews(taps), dim
+
+
 def create(backbone: str, num_classes: int, freeze: str = "head", head: str = "linear",
-           pretrained: bool = True, weights: str | None = None, dropout: float = 0.2) -> GraftModel:
-    """Build backbone + new head. `pretrained=False` skips the weights (a checkpoint follows)."""
+           pretrained: bool = True, weights: str | None = None, dropout: float = 0.2,
+           features: str = "plain") -> GraftModel:
+    """Build backbone + new head. `pretrained=False` skips the weights (a checkpoint follows).
+    `features`: `plain` (the backbone's pooled output) or `rich` (see `_rich`; a frozen backbone only)."""
     if freeze not in FREEZE_MODES:
         raise BadInput(f"unknown freeze mode {freeze!r}; choose one of {', '.join(FREEZE_MODES)}")
+    if features not in FEATURES:
+        raise BadInput(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
     spec = get_spec(backbone)
     body, dim = _build_backbone(spec, pretrained, weights)
     stages = spec.last_stages or _last_children(body)
+    if features == "rich":
+        if freeze != "head":
+            raise BadInput("features 'rich' needs a frozen backbone (freeze head)")
+        body, dim = _rich(spec, body, dim)
     return GraftModel(body, make_head(head, dim, num_classes, dropout), freeze, stages)
 
 

@@ -85,7 +85,12 @@ class ModelCard:
         from .models import create
 
         return create(self.backbone, self.num_classes, self.freeze, self.head, pretrained=pretrained,
-                      dropout=self.dropout)
+                      dropout=self.dropout, features=self.features)
+
+    @property
+    def features(self) -> str:
+        """The feature recipe the model was trained with (`plain` for runs before there was a choice)."""
+        return str(self.config.get("features", "plain"))
 
     def with_evaluation(self, metrics: dict, uncertainty_threshold: float | None) -> "ModelCard":
         return replace(self, metrics=metrics, uncertainty_threshold=uncertainty_threshold)

@@ -3,11 +3,14 @@ stages and keeps the best model by validation accuracy at every moment:
 
 1. the last layer on the pretrained network's cached view of the photos (a usable model within a
    minute), fitted to convergence;
-2. fine-tuning the last stages of the network on smaller photos (faster epochs);
-3. fine-tuning the last stages at full size.
+2. the last layer on a richer view (EfficientNet-Lite backbones): earlier stages pooled beside the
+   last one, averaged over the 8 flips and quarter turns of each photo (`features="rich"`), fitted
+   to convergence; 8 times the first stage's reading time, so it runs only when that fits;
+3. fine-tuning the last stages of the network on smaller photos (faster epochs);
+4. fine-tuning the last stages at full size.
 
-Stage 2 starts from stage 1's trained loop (not its converged head, whose weights fine-tuning
-blows up), stage 3 from where stage 2 ended; each gets a share of the time left; an epoch
+Stage 3 starts from stage 1's trained loop (not its converged head, whose weights fine-tuning
+blows up), stage 4 from where stage 3 ended; each gets a share of the time left; an epoch
 that would not finish in time is not started, and a time is kept back for the final evaluation.
 A stage whose model beats the best on validation rewrites best.pt and the model card (its
 resolution and what trains), so evaluation, Predict and the export use that model.
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
+
+import torch
 
 from .errors import log
 from .estimate import epoch_seconds, seconds_per_image
@@ -31,16 +36,26 @@ class Stage:
     words: str
     freeze: str
     input_size: int | None = None
+    features: str = "plain"
 
 
 FIRST_WORDS = "the last layer on the pretrained network's view of the photos"
+RICH_WORDS = "the last layer on a richer view (earlier layers too, each photo in 8 orientations)"
 
 
-def stages_for(input_size: int) -> list[Stage]:
+def stages_for(input_size: int, rich: bool = True) -> list[Stage]:
     small = int(round(input_size * SMALL / 32) * 32)
-    return [Stage(1, FIRST_WORDS, "head"),
-            Stage(2, f"fine-tuning the last layers on smaller photos ({small} px)", "partial", small),
-            Stage(3, f"fine-tuning the last layers at full size ({input_size} px)", "partial", None)]
+    stages = [Stage(1, FIRST_WORDS, "head")] + ([Stage(2, RICH_WORDS, "head", features="rich")] if rich else [])
+    stages += [Stage(0, f"fine-tuning the last layers on smaller photos ({small} px)", "partial", small),
+               Stage(0, f"fine-tuning the last layers at full size ({input_size} px)", "partial", None)]
+    return [replace(stage, number=i) for i, stage in enumerate(stages, 1)]
+
+
+def rich_applies(config) -> bool:
+    """Whether the richer view is a stage of this run: a frozen EfficientNet-Lite run on plain features."""
+    from .models import get_spec
+
+    return config.freeze == "head" and config.features == "plain" and get_spec(config.backbone).family == "lite"
 
 
 ONNX_SPEEDUP = 2.0  # ONNX Runtime scores photos about this much faster than the PyTorch timing used here
@@ -80,7 +95,7 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
     """Stages 2 and 3 after stage 1 (done by `train.fit`); returns the run's status."""
     from .train import prepare, run_loop
 
-    all_stages = stages_for(_input_size(config))
+    all_stages = stages_for(_input_size(config), rich_applies(config))
     best = {"val_acc": float(first_plan.state.best_val_acc or 0.0), "epoch": first_plan.state.best_epoch}
     head_fit = run.head_fit()
     if head_fit and head_fit["chosen"] == "converged":
@@ -94,7 +109,15 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
     n_train, n_val = (int((first_plan.split.manifest["split"] == s).sum()) for s in ("train", "val"))
     for stage in all_stages[1:]:
         left = deadline - time.monotonic()
-        share = left / 2 if stage.number == 2 else left
+        if stage.features == "rich":
+            record.append(_rich_stage(stage, config, run, store, run_id, reporter, watch, deadline, first_plan,
+                                      best, epoch))
+            for earlier in record[:-1]:
+                earlier["kept"] = earlier.get("kept", False) and not record[-1].get("kept")
+            epoch += record[-1]["epochs"]  # its epochs are on the live curve: the next stage numbers on from them
+            run.write_stages(record)
+            continue
+        share = left / 2 if stage is all_stages[-2] else left
         per_epoch = epoch_seconds(config.backbone, "partial", n_train, n_val, True, stage.input_size)[1]
         epochs = int(share // per_epoch)
         if epochs < 1:
@@ -121,7 +144,7 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
                        "epochs": plan.state.epoch - epoch, "best_val_acc": plan.state.best_val_acc,
                        "kept": best != before})
         for earlier in record[:-1]:
-            earlier["kept"] = earlier["kept"] and best == before
+            earlier["kept"] = earlier.get("kept", False) and best == before
         epoch, start = plan.state.epoch, plan.model.state_dict()  # the next stage goes on from here
         run.write_stages(record)
         if status == "stopped" and not limit.reached:
@@ -130,6 +153,65 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
     log.info(f"best within the time limit: validation accuracy {best['val_acc']:.4f} (stage "
              f"{next(r['stage'] for r in record if r.get('kept'))})")
     return "completed"
+
+
+READ_MARGIN = 1.25  # the richer view's reading time as estimated, with this much to spare
+
+
+def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter: StoreReporter, watch: StopWatch,
+                deadline: float, first_plan, best: dict, epoch: int) -> dict:
+    """Stage 2: the head on the richer view, converged; kept (best.pt and the card) when it beats
+    the best validation accuracy so far. Skipped when reading every photo 8 times would not fit."""
+    from .probe import fit_head
+    from .train import _linear_key, prepare, run_loop
+
+    n_read = int(first_plan.split.manifest["split"].isin(["train", "val"]).sum())
+    seconds = READ_MARGIN * 8 * n_read * _read_seconds(config, first_plan) + 30.0
+    left = deadline - time.monotonic()
+    entry = {"stage": stage.number, "words": stage.words}
+    if seconds > left:
+        log.info(f"stage {stage.number} skipped: reading the photos in 8 orientations (~{seconds:.0f} s) does not "
+                 f"fit in the {max(left, 0):.0f} s left")
+        return {**entry, "epochs": 0, "skipped": True}
+    reporter.extra = {**reporter.extra, "stage": stage.number, "stage_words": stage.words}
+    store.set_progress(run_id, phase="prepare", **reporter.extra)
+    stage_config = replace(config, features="rich", epochs=config.epochs, aug="none", lr=None, head_fit="loop",
+                           time_limit=None)
+    log.info(f"stage {stage.number}: {stage.words} (reading ~{seconds:.0f} s)")
+    plan = prepare(stage_config, None, progress=False, split=first_plan.split, report=reporter.phase)
+    plan.state = LoopState(epochs=epoch + config.epochs, epoch=epoch, step=epoch * len(plan.batches.train))
+    steps: list[Step] = [watch, Deadline(deadline), EarlyStopping(config.patience), reporter,
+                         ConsoleReporter(config.patience, False),
+                         KeepBest(run, plan.model, stage_config, plan.split.classes, _prep(stage_config), store,
+                                  run_id, best)]
+    before = dict(best)
+    run_loop(plan, steps)
+    train_x, train_y = plan.batches.train.dataset.tensors
+    val_x, val_y = plan.batches.val.dataset.tensors
+    weights = plan.criterion.weight
+    fitted = fit_head(train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), len(plan.split.classes),
+                      weights.cpu().numpy()[train_y.numpy()] if weights is not None else None)
+    if fitted.val_acc > best["val_acc"]:
+        state = plan.model.state_dict()
+        linear = _linear_key(state)
+        state[f"{linear}.weight"], state[f"{linear}.bias"] = torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias)
+        best.update(val_acc=fitted.val_acc, epoch=plan.state.epoch)
+        run.save_best(state)
+        run.write_card(card_for(asdict(stage_config), plan.split.classes, _prep(stage_config)))
+        store.update(run_id, best_val_acc=fitted.val_acc, best_epoch=plan.state.epoch)
+    log.info(f"stage {stage.number}: validation accuracy {fitted.val_acc:.4f} with the converged head (C={fitted.c:g}), "
+             f"best so far {best['val_acc']:.4f}")
+    return {**entry, "first_epoch": epoch + 1, "epochs": plan.state.epoch - epoch, "best_val_acc": fitted.val_acc,
+            "C": fitted.c, "kept": best != before}
+
+
+def _read_seconds(config, first_plan) -> float:
+    """Seconds to read one photo with the frozen backbone: measured by stage 1 when it read photos,
+    else timed on this machine (ONNX Runtime about twice as fast as that PyTorch timing)."""
+    info = first_plan.batches.info or {}
+    if info.get("computed"):
+        return info["cache_seconds"] / info["computed"]
+    return seconds_per_image(config.backbone, "head", config.input_size)[1] / ONNX_SPEEDUP
 
 
 def _prep(config):

@@ -68,6 +68,7 @@ class TrainConfig:
     cache: bool = True  # feature cache (head) or decoded-image cache (partial/full); False: plain loop
     workers: int | None = None
     tta: int = 0  # evaluate with N TTA views as well
+    features: str = "plain"  # rich: earlier stages pooled beside the last, averaged over 8 flips/turns (frozen only)
     head_fit: str = "converge"  # converge: a frozen linear head also fitted to convergence, kept if better on val
     time_limit: float | None = None  # seconds: the best model within this time, in stages (core/stages.py)
 
@@ -75,7 +76,8 @@ class TrainConfig:
         self.data = str(self.data)
         self.fractions = tuple(float(f) for f in self.fractions)
         choices = {"freeze": models.FREEZE_MODES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "head": HEADS,
-                   "class_weights": CLASS_WEIGHTS, "aug": ("auto", *AUG_LEVELS), "head_fit": HEAD_FITS}
+                   "class_weights": CLASS_WEIGHTS, "aug": ("auto", *AUG_LEVELS), "head_fit": HEAD_FITS,
+                   "features": models.FEATURES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise BadInput(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
@@ -99,6 +101,8 @@ class TrainConfig:
         if len(self.fractions) != 3 or min(self.fractions) < 0 or abs(sum(self.fractions) - 1) > 1e-6 \
                 or self.fractions[0] <= 0:
             raise BadInput(f"fractions must be three shares (train > 0) that add up to 1 (got {self.fractions})")
+        if self.features == "rich" and self.freeze != "head":
+            raise BadInput("features rich needs a frozen backbone (freeze head): it averages 8 views of each photo")
 
     def resolved(self) -> "TrainConfig":
         """The same config with every path absolute (`~` expanded), for a process started elsewhere."""
@@ -348,7 +352,7 @@ def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progr
              + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns))
     prep = models.preprocessing_for(config.backbone, config.input_size)
     model = models.create(config.backbone, len(split.classes), config.freeze, config.head,
-                          weights=config.weights, dropout=config.dropout)
+                          weights=config.weights, dropout=config.dropout, features=config.features)
     if run is not None:
         run.write_config(asdict(config))
         run.write_card(card_for(asdict(config), split.classes, prep))
@@ -506,11 +510,11 @@ def _time_limit(config: TrainConfig, reporter: StoreReporter | None, started: fl
     """The deadline step of a time-limited run (stage 1 of 3 announced), or None."""
     if not config.time_limit:
         return None
-    from .stages import FIRST_WORDS
+    from .stages import FIRST_WORDS, rich_applies
 
     deadline = started + float(config.time_limit)
     if reporter is not None:
-        reporter.extra = {"stage": 1, "stages": 3, "stage_words": FIRST_WORDS,
+        reporter.extra = {"stage": 1, "stages": 4 if rich_applies(config) else 3, "stage_words": FIRST_WORDS,
                           "deadline_wall": time.time() + (deadline - time.monotonic())}
     return Deadline(deadline)
 
