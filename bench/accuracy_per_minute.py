@@ -50,11 +50,13 @@ def train(data: Path, runs: Path, *args: str, env: dict | None = None) -> dict:
     head = json.loads((run / "head_fit.json").read_text()) if (run / "head_fit.json").is_file() else {}
     card = json.loads((run / "model.json").read_text())
     stages_file = run / "stages.json"
-    stages = [(s["stage"], s["epochs"]) for s in json.loads(stages_file.read_text())[1:]] if stages_file.is_file() else []
+    stages = [(s["stage"], "skipped" if s.get("skipped") else f"{s['epochs']} epochs" + (" (kept)" if s.get("kept") else ""))
+              for s in json.loads(stages_file.read_text())[1:]] if stages_file.is_file() else []
     return {"wall": wall, "acc": metrics["accuracy"], "bal": metrics["balanced_accuracy"],
             "features_s": float(features.group(2)) if features else None,
             "computed": int(features.group(1)) if features else 0, "head": head.get("chosen", "loop"),
-            "kept": f"{card['freeze']} @ {card['preprocessing']['input_size']} px", "stages": stages}
+            "kept": f"{card['freeze']} @ {card['preprocessing']['input_size']} px"
+                    + (", rich view" if card["config"].get("features") == "rich" else ""), "stages": stages}
 
 
 def row(name: str, r: dict, note: str = "") -> str:
@@ -78,7 +80,9 @@ def main() -> None:
     parser.add_argument("--limits", type=float, nargs="*", default=[300, 900, 1800])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="split seeds for the time-limited runs")
     parser.add_argument("--tutorial", action="store_true", help="also the tutorial loop (about 14 minutes)")
-    parser.add_argument("--only-limits", action="store_true", help="only the time-limited runs")
+    parser.add_argument("--only-limits", action="store_true", help="only the time-limited runs (and --rich)")
+    parser.add_argument("--cold", action="store_true", help="time-limited runs from an empty cache (nothing read yet)")
+    parser.add_argument("--rich", action="store_true", help="also the default run with --features rich, cold")
     args = parser.parse_args()
     data = Path(args.data) if args.data else samples.fetch("elpv", progress=False)
     device = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else \
@@ -89,6 +93,10 @@ def main() -> None:
         baselines(data, runs)
     else:
         print("\n| run | wall s | test accuracy | balanced accuracy | model kept | note |\n|---|---|---|---|---|---|")
+    if args.rich:
+        r = train(data, runs, "--features", "rich", "--name", "rich, cold", env={"GRAFT_HOME": tempfile.mkdtemp(prefix="apm-home-")})
+        print(row("--features rich (8 orientations, blocks 3-5 pooled beside the last), cold", r,
+                  f"feature pass {r['features_s']:.0f} s for {r['computed']} photos × 8; kept: {r['head']} head"), flush=True)
     limited(data, runs, args)
     if args.only_limits:
         return
@@ -117,9 +125,10 @@ def baselines(data: Path, runs: Path) -> None:
 def limited(data: Path, runs: Path, args) -> None:
     for seed in args.seeds:
         for limit in args.limits:
-            r = train(data, runs, "--time-limit", str(limit), "--seed", str(seed), "--name", f"limit {limit:.0f}")
-            stages = ", ".join(f"stage {s}: {n} epochs" for s, n in r["stages"]) or "stage 1 only"
-            print(row(f"--time-limit {limit:.0f} (split seed {seed})", r,
+            r = train(data, runs, "--time-limit", str(limit), "--seed", str(seed), "--name", f"limit {limit:.0f}",
+                      env={"GRAFT_HOME": tempfile.mkdtemp(prefix="apm-home-")} if args.cold else None)
+            stages = ", ".join(f"stage {s}: {n}" for s, n in r["stages"]) or "stage 1 only"
+            print(row(f"--time-limit {limit:.0f} (split seed {seed}{', cold' if args.cold else ''})", r,
                       f"{r['wall'] / limit:.2f} of the limit; {stages}"), flush=True)
 
 
