@@ -20,8 +20,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 
-import torch
-
 from .errors import log
 from .estimate import epoch_seconds, seconds_per_image
 from .rundir import RunDir, card_for
@@ -162,8 +160,7 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
                 deadline: float, first_plan, best: dict, epoch: int) -> dict:
     """Stage 2: the head on the richer view, converged; kept (best.pt and the card) when it beats
     the best validation accuracy so far. Skipped when reading every photo 8 times would not fit."""
-    from .probe import fit_head
-    from .train import _linear_key, prepare, run_loop
+    from .train import fit_converged, prepare, run_loop, with_head
 
     n_read = int(first_plan.split.manifest["split"].isin(["train", "val"]).sum())
     seconds = READ_MARGIN * 8 * n_read * _read_seconds(config, first_plan) + 30.0
@@ -186,17 +183,10 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
                                   run_id, best)]
     before = dict(best)
     run_loop(plan, steps)
-    train_x, train_y = plan.batches.train.dataset.tensors
-    val_x, val_y = plan.batches.val.dataset.tensors
-    weights = plan.criterion.weight
-    fitted = fit_head(train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), len(plan.split.classes),
-                      weights.cpu().numpy()[train_y.numpy()] if weights is not None else None)
-    if fitted.val_acc > best["val_acc"]:
-        state = plan.model.state_dict()
-        linear = _linear_key(state)
-        state[f"{linear}.weight"], state[f"{linear}.bias"] = torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias)
+    fitted = fit_converged(plan)
+    if fitted.val_acc > best["val_acc"]:  # the backbone is frozen: the loop's model with the converged head
         best.update(val_acc=fitted.val_acc, epoch=plan.state.epoch)
-        run.save_best(state)
+        run.save_best(with_head(plan.model.state_dict(), fitted))
         run.write_card(card_for(asdict(stage_config), plan.split.classes, _prep(stage_config)))
         store.update(run_id, best_val_acc=fitted.val_acc, best_epoch=plan.state.epoch)
     log.info(f"stage {stage.number}: validation accuracy {fitted.val_acc:.4f} with the converged head (C={fitted.c:g}), "

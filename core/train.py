@@ -529,21 +529,37 @@ CONVERGE_MARGIN = 0.01  # the converged head replaces the loop's only when clear
 # hundred validation photos cannot tell smaller differences apart (ELPV: +0.2 points on validation was -3.6 on test)
 
 
+def fit_converged(plan: Plan):
+    """The linear head fitted to convergence on the plan's cached features, with its class weights
+    (`probe.FittedHead`: C chosen on validation)."""
+    from .probe import fit_head
+
+    train_x, train_y = plan.batches.train.dataset.tensors
+    val_x, val_y = plan.batches.val.dataset.tensors
+    weights = plan.criterion.weight
+    sample_weight = weights.cpu().numpy()[train_y.numpy()] if weights is not None else None
+    return fit_head(train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), len(plan.split.classes),
+                    sample_weight)
+
+
+def with_head(state: dict, fitted) -> dict:
+    """A model state with its (last) linear layer replaced by a fitted head's."""
+    linear = _linear_key(state)
+    state[f"{linear}.weight"], state[f"{linear}.bias"] = torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias)
+    return state
+
+
 def converge_head(plan: Plan, run: RunDir, store: RunStore, run_id: str) -> dict:
     """Fit the linear head to convergence on the cached features (C chosen on validation) and keep it
     as best.pt when its validation score (the mean of accuracy and balanced accuracy) beats the loop's
     best epoch's by CONVERGE_MARGIN; the choice is saved as
     head_fit.json and logged. Seconds: a few L-BFGS fits on features already in memory."""
-    from .probe import fit_head, val_score
+    from .probe import val_score
 
     store.set_progress(run_id, phase="converge")
     started = time.perf_counter()
-    train_x, train_y = plan.batches.train.dataset.tensors
+    fitted = fit_converged(plan)
     val_x, val_y = plan.batches.val.dataset.tensors
-    weights = plan.criterion.weight
-    sample_weight = weights.cpu().numpy()[train_y.numpy()] if weights is not None else None
-    fitted = fit_head(train_x.numpy(), train_y.numpy(), val_x.numpy(), val_y.numpy(), len(plan.split.classes),
-                      sample_weight)
     state = run.load_best()
     linear = _linear_key(state)
     with torch.inference_mode():
@@ -551,9 +567,7 @@ def converge_head(plan: Plan, run: RunDir, store: RunStore, run_id: str) -> dict
     loop_score, loop_acc, loop_balanced = val_score(val_y.numpy(), loop_logits.argmax(1).numpy())
     chosen = "converged" if fitted.val_score >= loop_score + CONVERGE_MARGIN else "loop"
     if chosen == "converged":
-        state[f"{linear}.weight"] = torch.from_numpy(fitted.weight)
-        state[f"{linear}.bias"] = torch.from_numpy(fitted.bias)
-        run.save_best(state)
+        run.save_best(with_head(state, fitted))
         store.update(run_id, best_val_acc=fitted.val_acc)
     record = {"chosen": chosen, "C": fitted.c, "val_acc": fitted.val_acc, "val_balanced": fitted.val_balanced,
               "val_score": fitted.val_score, "loop_val_acc": loop_acc, "loop_val_balanced": loop_balanced,
