@@ -326,10 +326,15 @@ class DihedralViews(nn.Module):
 LITE_TAPS = (3, 4, 5)  # blocks whose pooled maps join the last features (measured on ELPV: bench/accuracy_per_minute.py)
 
 
-def _rich(spec: BackboneSpec, body: nn.Module, dim: int) -> tuple[nn.Module, int]:
+def rich_view_available(backbone: str) -> bool:
+    """Whether the `rich` recipe applies to this backbone (EfficientNet-Lite: its blocks are known)."""
+    return get_spec(backbone).family == "lite"
+
+
+def _rich(spec: BackboneSpec, body: nn.Module) -> tuple[nn.Module, int]:
     """The `rich` recipe: earlier stages pooled beside the last (EfficientNet-Lite), averaged over the
-    8 flips and quarter turns of each image."""
-    if spec.family != "lite":
+    8 flips and quarter turns of each image → (the feature extractor, its feature size)."""
+    if not rich_view_available(spec.name):
         raise BadInput(f"features 'rich' is available for the EfficientNet-Lite backbones, not {spec.name}")
     with torch.no_grad():
         taps = StagePooled(body, LITE_TAPS).eval()
@@ -352,7 +357,7 @@ def create(backbone: str, num_classes: int, freeze: str = "head", head: str = "l
     if features == "rich":
         if freeze != "head":
             raise BadInput("features 'rich' needs a frozen backbone (freeze head)")
-        body, dim = _rich(spec, body, dim)
+        body, dim = _rich(spec, body)
     return GraftModel(body, make_head(head, dim, num_classes, dropout), freeze, stages)
 
 

@@ -51,9 +51,9 @@ def stages_for(input_size: int, rich: bool = True) -> list[Stage]:
 
 def rich_applies(config) -> bool:
     """Whether the richer view is a stage of this run: a frozen EfficientNet-Lite run on plain features."""
-    from .models import get_spec
+    from .models import rich_view_available
 
-    return config.freeze == "head" and config.features == "plain" and get_spec(config.backbone).family == "lite"
+    return config.freeze == "head" and config.features == "plain" and rich_view_available(config.backbone)
 
 
 ONNX_SPEEDUP = 2.0  # ONNX Runtime scores photos about this much faster than the PyTorch timing used here
@@ -160,10 +160,11 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
                 deadline: float, first_plan, best: dict, epoch: int) -> dict:
     """Stage 2: the head on the richer view, converged; kept (best.pt and the card) when it beats
     the best validation accuracy so far. Skipped when reading every photo 8 times would not fit."""
+    from .models import DihedralViews
     from .train import fit_converged, prepare, run_loop, with_head
 
     n_read = int(first_plan.split.manifest["split"].isin(["train", "val"]).sum())
-    seconds = READ_MARGIN * 8 * n_read * _read_seconds(config, first_plan) + 30.0
+    seconds = READ_MARGIN * DihedralViews.views_per_image * n_read * _read_seconds(config, first_plan) + 30.0
     left = deadline - time.monotonic()
     entry = {"stage": stage.number, "words": stage.words}
     if seconds > left:
@@ -172,8 +173,7 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
         return {**entry, "epochs": 0, "skipped": True}
     reporter.extra = {**reporter.extra, "stage": stage.number, "stage_words": stage.words}
     store.set_progress(run_id, phase="prepare", **reporter.extra)
-    stage_config = replace(config, features="rich", epochs=config.epochs, aug="none", lr=None, head_fit="loop",
-                           time_limit=None)
+    stage_config = replace(config, features="rich", aug="none", lr=None, head_fit="loop", time_limit=None)
     log.info(f"stage {stage.number}: {stage.words} (reading ~{seconds:.0f} s)")
     plan = prepare(stage_config, None, progress=False, split=first_plan.split, report=reporter.phase)
     plan.state = LoopState(epochs=epoch + config.epochs, epoch=epoch, step=epoch * len(plan.batches.train))

@@ -247,13 +247,6 @@ def describe_progress(progress: dict, config: dict, elapsed: float) -> tuple[flo
             return min(progress["step"] / max(progress["steps"], 1), 1.0), \
                 f"{words} · epoch {progress.get('epoch', 0)} · {_duration(left)} of the time limit"
         return 0.0, f"{words} · getting it ready… · {_duration(left)} of the time limit"
-    if progress.get("stage") and phase.startswith("features"):
-        left = max(0.0, progress.get("deadline_wall", 0) - time.time())
-        done, total = progress["phase_done"], max(progress["phase_total"], 1)
-        which = "validation" if " val" in phase else "training"
-        return min(done / total, 1.0), (f"Stage {progress['stage']} of {progress['stages']}: {progress['stage_words']} · "
-                                        f"reading the {which} photos: {done} of {total} · {_duration(left)} of the "
-                                        "time limit")
     if "steps" in progress and phase == "train":
         done, total = progress["step"], max(progress["steps"], 1)
         return min(done / total, 1.0), (f"Learning: epoch {progress.get('epoch', 0)} of {config.get('epochs')} · "
@@ -261,6 +254,11 @@ def describe_progress(progress: dict, config: dict, elapsed: float) -> tuple[flo
     if phase.startswith("features"):
         done, total = progress["phase_done"], max(progress["phase_total"], 1)
         which = "validation" if " val" in phase else "training"
+        if progress.get("stage"):  # a later stage of a time-limited run reading the photos again
+            left = max(0.0, progress.get("deadline_wall", 0) - time.time())
+            return min(done / total, 1.0), (f"Stage {progress['stage']} of {progress['stages']}: "
+                                            f"{progress['stage_words']} · reading the {which} photos: {done} of "
+                                            f"{total} · {_duration(left)} of the time limit")
         views = "" if phase.endswith("eval") else " (a varied copy, for augmentation)"
         return min(done / total, 1.0), (f"Reading the {which} photos once with the pretrained model{views}: "
                                         f"{done} of {total} · {_duration(progress.get('phase_eta'))} for this step; "

@@ -101,8 +101,9 @@ class TrainConfig:
         if len(self.fractions) != 3 or min(self.fractions) < 0 or abs(sum(self.fractions) - 1) > 1e-6 \
                 or self.fractions[0] <= 0:
             raise BadInput(f"fractions must be three shares (train > 0) that add up to 1 (got {self.fractions})")
-        if self.features == "rich" and self.freeze != "head":
-            raise BadInput("features rich needs a frozen backbone (freeze head): it averages 8 views of each photo")
+        if self.features == "rich" and (self.freeze != "head" or not models.rich_view_available(self.backbone)):
+            raise BadInput("features rich needs a frozen backbone (freeze head) and an EfficientNet-Lite model: it "
+                           f"averages 8 views of each photo over known blocks (got {self.backbone}, freeze {self.freeze})")
 
     def resolved(self) -> "TrainConfig":
         """The same config with every path absolute (`~` expanded), for a process started elsewhere."""

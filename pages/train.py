@@ -117,9 +117,7 @@ def launch_form() -> None:
                                  batch_size=int(batch_size), lr=float(lr) or None, aug=aug, class_weights=weights,
                                  patience=int(patience), seed=int(seed), name=name or None, min_per_class=min_per_class,
                                  time_limit=60.0 * minutes if minutes else None, features=features)
-            if features == "rich":
-                models.create(backbone, 2, freeze, pretrained=False, features=features)  # refused with the reason
-        except GraftError as err:
+        except GraftError as err:  # a setting that cannot apply, refused with the reason
             common.show_error(err)
             return
         if not models.weights_available(backbone):

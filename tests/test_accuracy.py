@@ -130,6 +130,11 @@ def test_the_rich_view_is_the_mean_over_8_orientations_of_earlier_and_last_stage
         assert torch.allclose(rich(mirrored), together, atol=1e-4)  # a mirrored photo reads the same
     with pytest.raises(Exception, match="frozen"):
         models.create("efficientnet_lite0", 2, freeze="partial", features="rich")
+    from core.train import TrainConfig
+
+    for backbone, freeze in (("resnet18", "head"), ("efficientnet_lite0", "partial")):
+        with pytest.raises(Exception, match="EfficientNet-Lite"):  # refused before any run is created
+            TrainConfig(data=".", backbone=backbone, freeze=freeze, features="rich")
 
 
 def test_a_rich_view_run_trains_predicts_exports_and_explains(tmp_path):
