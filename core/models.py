@@ -323,7 +323,7 @@ class DihedralViews(nn.Module):
         return self.inner(self.views(x)).reshape(self.views_per_image, n, -1).mean(0)
 
 
-LITE_TAPS = (3, 4, 5)  # blocks whose pooled maps join the last features (measured on ELPV: bench/accuracy_per_minute.py)
+LITE_TAPS = (3, 4, 5)  # blocks whose pooled maps join the last features (measured on ELPV: bench/feature_views.py)
 
 
 def rich_view_available(backbone: str) -> bool:
