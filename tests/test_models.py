@@ -40,7 +40,14 @@ def test_freeze_modes_train_more_and_more():
 def test_frozen_batchnorm_stays_in_eval_mode():
     m = models.create("efficientnet_lite0", 2, freeze="partial").train()
     assert not m.backbone.bn1.training  # stem: frozen
-    assert m.backbone.blocks[6][0].bn1.training  # last stage: trains
+    assert m.backbone.blocks[6][0].conv_pw.training  # last stage: trains
+    assert not m.backbone.blocks[6][0].bn1.training  # ... with the pretrained BatchNorm statistics
+    assert m.backbone.blocks[6][0].bn1.weight.requires_grad  # ... and a trained scale and shift
+    before = m.backbone.blocks[6][0].bn1.running_mean.clone()
+    m(torch.rand(4, 3, 64, 64))
+    assert torch.equal(m.backbone.blocks[6][0].bn1.running_mean, before)
+    m = models.create("efficientnet_lite0", 2, freeze="full").train()
+    assert m.backbone.blocks[6][0].bn1.training and m.backbone.bn1.training  # full: the network's own statistics
     m = models.create("efficientnet_lite0", 2, freeze="head").train()
     assert not any(mod.training for mod in m.backbone.modules())
     assert m.head.training
