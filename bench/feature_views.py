@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from core import data, models, samples  # noqa: E402
 from core.features import forward_images, onnx_backbone  # noqa: E402
 from core.preprocess import eval_transform  # noqa: E402
-from core.probe import fit_head  # noqa: E402
+from core.probe import fit_head, val_score  # noqa: E402
 from core.runtime import configure_threads  # noqa: E402
 
 POOLS = ("mean", "max", "gem")
@@ -79,8 +79,8 @@ def read(setting: str, root: Path, split: data.Split) -> dict:
     body = models.create(name, len(split.classes)).backbone.eval()
     widths = map_widths(body, models.LITE_TAPS)
     prep = dataclasses.replace(models.preprocessing_for(name, int(size)), crop_pct=float(crop))
-    module = onnx_backbone(ThreeWayPooled(body, models.LITE_TAPS), int(size), f"bench-views-{name}-{size}") \
-        or ThreeWayPooled(body, models.LITE_TAPS)
+    pooled = ThreeWayPooled(body, models.LITE_TAPS)
+    module = onnx_backbone(pooled, int(size), f"bench-views-{name}-{size}") or pooled
     started = time.perf_counter()
     out, ok = forward_images(module, [root / p for p in split.manifest["path"]], eval_transform(prep),
                              batch_size=4, progress=True, desc=f"reading {setting}", log=None)
@@ -116,8 +116,6 @@ def fitted(x: np.ndarray, y: np.ndarray, masks: dict) -> tuple[float, np.ndarray
 
 
 def line(name: str, c, probs: np.ndarray, y: np.ndarray, masks: dict, seconds: str = "") -> str:
-    from core.probe import val_score
-
     figures = []
     for part in ("val", "test"):
         _, acc, balanced = val_score(y[masks[part]], probs[masks[part]].argmax(1))
@@ -154,7 +152,7 @@ def main() -> None:
                 probs.append((got, x, p))
             which = "the last map" if maps == "last" else "blocks 3-5 and the last map"
             print(line(f"{setting}: {which}, {'+'.join(pools)} pooled, {views}", c, p, y, masks,
-                       f"{got['seconds']:.0f}" if views != "1 view" else ""), flush=True)
+                       f"{got['seconds']:.0f} (one pass for the setting)"), flush=True)
     if len(probs) >= 2:
         (a, xa, pa), (b, xb, pb) = probs[:2]
         masks = {s: (manifest["split"] == s).to_numpy() & a["ok"] & b["ok"] for s in ("train", "val", "test")}

@@ -252,7 +252,7 @@ class GraftModel(nn.Module):
     the model trains. When only the last stages train (`partial`), their BatchNorm layers keep the
     pretrained statistics too (their scale and shift still train): on ELPV at 224 px, statistics
     from batches of 32 photos dropped validation from 0.75 to 0.58 in the first epoch, the
-    pretrained ones kept it at 0.75 (see the issue-14 notes).
+    pretrained ones kept it at 0.75 (README, "Defaults, and why").
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, freeze: str, last_stages: tuple[str, ...]):
@@ -269,15 +269,11 @@ class GraftModel(nn.Module):
         super().train(mode)
         if mode and self.freeze != "full":
             for name, module in self.backbone.named_modules():
-                if name and not self._trains(name) and not any(
-                        p.startswith(name + ".") for p in self.trainable_prefixes):
+                frozen = not self._trains(name) and not any(p.startswith(name + ".") for p in self.trainable_prefixes)
+                if name and (frozen or isinstance(module, nn.BatchNorm2d)):  # partial: pretrained statistics
                     module.eval()
             if self.freeze == "head":
                 self.backbone.eval()
-            if self.freeze == "partial":
-                for module in self.backbone.modules():
-                    if isinstance(module, nn.BatchNorm2d):
-                        module.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
