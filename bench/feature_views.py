@@ -110,9 +110,9 @@ ROWS = [("last", ("mean",), "1 view"), ("last", ("mean",), "mean of 8 orientatio
 def fitted(x: np.ndarray, y: np.ndarray, masks: dict) -> tuple[float, np.ndarray]:
     """(C, class probabilities for every photo) of the head chosen on validation."""
     head = fit_head(x[masks["train"]], y[masks["train"]], x[masks["val"]], y[masks["val"]], int(y.max()) + 1)
-    logits = x @ head.weight.T + head.bias
+    logits = head.logits(x)
     probs = np.exp(logits - logits.max(1, keepdims=True))
-    return head.c, probs / probs.sum(1, keepdims=True)
+    return f"{head.kind} {head.penalty:g}", probs / probs.sum(1, keepdims=True)
 
 
 def line(name: str, c, probs: np.ndarray, y: np.ndarray, masks: dict, seconds: str = "") -> str:
@@ -140,7 +140,7 @@ def main() -> None:
     y = manifest["label"].map({c: i for i, c in enumerate(split.classes)}).to_numpy()
     print(f"{root}: {len(manifest)} photos, split seed {args.seed}: "
           + ", ".join(f"{s} {int((manifest['split'] == s).sum())}" for s in ("train", "val", "test")), flush=True)
-    print("\n| features | C | validation accuracy / balanced | test accuracy / balanced | reading s |\n|---|---|---|---|---|")
+    print("\n| features | head (penalty) | validation accuracy / balanced | test accuracy / balanced | reading s |\n|---|---|---|---|---|")
     probs = []
     for setting in args.setting:
         got = read(setting, root, split)

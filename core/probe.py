@@ -1,8 +1,10 @@
 """A classifier on cached backbone features: standardised features and a multinomial logistic
 regression fitted to convergence (L-BFGS). It stands in for a trained head wherever an answer is
 needed in seconds (the label check, core/audit.py; the learning curve, core/learning_curve.py), and
-`fit_head` gives a frozen-backbone run its head fitted to convergence, C chosen on validation
-(issue 14): the loop's head is under-trained on some sets, never the features."""
+`fit_head` gives a frozen-backbone run its head fitted to convergence, chosen on validation
+(issue 14): the loop's head is under-trained on some sets, never the features. It tries a logistic
+regression (C from a grid) and a small two-layer network (scikit-learn's MLPClassifier, two seeds
+averaged, alpha from a grid); both fold into the product's own `linear` and `mlp` heads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ def make_probe(c: float = DEFAULT_C, seed: int = 0):
 
 
 GRID = (0.003, 0.01, 0.03, 0.1, 0.3)  # inverse regularisation strengths tried on validation
+MLP_GRID = (0.01, 0.1, 1.0)  # the two-layer network's L2 penalties (alpha) tried on validation
+MLP_SEEDS, MLP_HIDDEN = 2, 128  # two networks of 128 averaged: exactly the `mlp` head's 256 hidden units
+MLP_MIN_PER_CLASS = 10  # its early stopping holds out a tenth of the training photos, some of every class
+MLP_MARGIN = 0.01  # the network replaces the logistic regression only when this much better on validation
 
 
 def val_score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
@@ -36,53 +42,130 @@ def val_score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, flo
 
 @dataclass
 class FittedHead:
-    """The head fitted to convergence: the chosen C, its validation score, accuracy, balanced accuracy
-    and loss, and the logistic regression folded into one linear layer (weight [classes, features], bias)."""
+    """The head fitted to convergence: what was chosen (`kind` linear or mlp, and its penalty), its
+    validation score, accuracy, balanced accuracy and loss, every candidate tried, and its layers on the
+    raw features as (weight [out, in], bias) pairs, the standardisation folded into the first: one for
+    `linear` (`x @ weight.T + bias` gives its logits), two with a ReLU between them for `mlp`."""
 
-    c: float
+    kind: str
+    penalty: float
     val_score: float
     val_acc: float
     val_balanced: float
     val_loss: float
-    weight: np.ndarray
-    bias: np.ndarray
+    layers: list[tuple[np.ndarray, np.ndarray]]
     tried: list[dict]
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.layers[-1][0]
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self.layers[-1][1]
+
+    @property
+    def words(self) -> str:
+        """What was fitted, for logs and the engineers' details."""
+        if self.kind == "mlp":
+            return f"a two-layer network (256 hidden units, L2 penalty alpha={self.penalty:g})"
+        return f"a logistic regression (L-BFGS, C={self.penalty:g})"
+
+    def record(self) -> dict:
+        """The choice as the run saves it (head_fit.json, stages.json)."""
+        return {"kind": self.kind, "penalty": self.penalty, "words": self.words}
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        for i, (weight, bias) in enumerate(self.layers):
+            x = (np.maximum(x, 0) if i else x) @ weight.T + bias
+        return x
 
 
 def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, classes: int,
-             sample_weight: np.ndarray | None = None, grid: tuple[float, ...] = GRID) -> FittedHead:
-    """A multinomial logistic regression fitted to convergence (L-BFGS) for each C of the grid,
-    the best by validation score (`val_score`, then loss), returned as a linear layer on the raw features:
-    the standardisation is folded into the weights, so `x @ weight.T + bias` gives its logits."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
+             sample_weight: np.ndarray | None = None, grid: tuple[float, ...] = GRID,
+             mlp_grid: tuple[float, ...] = MLP_GRID) -> FittedHead:
+    """Every candidate fitted to convergence on standardised features: a multinomial logistic
+    regression (L-BFGS) per C of `grid`, and a two-layer network per alpha of `mlp_grid` (when every
+    class has MLP_MIN_PER_CLASS training photos). The best of each kind by validation score
+    (`val_score`, then loss); the network is chosen when it beats the logistic regression by MLP_MARGIN.
+    Returned as layers on the raw features (the standardisation folded into the first)."""
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train_x)
     tx, vx = scaler.transform(train_x), scaler.transform(val_x)
-    best, tried = None, []
-    for c in grid:
-        model = LogisticRegression(C=c, max_iter=3000).fit(tx, train_y, sample_weight=sample_weight)
-        probs = _full_probs(model, vx, classes)
-        score, acc, balanced = val_score(val_y, probs.argmax(1))
-        loss = float(log_loss(val_y, probs, labels=list(range(classes))))
-        tried.append({"C": c, "val_score": score, "val_acc": acc, "val_balanced": balanced, "val_loss": loss})
-        if best is None or (score, -loss) > (best[1], -best[-1]["val_loss"]):
-            best = (model, score, c, tried[-1])
-    model, score, c, chosen = best
-    coef, intercept = _full_coef(model, classes, train_x.shape[1])
+    tried: list[dict] = []
+    chosen = _best(tried, "linear", grid, lambda c: _logistic(tx, train_y, sample_weight, c, classes), vx, val_y,
+                   classes) if grid else None
+    counts = np.bincount(train_y, minlength=classes)
+    if mlp_grid and counts[counts > 0].min() >= MLP_MIN_PER_CLASS:
+        mlp = _best(tried, "mlp", mlp_grid, lambda a: _mlp(tx, train_y, sample_weight, a, classes), vx, val_y, classes)
+        if chosen is None or mlp[1]["val_score"] >= chosen[1]["val_score"] + MLP_MARGIN:
+            chosen = mlp
+    if chosen is None:
+        raise ValueError("fit_head: no candidate to fit (an empty grid, and too few photos a class for the network)")
+    layers, entry = chosen
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    weight = coef / scale
-    bias = intercept - weight @ scaler.mean_
-    return FittedHead(c, score, chosen["val_acc"], chosen["val_balanced"], chosen["val_loss"],
-                      weight.astype(np.float32), bias.astype(np.float32), tried)
+    first_weight = layers[0][0] / scale
+    layers = [(first_weight, layers[0][1] - first_weight @ scaler.mean_), *layers[1:]]
+    return FittedHead(entry["kind"], entry["penalty"], entry["val_score"], entry["val_acc"], entry["val_balanced"],
+                      entry["val_loss"], [(w.astype(np.float32), b.astype(np.float32)) for w, b in layers], tried)
 
 
-def _full_probs(model, x: np.ndarray, classes: int) -> np.ndarray:
-    """Probabilities for every class index, also those absent from the training labels."""
-    probs = np.zeros((len(x), classes))
-    probs[:, model.classes_] = model.predict_proba(x)
-    return probs / probs.sum(axis=1, keepdims=True)  # exactly one per row, as log_loss checks
+def _best(tried: list[dict], kind: str, grid, fit, vx: np.ndarray, val_y: np.ndarray, classes: int):
+    """(layers, entry) of the grid's best candidate by validation score then loss; every one joins `tried`."""
+    from sklearn.metrics import log_loss
+
+    best = None
+    for penalty in grid:
+        layers = fit(penalty)
+        logits = FittedHead(kind, penalty, 0, 0, 0, 0, layers, []).logits(vx)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        score, acc, balanced = val_score(val_y, probs.argmax(1))
+        loss = float(log_loss(val_y, np.clip(probs, 1e-12, 1), labels=list(range(classes))))
+        entry = {"kind": kind, "penalty": penalty, "val_score": score, "val_acc": acc, "val_balanced": balanced,
+                 "val_loss": loss}
+        if kind == "linear":
+            entry["C"] = penalty
+        tried.append(entry)
+        if best is None or (score, -loss) > (best[1]["val_score"], -best[1]["val_loss"]):
+            best = (layers, entry)
+    return best
+
+
+def _logistic(tx: np.ndarray, y: np.ndarray, sample_weight, c: float, classes: int) -> list:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=3000).fit(tx, y, sample_weight=sample_weight)
+    return [_full_coef(model, classes, tx.shape[1])]
+
+
+def _mlp(tx: np.ndarray, y: np.ndarray, sample_weight, alpha: float, classes: int) -> list:
+    """MLP_SEEDS networks of MLP_HIDDEN ReLU units (Adam, early stopping on a tenth of the training
+    photos), their logits averaged: one network of MLP_SEEDS × MLP_HIDDEN units, exactly."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    firsts, seconds, bias = [], [], np.zeros(classes)
+    for seed in range(MLP_SEEDS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            net = MLPClassifier((MLP_HIDDEN,), alpha=alpha, early_stopping=True, max_iter=300,
+                                random_state=seed).fit(tx, y, sample_weight=sample_weight)
+        out = np.zeros((MLP_HIDDEN, classes))
+        out_bias = np.full(classes, -1e4)
+        if len(net.classes_) == 2:  # one output unit: the logit of class 1 against class 0
+            out[:, net.classes_[1]], out_bias[net.classes_[1]] = net.coefs_[1][:, 0], net.intercepts_[1][0]
+            out[:, net.classes_[0]], out_bias[net.classes_[0]] = 0.0, 0.0
+        else:
+            out[:, net.classes_], out_bias[net.classes_] = net.coefs_[1], net.intercepts_[1]
+        firsts.append((net.coefs_[0].T, net.intercepts_[0]))
+        seconds.append(out.T / MLP_SEEDS)
+        bias += out_bias / MLP_SEEDS
+    first = (np.concatenate([w for w, _ in firsts]), np.concatenate([b for _, b in firsts]))
+    return [first, (np.concatenate(seconds, 1), bias)]
 
 
 def _full_coef(model, classes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

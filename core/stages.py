@@ -187,12 +187,12 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
     if fitted.val_acc > best["val_acc"]:  # the backbone is frozen: the loop's model with the converged head
         best.update(val_acc=fitted.val_acc, epoch=plan.state.epoch)
         run.save_best(with_head(plan.model.state_dict(), fitted))
-        run.write_card(card_for(asdict(stage_config), plan.split.classes, _prep(stage_config)))
+        run.write_card(card_for({**asdict(stage_config), "head": fitted.kind}, plan.split.classes, _prep(stage_config)))
         store.update(run_id, best_val_acc=fitted.val_acc, best_epoch=plan.state.epoch)
-    log.info(f"stage {stage.number}: validation accuracy {fitted.val_acc:.4f} with the converged head (C={fitted.c:g}), "
+    log.info(f"stage {stage.number}: validation accuracy {fitted.val_acc:.4f} with the converged head ({fitted.words}), "
              f"best so far {best['val_acc']:.4f}")
     return {**entry, "first_epoch": epoch + 1, "epochs": plan.state.epoch - epoch, "best_val_acc": fitted.val_acc,
-            "C": fitted.c, "kept": best != before}
+            "head": fitted.record(), "kept": best != before}
 
 
 def _read_seconds(config, first_plan) -> float:

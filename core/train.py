@@ -531,8 +531,8 @@ CONVERGE_MARGIN = 0.01  # the converged head replaces the loop's only when clear
 
 
 def fit_converged(plan: Plan):
-    """The linear head fitted to convergence on the plan's cached features, with its class weights
-    (`probe.FittedHead`: C chosen on validation)."""
+    """The head fitted to convergence on the plan's cached features, with its class weights
+    (`probe.FittedHead`: a logistic regression or a two-layer network, chosen on validation)."""
     from .probe import fit_head
 
     train_x, train_y = plan.batches.train.dataset.tensors
@@ -543,18 +543,27 @@ def fit_converged(plan: Plan):
                     sample_weight)
 
 
+MLP_LAYERS = ("head.0", "head.3")  # models.make_head("mlp"): Linear, ReLU, Dropout, Linear
+
+
 def with_head(state: dict, fitted) -> dict:
-    """A model state with its (last) linear layer replaced by a fitted head's."""
-    linear = _linear_key(state)
-    state[f"{linear}.weight"], state[f"{linear}.bias"] = torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias)
+    """A model state with its head replaced by a fitted one's: the last linear layer for a `linear`
+    fit, the `mlp` head's two layers (in place of the whole head) for a network."""
+    if fitted.kind == "mlp":
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        names = MLP_LAYERS
+    else:
+        names = (_linear_key(state),)
+    for name, (weight, bias) in zip(names, fitted.layers):
+        state[f"{name}.weight"], state[f"{name}.bias"] = torch.from_numpy(weight), torch.from_numpy(bias)
     return state
 
 
 def converge_head(plan: Plan, run: RunDir, store: RunStore, run_id: str) -> dict:
-    """Fit the linear head to convergence on the cached features (C chosen on validation) and keep it
-    as best.pt when its validation score (the mean of accuracy and balanced accuracy) beats the loop's
-    best epoch's by CONVERGE_MARGIN; the choice is saved as
-    head_fit.json and logged. Seconds: a few L-BFGS fits on features already in memory."""
+    """Fit the head to convergence on the cached features (`fit_converged`) and keep it as best.pt
+    (with a card naming its kind) when its validation score (the mean of accuracy and balanced
+    accuracy) beats the loop's best epoch's by CONVERGE_MARGIN; the choice is saved as
+    head_fit.json and logged. Seconds: a few fits on features already in memory."""
     from .probe import val_score
 
     store.set_progress(run_id, phase="converge")
@@ -569,13 +578,15 @@ def converge_head(plan: Plan, run: RunDir, store: RunStore, run_id: str) -> dict
     chosen = "converged" if fitted.val_score >= loop_score + CONVERGE_MARGIN else "loop"
     if chosen == "converged":
         run.save_best(with_head(state, fitted))
+        run.write_card(card_for({**asdict(plan.config), "head": fitted.kind}, plan.split.classes,
+                                models.preprocessing_for(plan.config.backbone, plan.config.input_size)))
         store.update(run_id, best_val_acc=fitted.val_acc)
-    record = {"chosen": chosen, "C": fitted.c, "val_acc": fitted.val_acc, "val_balanced": fitted.val_balanced,
+    record = {"chosen": chosen, **fitted.record(), "val_acc": fitted.val_acc, "val_balanced": fitted.val_balanced,
               "val_score": fitted.val_score, "loop_val_acc": loop_acc, "loop_val_balanced": loop_balanced,
               "loop_val_score": loop_score, "loop_best_epoch": plan.state.best_epoch, "tried": fitted.tried,
               "seconds": round(time.perf_counter() - started, 1)}
     run.write_head_fit(record)
-    log.info(f"head fitted to convergence (L-BFGS, C={fitted.c:g}): validation accuracy {fitted.val_acc:.4f}, "
+    log.info(f"head fitted to convergence, {fitted.words}: validation accuracy {fitted.val_acc:.4f}, "
              f"balanced {fitted.val_balanced:.4f}, against the loop's {loop_acc:.4f}, {loop_balanced:.4f} → "
              f"{'the converged head is kept' if chosen == 'converged' else 'the loop head is kept'}"
              f" ({record['seconds']:.1f} s)")

@@ -199,8 +199,9 @@ left.caption("Bars reaching the dashed line: when the model says 80 %, it is rig
 with right.expander("Details for engineers (the run's settings)"):
     head_fit = run_dir.head_fit()
     if head_fit:
+        fitted = head_fit.get("words") or f"a logistic regression (L-BFGS, C={head_fit['C']:g})"
         st.markdown(f"Last layer: **{'fitted to convergence' if head_fit['chosen'] == 'converged' else 'the loop'}'s** "
-                    f"(validation {head_fit['val_acc']:.1%} with L-BFGS at C={head_fit['C']:g}, against "
+                    f"(validation {head_fit['val_acc']:.1%} with {fitted}, against "
                     f"{head_fit['loop_val_acc']:.1%} for the loop's best epoch; the converged one is kept only when "
                     "clearly better on the mean of accuracy and balanced accuracy).")
     st.code(json.dumps(card.config, indent=2), language="json")

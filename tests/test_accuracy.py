@@ -1,6 +1,7 @@
 """Accuracy per minute (issue 14) on real images and the real Lite0 weights: the head fitted to
 convergence is kept only when it wins on validation and is what best.pt holds; ONNX Runtime's
-features equal PyTorch's; the converged head reproduces scikit-learn's logistic regression."""
+features equal PyTorch's; the converged head reproduces scikit-learn's logistic regression, or its two
+networks folded into the product's `mlp` head."""
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ from core.features import FeatureCache, forward_images, onnx_backbone
 from core.preprocess import eval_transform
 from core.probe import fit_head
 from core.rundir import RunDir
-from core.train import CONVERGE_MARGIN
+from core.train import CONVERGE_MARGIN, with_head
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +43,25 @@ def test_the_feature_cache_uses_onnx_runtime_on_the_cpu_unless_told_not_to(lite0
     assert FeatureCache(lite0, prep)._runner() is lite0
 
 
-def test_the_converged_head_is_the_logistic_regression_folded_into_one_layer(lite0, elpv_small):
+@pytest.fixture(scope="module")
+def elpv_features(lite0, elpv_small):
+    """(features, labels, train mask, val mask) of the ELPV subset through frozen Lite0."""
     prep = models.preprocessing_for("efficientnet_lite0")
     index = data.scan(elpv_small)
     feats, ok = FeatureCache(lite0, prep).features([elpv_small / p for p in index.items["path"]],
                                                    index.items["sha1"].tolist(), "eval", eval_transform(prep))
     labels = index.items["label"].astype("category").cat.codes.to_numpy()[ok]
     feats = feats[ok]
-    train, val = np.arange(len(feats)) % 3 != 0, np.arange(len(feats)) % 3 == 0
-    fitted = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(0.01, 0.1))
-    assert fitted.c in (0.01, 0.1) and len(fitted.tried) == 2
+    return feats, labels, np.arange(len(feats)) % 3 != 0, np.arange(len(feats)) % 3 == 0
+
+
+def test_the_converged_head_is_the_logistic_regression_folded_into_one_layer(elpv_features):
+    feats, labels, train, val = elpv_features
+    fitted = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(0.01, 0.1), mlp_grid=())
+    assert fitted.kind == "linear" and fitted.penalty in (0.01, 0.1) and len(fitted.tried) == 2
     assert fitted.val_score == max(t["val_score"] for t in fitted.tried)
     scaler = StandardScaler().fit(feats[train])
-    reference = LogisticRegression(C=fitted.c, max_iter=3000).fit(scaler.transform(feats[train]), labels[train])
+    reference = LogisticRegression(C=fitted.penalty, max_iter=3000).fit(scaler.transform(feats[train]), labels[train])
     logits = feats[val] @ fitted.weight.T + fitted.bias
     expected = reference.predict_proba(scaler.transform(feats[val]))
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
@@ -62,12 +69,46 @@ def test_the_converged_head_is_the_logistic_regression_folded_into_one_layer(lit
     assert fitted.val_acc == pytest.approx(float((logits.argmax(1) == labels[val]).mean()))
 
 
+def test_the_two_layer_head_is_two_scikit_learn_networks_folded_into_the_mlp_head(elpv_features):
+    from sklearn.neural_network import MLPClassifier
+
+    from core.probe import MLP_HIDDEN, MLP_MARGIN
+
+    feats, labels, train, val = elpv_features
+    fitted = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(0.01,), mlp_grid=(0.1,))
+    kinds = {t["kind"]: t for t in fitted.tried}
+    assert set(kinds) == {"linear", "mlp"}
+    assert (fitted.kind == "mlp") == (kinds["mlp"]["val_score"] >= kinds["linear"]["val_score"] + MLP_MARGIN)
+    mlp = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(), mlp_grid=(0.1,))
+    assert mlp.kind == "mlp" and [w.shape for w, _ in mlp.layers] == [(2 * MLP_HIDDEN, 1280), (4, 2 * MLP_HIDDEN)]
+    # the product's mlp head, loaded through with_head, gives the fitted logits
+    model = models.create("efficientnet_lite0", 4, head="mlp", pretrained=False).eval()
+    linear = models.create("efficientnet_lite0", 4, pretrained=False)
+    model.load_state_dict(with_head(linear.state_dict(), mlp))
+    x = torch.from_numpy(feats[val])
+    with torch.inference_mode():
+        assert np.abs(model.head(x).numpy() - mlp.logits(feats[val])).max() < 1e-3
+    # each half is one of scikit-learn's networks (seeds 0 and 1) on standardised features, exactly
+    scaler = StandardScaler().fit(feats[train])
+    (w1, b1), (w2, b2) = mlp.layers
+    intercepts = []
+    for seed, part in enumerate((slice(0, MLP_HIDDEN), slice(MLP_HIDDEN, 2 * MLP_HIDDEN))):
+        net = MLPClassifier((MLP_HIDDEN,), alpha=0.1, early_stopping=True, max_iter=300, random_state=seed).fit(
+            scaler.transform(feats[train]), labels[train])
+        hidden = np.maximum(feats[val] @ w1[part].T + b1[part], 0) @ (2 * w2[:, part]).T
+        probs = torch.softmax(torch.from_numpy(hidden + net.intercepts_[1]), 1).numpy()
+        assert np.abs(probs - net.predict_proba(scaler.transform(feats[val]))).max() < 1e-4
+        intercepts.append(net.intercepts_[1])
+    assert np.abs(b2 - np.mean(intercepts, 0)).max() < 1e-5  # their logits averaged
+
+
 def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(trained_run):
     runs, run_id, _ = trained_run
     run = RunDir(runs / run_id)
     record = run.head_fit()
     assert record is not None and record["chosen"] in ("converged", "loop")
-    assert record["val_score"] == max(t["val_score"] for t in record["tried"])  # C by the mean of the two accuracies
+    same_kind = [t["val_score"] for t in record["tried"] if t["kind"] == record["kind"]]
+    assert record["val_score"] == max(same_kind)  # C (alpha) by the mean of the two accuracies
     assert record["val_score"] == pytest.approx((record["val_acc"] + record["val_balanced"]) / 2)
     assert (record["chosen"] == "converged") == (record["val_score"] >= record["loop_val_score"] + CONVERGE_MARGIN)
     model, card = run.load_model()
