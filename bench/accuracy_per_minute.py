@@ -55,7 +55,7 @@ def train(data: Path, runs: Path, *args: str, env: dict | None = None) -> dict:
     return {"wall": wall, "acc": metrics["accuracy"], "bal": metrics["balanced_accuracy"],
             "features_s": float(features.group(2)) if features else None,
             "computed": int(features.group(1)) if features else 0, "head": head.get("chosen", "loop"),
-            "kept": f"{card['freeze']} @ {card['preprocessing']['input_size']} px"
+            "kept": f"{card['head']} head, {card['freeze']} @ {card['preprocessing']['input_size']} px"
                     + (", rich view" if card["config"].get("features") == "rich" else ""), "stages": stages}
 
 

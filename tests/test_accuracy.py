@@ -122,6 +122,7 @@ def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(traine
     saved_acc = float((predicted == truth).mean())
     kept = record["val_acc"] if record["chosen"] == "converged" else record["loop_val_acc"]
     assert saved_acc == pytest.approx(kept, abs=1e-6)  # best.pt is the head that was kept
+    assert card.head == (record["kind"] if record["chosen"] == "converged" else "linear")  # and its card says so
 
 
 def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(elpv_small, tmp_path):
@@ -154,6 +155,13 @@ def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(
     truth = val["label"].map({c: i for i, c in enumerate(card.labels)}).to_numpy()
     assert float((probs.argmax(1) == truth)[ok].mean()) == pytest.approx(best_val, abs=1e-6)
     assert store.get(run_id)["best_val_acc"] == pytest.approx(best_val, abs=1e-6)
+    # the Results page's engineer details say which stage's model is the one shown
+    from test_dashboard import open_page
+
+    at = open_page("pages/results.py", str(elpv_small), str(tmp_path / "runs"), results_run=run_id)
+    assert not at.exception, at.exception
+    kept_lines = [m.value for m in at.markdown if "the model kept" in m.value]
+    assert len(kept_lines) == 1 and kept_lines[0].startswith(f"Stage {kept['stage']}, {kept['words']}")
 
 
 def test_the_rich_view_is_the_mean_over_8_orientations_of_earlier_and_last_stages(lite0):
