@@ -72,7 +72,7 @@ def test_the_converged_head_is_the_logistic_regression_folded_into_one_layer(elp
 def test_the_two_layer_head_is_two_scikit_learn_networks_folded_into_the_mlp_head(elpv_features):
     from sklearn.neural_network import MLPClassifier
 
-    from core.probe import MLP_HIDDEN, MLP_MARGIN
+    from core.probe import MLP_HIDDEN, MLP_MARGIN, MLP_MIN_PER_CLASS
 
     feats, labels, train, val = elpv_features
     fitted = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(0.01,), mlp_grid=(0.1,))
@@ -100,6 +100,10 @@ def test_the_two_layer_head_is_two_scikit_learn_networks_folded_into_the_mlp_hea
         assert np.abs(probs - net.predict_proba(scaler.transform(feats[val]))).max() < 1e-4
         intercepts.append(net.intercepts_[1])
     assert np.abs(b2 - np.mean(intercepts, 0)).max() < 1e-5  # their logits averaged
+    # too few photos of a class for the network's early stopping: the logistic regression alone
+    few = np.concatenate([np.flatnonzero(train & (labels == c))[:MLP_MIN_PER_CLASS - 1] for c in range(4)])
+    small = fit_head(feats[few], labels[few], feats[val], labels[val], 4, grid=(0.01,), mlp_grid=(0.1,))
+    assert small.kind == "linear" and {t["kind"] for t in small.tried} == {"linear"}
 
 
 def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(trained_run):
