@@ -68,7 +68,7 @@ class FittedHead:
     def words(self) -> str:
         """What was fitted, for logs and the engineers' details."""
         if self.kind == "mlp":
-            return f"a two-layer network (256 hidden units, L2 penalty alpha={self.penalty:g})"
+            return f"a two-layer network ({MLP_SEEDS * MLP_HIDDEN} hidden units, L2 penalty alpha={self.penalty:g})"
         return f"a logistic regression (L-BFGS, C={self.penalty:g})"
 
     def record(self) -> dict:
