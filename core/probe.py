@@ -57,28 +57,28 @@ class FittedHead:
     tried: list[dict]
 
     @property
-    def weight(self) -> np.ndarray:
-        return self.layers[-1][0]
-
-    @property
-    def bias(self) -> np.ndarray:
-        return self.layers[-1][1]
-
-    @property
     def words(self) -> str:
-        """What was fitted, for logs and the engineers' details."""
-        if self.kind == "mlp":
-            return f"a two-layer network ({MLP_SEEDS * MLP_HIDDEN} hidden units, L2 penalty alpha={self.penalty:g})"
-        return f"a logistic regression (L-BFGS, C={self.penalty:g})"
+        return head_words(self.kind, self.penalty)
 
     def record(self) -> dict:
         """The choice as the run saves it (head_fit.json, stages.json)."""
-        return {"kind": self.kind, "penalty": self.penalty, "words": self.words}
+        return {"kind": self.kind, "penalty": self.penalty}
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        for i, (weight, bias) in enumerate(self.layers):
-            x = (np.maximum(x, 0) if i else x) @ weight.T + bias
-        return x
+        return _logits(self.layers, x)
+
+
+def head_words(kind: str, penalty: float) -> str:
+    """What was fitted, in words (logs, the Results page's engineer details)."""
+    if kind == "mlp":
+        return f"a two-layer network ({MLP_SEEDS * MLP_HIDDEN} hidden units, L2 penalty alpha={penalty:g})"
+    return f"a logistic regression (L-BFGS, C={penalty:g})"
+
+
+def _logits(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    for i, (weight, bias) in enumerate(layers):
+        x = (np.maximum(x, 0) if i else x) @ weight.T + bias
+    return x
 
 
 def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, classes: int,
@@ -118,15 +118,13 @@ def _best(tried: list[dict], kind: str, grid, fit, vx: np.ndarray, val_y: np.nda
     best = None
     for penalty in grid:
         layers = fit(penalty)
-        logits = FittedHead(kind, penalty, 0, 0, 0, 0, layers, []).logits(vx)
+        logits = _logits(layers, vx)
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         score, acc, balanced = val_score(val_y, probs.argmax(1))
         loss = float(log_loss(val_y, np.clip(probs, 1e-12, 1), labels=list(range(classes))))
         entry = {"kind": kind, "penalty": penalty, "val_score": score, "val_acc": acc, "val_balanced": balanced,
                  "val_loss": loss}
-        if kind == "linear":
-            entry["C"] = penalty
         tried.append(entry)
         if best is None or (score, -loss) > (best[1]["val_score"], -best[1]["val_loss"]):
             best = (layers, entry)

@@ -161,7 +161,7 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
     """Stage 2: the head on the richer view, converged; kept (best.pt and the card) when it beats
     the best validation accuracy so far. Skipped when reading every photo 8 times would not fit."""
     from .models import DihedralViews
-    from .train import fit_converged, prepare, run_loop, with_head
+    from .train import fit_converged, keep_fitted, prepare, run_loop
 
     n_read = int(first_plan.split.manifest["split"].isin(["train", "val"]).sum())
     seconds = READ_MARGIN * DihedralViews.views_per_image * n_read * _read_seconds(config, first_plan) + 30.0
@@ -186,8 +186,7 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
     fitted = fit_converged(plan)
     if fitted.val_acc > best["val_acc"]:  # the backbone is frozen: the loop's model with the converged head
         best.update(val_acc=fitted.val_acc, epoch=plan.state.epoch)
-        run.save_best(with_head(plan.model.state_dict(), fitted))
-        run.write_card(card_for({**asdict(stage_config), "head": fitted.kind}, plan.split.classes, _prep(stage_config)))
+        keep_fitted(run, plan.model.state_dict(), fitted, stage_config, plan.split.classes)
         store.update(run_id, best_val_acc=fitted.val_acc, best_epoch=plan.state.epoch)
     log.info(f"stage {stage.number}: validation accuracy {fitted.val_acc:.4f} with the converged head ({fitted.words}), "
              f"best so far {best['val_acc']:.4f}")
@@ -213,3 +212,25 @@ def _prep(config):
 def _input_size(config) -> int:
     return _prep(config).input_size
 
+
+
+def describe(record: list[dict] | None, head_fit: dict | None) -> list[str]:
+    """A run's stages in sentences (the Results page's engineer details): each stage's validation
+    accuracy, the fitted head, and which stage's model is the one kept; without stages, the head fit."""
+    from .probe import head_words
+    from .train import describe_head_fit
+
+    fit = describe_head_fit(head_fit) if head_fit else None
+    if not record:
+        return [f"{fit[0].upper()}{fit[1:]}."] if fit else []
+    lines = []
+    for stage in record:
+        figure = stage.get("best_val_acc", stage.get("val_acc"))
+        ran = "skipped (it did not fit in the time)" if stage.get("skipped") else \
+            f"validation accuracy {figure:.1%}" if figure is not None else "stopped before its validation"
+        head = stage.get("head")
+        detail = f"; {head_words(head['kind'], head['penalty'])}" if isinstance(head, dict) else \
+            f"; {fit}" if stage["stage"] == 1 and fit else ""
+        kept = " — **the model kept**" if stage.get("kept") else ""
+        lines.append(f"Stage {stage['stage']}, {stage['words']}: {ran}{detail}{kept}.")
+    return lines

@@ -559,6 +559,25 @@ def with_head(state: dict, fitted) -> dict:
     return state
 
 
+def keep_fitted(run: RunDir, state: dict, fitted, config: TrainConfig, classes: list[str]) -> None:
+    """Save a model state with a fitted head as best.pt, and the card that names the head's kind."""
+    run.save_best(with_head(state, fitted))
+    run.write_card(card_for({**asdict(config), "head": fitted.kind}, classes,
+                            models.preprocessing_for(config.backbone, config.input_size)))
+
+
+def describe_head_fit(record: dict) -> str:
+    """head_fit.json in one sentence: which last layer was kept, and the fitted one's figures."""
+    from .probe import head_words
+
+    fitted = head_words(record.get("kind", "linear"), record.get("penalty", record.get("C")))  # C: older runs
+    if record["chosen"] == "converged":
+        return (f"last layer **fitted to convergence**: {fitted}, validation accuracy {record['val_acc']:.1%} against "
+                f"{record['loop_val_acc']:.1%} for the training loop's best epoch")
+    return (f"last layer **the training loop's** (validation accuracy {record['loop_val_acc']:.1%}); fitted to "
+            f"convergence, {fitted} reached {record['val_acc']:.1%}")
+
+
 def converge_head(plan: Plan, run: RunDir, store: RunStore, run_id: str) -> dict:
     """Fit the head to convergence on the cached features (`fit_converged`) and keep it as best.pt
     (with a card naming its kind) when its validation score (the mean of accuracy and balanced
@@ -577,9 +596,7 @@ def converge_head(plan: Plan, run: RunDir, store: RunStore, run_id: str) -> dict
     loop_score, loop_acc, loop_balanced = val_score(val_y.numpy(), loop_logits.argmax(1).numpy())
     chosen = "converged" if fitted.val_score >= loop_score + CONVERGE_MARGIN else "loop"
     if chosen == "converged":
-        run.save_best(with_head(state, fitted))
-        run.write_card(card_for({**asdict(plan.config), "head": fitted.kind}, plan.split.classes,
-                                models.preprocessing_for(plan.config.backbone, plan.config.input_size)))
+        keep_fitted(run, state, fitted, plan.config, plan.split.classes)
         store.update(run_id, best_val_acc=fitted.val_acc)
     record = {"chosen": chosen, **fitted.record(), "val_acc": fitted.val_acc, "val_balanced": fitted.val_balanced,
               "val_score": fitted.val_score, "loop_val_acc": loop_acc, "loop_val_balanced": loop_balanced,

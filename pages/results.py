@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import access, charts, learning_curve, report
+from core import access, charts, learning_curve, report, stages
 from core.errors import GraftError
 from core.evaluate import check_folder, evaluate_run, unfamiliar_sentence
 from core.explain import NotSupported
@@ -198,23 +198,10 @@ left.caption("Bars reaching the dashed line: when the model says 80 %, it is rig
              "confidence can be taken at its word. Bars below the line: it is more sure of itself than it should be.")
 with right.expander("Details for engineers (the run's settings)"):
     head_fit = run_dir.head_fit()
+    for line in stages.describe(run_dir.stages(), head_fit):
+        st.markdown(line)
     if head_fit:
-        fitted = head_fit.get("words") or f"a logistic regression (L-BFGS, C={head_fit['C']:g})"
-        if head_fit["chosen"] == "converged":
-            kept = (f"**fitted to convergence**: {fitted}, validation accuracy {head_fit['val_acc']:.1%} against "
-                    f"{head_fit['loop_val_acc']:.1%} for the training loop's best epoch")
-        else:
-            kept = (f"**the training loop's** (validation accuracy {head_fit['loop_val_acc']:.1%}); fitted to convergence, "
-                    f"{fitted} reached {head_fit['val_acc']:.1%}")
-        stages = run_dir.stages() or []
-        st.markdown(f"{'Stage 1, last layer' if stages else 'Last layer'}: {kept}. The fitted one is kept only when "
-                    "clearly better on the mean of accuracy and balanced accuracy.")
-    for stage in run_dir.stages() or []:
-        figure = stage.get("best_val_acc", stage.get("val_acc"))
-        ran = "skipped (it did not fit in the time)" if stage.get("skipped") else \
-            f"validation accuracy {figure:.1%}" if figure is not None else "ran"
-        head = f"; {stage['head']['words']}" if isinstance(stage.get("head"), dict) else ""
-        st.markdown(f"Stage {stage['stage']}, {stage['words']}: {ran}{head}{' — **the model kept**' if stage.get('kept') else ''}.")
+        st.caption("A fitted last layer is kept only when clearly better on the mean of accuracy and balanced accuracy.")
     st.code(json.dumps(card.config, indent=2), language="json")
 
 # ------------------------------------------------------------------ pass or inspect

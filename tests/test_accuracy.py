@@ -62,7 +62,8 @@ def test_the_converged_head_is_the_logistic_regression_folded_into_one_layer(elp
     assert fitted.val_score == max(t["val_score"] for t in fitted.tried)
     scaler = StandardScaler().fit(feats[train])
     reference = LogisticRegression(C=fitted.penalty, max_iter=3000).fit(scaler.transform(feats[train]), labels[train])
-    logits = feats[val] @ fitted.weight.T + fitted.bias
+    (weight, bias), = fitted.layers
+    logits = feats[val] @ weight.T + bias
     expected = reference.predict_proba(scaler.transform(feats[val]))
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     assert np.abs(probs - expected).max() < 1e-4
