@@ -7,8 +7,8 @@ own split, one after the other in one sitting, and prints the device it ran on. 
 - a cold default run with PyTorch computing the frozen features (GRAFT_FEATURES=torch; a fresh
   feature cache) against a cold default run with ONNX Runtime (the product's default on a CPU):
   the ratio of their feature passes and of their wall times;
-- the default run warm (features cached) with the loop's head only (`--head-fit loop`, the old
-  default) and with the head also fitted to convergence (the new default);
+- warm (features cached), on the plain view (the default before stop 23) and on the default pooled
+  view: the loop's head only (`--head-fit loop`) and the head also fitted to convergence (the default);
 - `--time-limit` for each limit (the stages, the best by validation kept), per split seed;
 - the same two heads on a greyscale set with more classes (Fashion-MNIST, 100 a class; there is no
   colour photo set in the registries), when its Debian package is there;
@@ -56,7 +56,7 @@ def train(data: Path, runs: Path, *args: str, env: dict | None = None) -> dict:
             "features_s": float(features.group(2)) if features else None,
             "computed": int(features.group(1)) if features else 0, "head": head.get("chosen", "loop"),
             "kept": f"{card['head']} head, {card['freeze']} @ {card['preprocessing']['input_size']} px"
-                    + (", rich view" if card["config"].get("features") == "rich" else ""), "stages": stages}
+                    + f", {card['config'].get('features', 'plain')} view", "stages": stages}
 
 
 def row(name: str, r: dict, note: str = "") -> str:
@@ -108,18 +108,22 @@ def baselines(data: Path, runs: Path) -> None:
                        env={"GRAFT_FEATURES": "torch", "GRAFT_HOME": tempfile.mkdtemp(prefix="apm-home-")})
     cold_onnx = train(data, runs, "--name", "cold, ONNX Runtime features",
                       env={"GRAFT_HOME": tempfile.mkdtemp(prefix="apm-home-")})
+    plain_loop = train(data, runs, "--name", "warm, plain, loop head", "--head-fit", "loop", "--features", "plain")
+    plain = train(data, runs, "--name", "warm, plain, converged head", "--features", "plain")
     loop = train(data, runs, "--name", "warm, loop head", "--head-fit", "loop")
     converged = train(data, runs, "--name", "warm, converged head")
     print("\n| run | wall s | test accuracy | balanced accuracy | model kept | note |")
     print("|---|---|---|---|---|---|")
-    print(row("default, cold, PyTorch features (before)", cold_torch,
+    print(row("default, cold, PyTorch features", cold_torch,
               f"feature pass {cold_torch['features_s']:.1f} s for {cold_torch['computed']} photos"))
     ratio = cold_onnx["features_s"] / cold_torch["features_s"]
     print(row("default, cold, ONNX Runtime features", cold_onnx,
               f"feature pass {cold_onnx['features_s']:.1f} s: {ratio:.2f}× PyTorch's; wall "
               f"{cold_onnx['wall'] / cold_torch['wall']:.2f}×"))
-    print(row("default, warm, loop head only (before)", loop))
-    print(row("default, warm, head fitted to convergence", converged, f"kept: {converged['head']} head"))
+    print(row("plain view (before), warm, loop head only", plain_loop))
+    print(row("plain view (before), warm, head fitted to convergence", plain, f"kept: {plain['head']} head"))
+    print(row("default (pooled view), warm, loop head only", loop))
+    print(row("default (pooled view), warm, head fitted to convergence", converged, f"kept: {converged['head']} head"))
 
 
 def limited(data: Path, runs: Path, args) -> None:
@@ -135,7 +139,9 @@ def limited(data: Path, runs: Path, args) -> None:
 def others(runs: Path, args, data: Path) -> None:
     if FASHION.is_dir():
         subset = fashion_subset()
-        for name, extra in (("loop head only (before)", ("--head-fit", "loop")), ("head fitted to convergence", ())):
+        for name, extra in (("plain view, loop head only (before)", ("--head-fit", "loop", "--features", "plain")),
+                            ("plain view, head fitted to convergence", ("--features", "plain")),
+                            ("default (pooled view), head fitted to convergence", ())):
             r = train(subset, runs, "--name", f"fashion {name}", *extra)
             print(row(f"Fashion-MNIST 1,000 (greyscale, 10 classes), {name}", r), flush=True)
     if args.tutorial:

@@ -3,7 +3,7 @@
 
 FREEZE_MODES = ("head", "partial", "full")
 HEADS = ("linear", "mlp")
-FEATURES = ("plain", "rich")  # what a frozen backbone gives the head (core/models.py: create)
+FEATURES = ("plain", "pooled", "rich")  # what a frozen backbone gives the head (core/models.py: create)
 HEAD_FITS = ("converge", "loop")  # converge: a frozen linear head also fitted to convergence (core/probe.py)
 AUG_LEVELS = ("none", "light", "standard", "strong")
 OPTIMIZERS = ("adamw", "sgd")

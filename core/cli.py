@@ -91,10 +91,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--head-fit", choices=HEAD_FITS, help="converge (default): a frozen backbone's linear head is "
                    "also fitted to convergence (L-BFGS, C chosen on validation) and kept when it beats the loop's on "
                    "validation; loop: the training loop's head only")
-    p.add_argument("--features", choices=FEATURES,
-                   help="plain (default): the frozen backbone's pooled output; rich: earlier stages pooled beside it "
-                        "and averaged over the 8 flips and quarter turns of each photo (8× the feature time; "
-                        "EfficientNet-Lite, frozen backbone)")
+    p.add_argument("--features", choices=("auto", *FEATURES),
+                   help="auto (default): pooled for a frozen EfficientNet-Lite, else plain; plain: the backbone's "
+                        "pooled output; pooled: earlier stages pooled beside it (the same reading time); rich: "
+                        "pooled, averaged over the 8 flips and quarter turns of each photo (8× the reading time); "
+                        "pooled and rich need a frozen EfficientNet-Lite")
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="the best model within this time, in stages: the last layer on cached features, then "
                         "fine-tuning on smaller photos, then at full size; the best by validation is kept")

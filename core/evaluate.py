@@ -77,14 +77,17 @@ def _backbone_runner(model: GraftModel, prep: Preprocessing):
 def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split, root: Path,
                       progress: bool = False) -> None:
     """The run's unfamiliar-photo detector (core/familiar.py): training features, and the threshold
-    that keeps 95 % of the validation photos familiar. Saved with the run."""
+    that keeps 95 % of the validation photos familiar. Saved with the run. On a `pooled` or `rich`
+    view only the network's own pooled features count (the last columns): the earlier blocks' large
+    averages would swamp the cosine distance (a normal ELPV cell read as unfamiliar)."""
     from . import familiar
 
     frames = {name: split.manifest[split.manifest["split"] == name] for name in ("train", "val")}
     feats, kept = {}, {}
     for name, rows in frames.items():
         values, ok = backbone_features(model, prep, [root / p for p in rows["path"]], rows["sha1"].tolist(), progress)
-        feats[name], kept[name] = values[ok], rows[ok].reset_index(drop=True)
+        summary = getattr(model.backbone, "summary_dim", None) or values.shape[1]
+        feats[name], kept[name] = values[ok][:, values.shape[1] - summary:], rows[ok].reset_index(drop=True)
     if len(feats["train"]):
         index = familiar.fit(feats["train"], feats["val"])
         index.photos = kept["train"][["path", "label", "sha1"]]

@@ -68,7 +68,9 @@ def decide(probs, decision):
 
 
 def nearest_distance(feats, train):
-    """Cosine distance of each row of `feats` to its nearest row of `train` (both L2-normalised here)."""
+    """Cosine distance of each row of `feats` to its nearest row of `train` (both L2-normalised here);
+    features wider than the training rows are taken by their last columns (the network's own)."""
+    feats = feats[:, feats.shape[1] - train.shape[1]:]
     feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     train = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-12)
     return 1.0 - (feats @ train.T).max(axis=1)

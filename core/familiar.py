@@ -48,8 +48,10 @@ class Familiarity:
                 for row_i, row_d in zip(indices, distances)]
 
     def nearest(self, feats: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(distances [M, k], indices [M, k]) of the k nearest training photos, nearest first."""
-        query, k = _normalise(feats), min(k, len(self.train))
+        """(distances [M, k], indices [M, k]) of the k nearest training photos, nearest first. Features
+        wider than the index's are taken by their last columns (a pooled view: the network's own)."""
+        feats = np.asarray(feats)
+        query, k = _normalise(feats[:, feats.shape[1] - self.train.shape[1]:]), min(k, len(self.train))
         distances, indices = [], []
         for start in range(0, len(query), 256):
             sims = query[start:start + 256] @ self.train.T

@@ -293,6 +293,7 @@ class StagePooled(nn.Module):
     def __init__(self, body: nn.Module, taps: tuple[int, ...]):
         super().__init__()
         self.body, self.taps = body, tuple(taps)
+        self.summary_dim = int(body.num_features)  # the last columns: the network's own pooled features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         body, pooled = self.body, []
@@ -314,6 +315,7 @@ class DihedralViews(nn.Module):
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
+        self.summary_dim = getattr(inner, "summary_dim", None)
 
     @staticmethod
     def views(x: torch.Tensor) -> torch.Tensor:
@@ -334,22 +336,37 @@ def rich_view_available(backbone: str) -> bool:
     return get_spec(backbone).family == "lite"
 
 
-def _rich(spec: BackboneSpec, body: nn.Module) -> tuple[nn.Module, int]:
-    """The `rich` recipe: earlier stages pooled beside the last (EfficientNet-Lite), averaged over the
-    8 flips and quarter turns of each image → (the feature extractor, its feature size)."""
+def _recipe(spec: BackboneSpec, body: nn.Module, features: str) -> tuple[nn.Module, int]:
+    """The `pooled` recipe: earlier stages pooled beside the last (EfficientNet-Lite); `rich`: that,
+    averaged over the 8 flips and quarter turns of each image → (the feature extractor, its size)."""
     if not rich_view_available(spec.name):
-        raise BadInput(f"features 'rich' is available for the EfficientNet-Lite backbones, not {spec.name}")
+        raise BadInput(f"features {features!r} are available for the EfficientNet-Lite backbones, not {spec.name}")
     with torch.no_grad():
         taps = StagePooled(body, LITE_TAPS).eval()
         dim = int(taps(torch.zeros(1, 3, 64, 64)).shape[1])
-    return DihedralViews(taps), dim
+    return (DihedralViews(taps) if features == "rich" else taps), dim
+
+
+def drop_taps(state: dict, mean_features: torch.Tensor) -> dict:
+    """A `pooled` model's state as a `plain` model's: the backbone without its wrapper, and the head's
+    first layer on the last block's features alone, the earlier blocks' share of its output folded
+    into its bias at `mean_features` (the pooled features' mean over some photos)."""
+    prefix = "backbone.body."
+    state = {("backbone." + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    first = next(k for k, v in state.items() if k.startswith("head.") and k.endswith(".weight") and v.dim() == 2)
+    weight, bias = state[first], state[first.replace(".weight", ".bias")]
+    earlier = weight.shape[1] - state["backbone.conv_head.weight"].shape[0]  # the last block's features come last
+    state[first] = weight[:, earlier:].clone()
+    state[first.replace(".weight", ".bias")] = bias + weight[:, :earlier] @ mean_features[:earlier]
+    return state
 
 
 def create(backbone: str, num_classes: int, freeze: str = "head", head: str = "linear",
            pretrained: bool = True, weights: str | None = None, dropout: float = 0.2,
            features: str = "plain") -> GraftModel:
     """Build backbone + new head. `pretrained=False` skips the weights (a checkpoint follows).
-    `features`: `plain` (the backbone's pooled output) or `rich` (see `_rich`; a frozen backbone only)."""
+    `features`: `plain` (the backbone's pooled output), `pooled` or `rich` (see `_recipe`; a frozen
+    backbone only)."""
     if freeze not in FREEZE_MODES:
         raise BadInput(f"unknown freeze mode {freeze!r}; choose one of {', '.join(FREEZE_MODES)}")
     if features not in FEATURES:
@@ -357,10 +374,10 @@ def create(backbone: str, num_classes: int, freeze: str = "head", head: str = "l
     spec = get_spec(backbone)
     body, dim = _build_backbone(spec, pretrained, weights)
     stages = spec.last_stages or _last_children(body)
-    if features == "rich":
+    if features != "plain":
         if freeze != "head":
-            raise BadInput("features 'rich' needs a frozen backbone (freeze head)")
-        body, dim = _rich(spec, body)
+            raise BadInput(f"features {features!r} need a frozen backbone (freeze head)")
+        body, dim = _recipe(spec, body, features)
     return GraftModel(body, make_head(head, dim, num_classes, dropout), freeze, stages)
 
 
