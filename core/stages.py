@@ -11,8 +11,9 @@ stages and keeps the best model by validation accuracy at every moment:
 
 Stage 3 starts from stage 1's trained loop (not its converged head, whose weights fine-tuning
 blows up; on the pooled view its head on the last block's features alone), stage 4 from where
-stage 3 ended; each gets a share of the time left; an epoch
-that would not finish in time is not started, and a time is kept back for the final evaluation.
+stage 3 ended; each plans its epochs in a share of the time left (an epoch slower than estimated
+may run into the next stage's share: only the run's deadline cuts one short); an epoch that would
+not finish in time is not started, and a time is kept back for the final evaluation.
 A stage whose model beats the best on validation rewrites best.pt and the model card (its
 resolution and what trains), so evaluation, Predict and the export use that model.
 """
@@ -132,8 +133,9 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
         plan.model.load_state_dict(start)
         plan.state = LoopState(epochs=epoch + epochs, epoch=epoch, step=epoch * len(plan.batches.train))
         log.info(f"stage {stage.number}: {stage.words}, {epochs} epochs of ~{per_epoch:.0f} s")
-        stop_at = min(deadline, time.monotonic() + share)
-        limit = Deadline(stop_at)
+        # the share sets how many epochs are planned; only the run's own deadline cuts an epoch short, so an
+        # epoch slower than estimated still ends with its validation (it was cut at the share: "1 epoch", no figure)
+        limit = Deadline(deadline)
         steps: list[Step] = [watch, limit, EarlyStopping(config.patience), reporter,
                              ConsoleReporter(config.patience, progress), KeepBest(run, plan.model, stage_config, plan.split.classes,
                                       _prep(stage_config), store, run_id, best)]
