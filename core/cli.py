@@ -94,7 +94,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--features", choices=("auto", *FEATURES),
                    help="auto (default): pooled for a frozen EfficientNet-Lite, else plain; plain: the backbone's "
                         "pooled output; pooled: earlier stages pooled beside it (the same reading time); rich: "
-                        "pooled, averaged over the 8 flips and quarter turns of each photo (8× the reading time); "
+                        "pooled, averaged over the 8 flips and quarter turns of each photo (about 5× the reading time); "
                         "pooled and rich need a frozen EfficientNet-Lite")
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="the best model within this time, in stages: the last layer on cached features, then "

@@ -348,11 +348,11 @@ def _recipe(spec: BackboneSpec, body: nn.Module, features: str) -> tuple[nn.Modu
 
 
 def drop_taps(state: dict, mean_features: torch.Tensor) -> dict:
-    """A `pooled` model's state as a `plain` model's: the backbone without its wrapper, and the head's
-    first layer on the last block's features alone, the earlier blocks' share of its output folded
-    into its bias at `mean_features` (the pooled features' mean over some photos)."""
-    prefix = "backbone.body."
-    state = {("backbone." + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    """A `pooled` (or `rich`) model's state as a `plain` model's: the backbone without its wrappers, and
+    the head's first layer on the last block's features alone, the earlier blocks' share of its output
+    folded into its bias at `mean_features` (the pooled features' mean over some photos)."""
+    wrapped = ("backbone.inner.body.", "backbone.body.")
+    state = {next(("backbone." + k[len(p):] for p in wrapped if k.startswith(p)), k): v for k, v in state.items()}
     first = next(k for k, v in state.items() if k.startswith("head.") and k.endswith(".weight") and v.dim() == 2)
     weight, bias = state[first], state[first.replace(".weight", ".bias")]
     earlier = weight.shape[1] - state["backbone.conv_head.weight"].shape[0]  # the last block's features come last

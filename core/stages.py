@@ -157,10 +157,10 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
 
 
 def _fine_tuning_start(state: dict, first_plan) -> dict:
-    """Stage 1's loop model as the fine-tuning stages take it: on the `pooled` view, the backbone's own
-    weights and the head's first layer on the last block's features alone, the earlier blocks' share
-    folded into its bias at their mean over the training photos; on the plain view, unchanged."""
-    if first_plan.config.features != "pooled":
+    """Stage 1's loop model as the fine-tuning stages take it: on the `pooled` (or `rich`) view, the
+    backbone's own weights and the head's first layer on the last block's features alone, the earlier
+    blocks' share folded into its bias at their mean over the training photos; on the plain view, unchanged."""
+    if first_plan.config.features == "plain":
         return state
     from .models import drop_taps
 
@@ -175,7 +175,7 @@ VIEW_COST = 0.6  # one of a photo's 8 views against reading the photo alone: the
 def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter: StoreReporter, watch: StopWatch,
                 deadline: float, first_plan, best: dict, epoch: int) -> dict:
     """Stage 2: the head on the richer view, converged; kept (best.pt and the card) when it beats
-    the best validation accuracy so far. Skipped when reading every photo 8 times would not fit."""
+    the best validation accuracy so far. Skipped when reading every photo in 8 orientations would not fit."""
     from .models import DihedralViews
     from .train import fit_converged, keep_fitted, prepare, run_loop
 

@@ -74,7 +74,7 @@ def launch_form() -> None:
                                format_func=lambda m: "the epochs set here" if m is None else
                                f"the best model within {m} minutes",
                                help="Within a time: the last layer first (a usable model within a minute), then "
-                                    "the last layer on a richer view of the photos when reading them 8 times fits, "
+                                    "the last layer on a richer view of the photos when reading them in 8 orientations fits, "
                                     "then the last layers of the network are fine-tuned on smaller photos, then at "
                                     "full size, "
                                     "as long as time allows; the best on the validation photos is kept at every "
@@ -101,7 +101,7 @@ def launch_form() -> None:
                                                  "plain": "the network's summary of each photo",
                                                  "pooled": "the summary and earlier layers' patterns (same time)",
                                                  "rich": "earlier layers too, each photo in 8 orientations "
-                                                         "(8× the reading time)"}.get,
+                                                         "(about 5× the reading time)"}.get,
                                     help="Automatic: with 'only the last layer' and an EfficientNet-Lite model, the "
                                          "earlier layers' patterns beside the summary (on the solar-cell sample right "
                                          "on 79 photos in 100 against 77), else the summary. The 8 orientations suit "
