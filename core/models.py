@@ -347,15 +347,16 @@ def _recipe(spec: BackboneSpec, body: nn.Module, features: str) -> tuple[nn.Modu
     return (DihedralViews(taps) if features == "rich" else taps), dim
 
 
-def drop_taps(state: dict, mean_features: torch.Tensor) -> dict:
+def drop_taps(state: dict, mean_features: torch.Tensor, summary_dim: int) -> dict:
     """A `pooled` (or `rich`) model's state as a `plain` model's: the backbone without its wrappers, and
-    the head's first layer on the last block's features alone, the earlier blocks' share of its output
-    folded into its bias at `mean_features` (the pooled features' mean over some photos)."""
+    the head's first layer on the last `summary_dim` features alone (the network's own: `StagePooled`
+    puts them last), the earlier blocks' share of its output folded into its bias at `mean_features`
+    (the pooled features' mean over some photos)."""
     wrapped = ("backbone.inner.body.", "backbone.body.")
     state = {next(("backbone." + k[len(p):] for p in wrapped if k.startswith(p)), k): v for k, v in state.items()}
     first = next(k for k, v in state.items() if k.startswith("head.") and k.endswith(".weight") and v.dim() == 2)
     weight, bias = state[first], state[first.replace(".weight", ".bias")]
-    earlier = weight.shape[1] - state["backbone.conv_head.weight"].shape[0]  # the last block's features come last
+    earlier = weight.shape[1] - summary_dim
     state[first] = weight[:, earlier:].clone()
     state[first.replace(".weight", ".bias")] = bias + weight[:, :earlier] @ mean_features[:earlier]
     return state

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from .errors import log
-from .estimate import epoch_seconds, seconds_per_image
+from .estimate import epoch_seconds, reading_factor, seconds_per_image
 from .rundir import RunDir, card_for
 from .steps import ConsoleReporter, Deadline, EarlyStopping, LoopState, Step, StopWatch, StoreReporter
 
@@ -164,23 +164,20 @@ def _fine_tuning_start(state: dict, first_plan) -> dict:
         return state
     from .models import drop_taps
 
-    return drop_taps(state, first_plan.batches.train.dataset.tensors[0].mean(0))
+    return drop_taps(state, first_plan.batches.train.dataset.tensors[0].mean(0), first_plan.model.backbone.summary_dim)
 
 
 READ_MARGIN = 1.25  # the richer view's reading time as estimated, with this much to spare
-VIEW_COST = 0.6  # one of a photo's 8 views against reading the photo alone: the 8 are decoded once and run in
-# one batch (ELPV, ONNX Runtime on 2 cores: 215 s for 2,219 photos × 8 against 44.7 s for the 2,219 alone)
 
 
 def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter: StoreReporter, watch: StopWatch,
                 deadline: float, first_plan, best: dict, epoch: int) -> dict:
     """Stage 2: the head on the richer view, converged; kept (best.pt and the card) when it beats
     the best validation accuracy so far. Skipped when reading every photo in 8 orientations would not fit."""
-    from .models import DihedralViews
     from .train import fit_converged, keep_fitted, prepare, run_loop
 
     n_read = int(first_plan.split.manifest["split"].isin(["train", "val"]).sum())
-    seconds = READ_MARGIN * VIEW_COST * DihedralViews.views_per_image * n_read * _read_seconds(config, first_plan) + 30.0
+    seconds = READ_MARGIN * reading_factor("rich") * n_read * _read_seconds(config, first_plan) + 30.0
     left = deadline - time.monotonic()
     entry = {"stage": stage.number, "words": stage.words}
     if seconds > left:

@@ -7,9 +7,7 @@ import streamlit as st
 from core import charts, estimate, jobs, models
 from core.errors import GraftError
 from core.choices import backbone_title
-from core.models import DihedralViews
 from core.runs import LiveMetrics
-from core.stages import VIEW_COST
 from core.steps import describe_progress
 from core.train import CLASS_WEIGHTS, TrainConfig
 from core.choices import AUG_LEVELS
@@ -108,7 +106,7 @@ def launch_form() -> None:
                                          "photos with no up or down (cells, parts, tissue, textures): on the solar-cell "
                                          "sample 82 in 100. Both need 'only the last layer' and an EfficientNet-Lite model.")
         first, later = epoch_estimate(backbone, freeze, n_train, n_val)
-        first *= DihedralViews.views_per_image * VIEW_COST if features == "rich" else 1
+        first *= estimate.reading_factor(features)
         st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs "
                    f"{'under a second' if later < 1 else f'~{later:.0f} s'} "
                    + ("(features are computed once, then cached)." if freeze == "head" else "."))

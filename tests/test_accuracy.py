@@ -239,11 +239,11 @@ def test_a_frozen_lite_run_reads_the_pooled_view_and_fine_tuning_starts_from_its
     with torch.inference_mode():
         feats = pooled.backbone(photos)
         plain = models.create("efficientnet_lite0", 4, freeze="partial").eval()
-        plain.load_state_dict(models.drop_taps(pooled.state_dict(), feats.mean(0)))
+        plain.load_state_dict(models.drop_taps(pooled.state_dict(), feats.mean(0), pooled.backbone.summary_dim))
         at_mean = feats.clone()
         at_mean[:, :-1280] = feats[:, :-1280].mean(0)
         assert torch.allclose(plain(photos), pooled.head(at_mean), atol=1e-4)
         assert not torch.allclose(plain(photos), pooled.head(feats), atol=1e-2)  # the earlier blocks did count
         # a rich run's (a time limit with --features rich) loads the same way
         rich = models.create("efficientnet_lite0", 4, features="rich")
-        plain.load_state_dict(models.drop_taps(rich.state_dict(), feats.mean(0)))
+        plain.load_state_dict(models.drop_taps(rich.state_dict(), feats.mean(0), rich.backbone.summary_dim))

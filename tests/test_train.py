@@ -40,7 +40,7 @@ def test_cli_train_learns_above_chance(trained_run, elpv_small):
         files = [f for f in sorted((ELPV / label).glob("*.png"))[1::2] if f.name not in seen][:40]
         predicted = predictor.probabilities([load_rgb(f) for f in files]).argmax(1).tolist()
         right += [p == predictor.labels.index(label) for p in predicted]
-    assert len(right) == 160 and np.mean(right) > 0.34  # by chance 0.34 or more: probability 0.6 %
+    assert len(right) == 160 and np.mean(right) > 0.34  # by chance above 0.34: probability 0.5 %
     epochs = RunStore(runs).epochs(run_id)
     assert epochs["epoch"].tolist() == list(range(1, len(epochs) + 1))
     for name in ("config.json", "manifest.csv", "model.json", "best.pt", "last.pt", "predictions.csv"):
