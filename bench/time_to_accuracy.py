@@ -103,6 +103,7 @@ def project(root: Path, runs: Path, epochs: int, seed: int, aug: str = "auto", t
     holder: dict = {}
 
     def on_epoch(epoch, model):
+        reached = clock.now()  # before the pause: the test features below are not the run's time
         with clock.pause():
             if "feats" not in holder:  # test features from a separate cache: the run's own cache stays cold
                 paths, labels = test_split.paths(root, "test")
@@ -110,7 +111,7 @@ def project(root: Path, runs: Path, epochs: int, seed: int, aug: str = "auto", t
                 cache = FeatureCache(model.backbone, models.preprocessing_for("efficientnet_lite0"), test_cache)
                 feats, ok = cache.features(paths, shas, "eval", eval_transform(cache_prep()), log=None)
                 holder["feats"], holder["labels"] = torch.from_numpy(feats), torch.tensor(labels)
-            curve.append((clock.now(), test_accuracy(model, holder["feats"], labels=holder["labels"])))
+            curve.append((reached, test_accuracy(model, holder["feats"], labels=holder["labels"])))
 
     run_id = fit(TrainConfig(data=str(root), epochs=epochs, seed=seed, aug=aug), runs, progress=False,
                  on_epoch=on_epoch if test_split is not None else None)

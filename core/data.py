@@ -183,6 +183,21 @@ def _check_file(root: Path, rel: str, label: str | None, split: str, size: int, 
             "conversions": "+".join(loaded.conversions)}
 
 
+def _check_files(root: Path, fresh: pd.DataFrame, progress: bool) -> list[dict]:
+    """`_check_file` for every row, in order, on one thread a core: Pillow's decoding and resizing and
+    hashlib's SHA-1 release the GIL, so threads share the work without a process pool (first scan of
+    ELPV, 2 cores: bench/dataset_page.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .runtime import cpu_count
+
+    rows = list(fresh.itertuples())
+    with ThreadPoolExecutor(max_workers=max(1, min(cpu_count(), SCAN_THREADS))) as pool:
+        done = pool.map(lambda r: _check_file(root, r.path, r.label, r.given_split, r.bytes, r.mtime_ns), rows)
+        return list(tqdm(done, total=len(rows), desc="scan", unit="file", disable=not progress, leave=False))
+
+
+SCAN_THREADS = 8
 ALL_COLUMNS = list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS))
 SCAN_VERSION = 3  # bump when a cached row would mean something else
 LISTING = ["path", "label", "given_split", "bytes", "mtime_ns"]
@@ -221,9 +236,7 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     else:
         reuse = pd.Series(False, index=listing.index).to_numpy()
     fresh = listing[~reuse]
-    checked = [_check_file(root, r.path, r.label, r.given_split, r.bytes, r.mtime_ns)
-               for r in tqdm(fresh.itertuples(), total=len(fresh), desc="scan", unit="file",
-                             disable=not progress, leave=False)]
+    checked = _check_files(root, fresh, progress)
     kept = cached.set_index("path").loc[listing["path"][reuse]].reset_index() if reuse.any() else None
     parts = [p for p in (kept, pd.DataFrame(checked, columns=ALL_COLUMNS)) if p is not None and len(p)]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ALL_COLUMNS)
@@ -325,14 +338,17 @@ class ImageDataset:
     """
 
     def __init__(self, paths: list[Path], labels: list[int], transform=None):
+        from .preprocess import takes_grey
+
         self.paths, self.labels, self.transform = list(paths), list(labels), transform
+        self.grey = takes_grey(transform)  # greyscale photos stay one channel until the transform copies it
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            image = load_rgb(self.paths[i])
+            image = load_rgb(self.paths[i], grey=self.grey)
         except ImageError as err:
             log.warning("skipping %s", err)
             return None

@@ -92,12 +92,15 @@ class OnnxBackbone(nn.Module):
     file is exported once per weights and input size into the Graft cache. No parameters: `place`
     leaves it as it is, and inputs arrive in plain NCHW."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, spinning: bool = False):
         super().__init__()
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # its threads wait without spinning: the photos are decoded beside it (forward_images' workers), and
+        # spinning threads take the cores from them (ELPV, 2 cores: bench/reading.py)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """THE image loader: every image in the project is opened here.
 
 Applies EXIF orientation and turns any mode (greyscale, palette, RGBA, CMYK, 16-bit, float)
-into 8-bit RGB, or raises `ImageError` with a short, named reason.
+into 8-bit RGB, or raises `ImageError` with a short, named reason. `grey=True` keeps a greyscale
+image as 8-bit greyscale (mode L): resizing one channel is a third of the work, and a transform that
+copies it into three channels afterwards (`preprocess.eval_transform`) gives exactly the same input.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class ImageError(Exception):
 
 @dataclass
 class LoadedImage:
-    image: Image.Image  # RGB, EXIF-transposed
+    image: Image.Image  # RGB (or L when asked for and greyscale), EXIF-transposed
     original_mode: str
     original_size: tuple[int, int]
     conversions: list[str] = field(default_factory=list)  # e.g. ["exif-rotated", "cmyk"]
@@ -78,7 +80,7 @@ def _open(source: ImageSource) -> Image.Image:
     return Image.open(source)
 
 
-def _to_rgb(img: Image.Image, conversions: list[str]) -> Image.Image:
+def _to_rgb(img: Image.Image, conversions: list[str], grey: bool = False) -> Image.Image:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -100,6 +102,8 @@ def _to_rgb(img: Image.Image, conversions: list[str]) -> Image.Image:
         conversions.append("cmyk")
     elif mode in ("L", "1"):
         conversions.append("greyscale")
+        if grey:
+            return img.convert("L") if img.mode != "L" else img
     elif mode != "RGB":
         conversions.append(mode.lower())
     return img.convert("RGB") if img.mode != "RGB" else img
@@ -120,8 +124,9 @@ def _check_budget(img: Image.Image) -> None:
                          f"the limit is {MAX_PIXELS / 1e6:.0f} (downscale it first)")
 
 
-def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImage:
-    """Open, fully decode, EXIF-transpose and convert to RGB, or raise ImageError.
+def open_image(source: ImageSource, draft_size: int | None = None, grey: bool = False) -> LoadedImage:
+    """Open, fully decode, EXIF-transpose and convert to RGB (a greyscale image to L when `grey`), or
+    raise ImageError.
 
     `draft_size` lets JPEG decoding skip detail (fast health checks); the whole file is still read,
     so truncation is still detected. `original_size` is always the size stored in the file. Images
@@ -166,7 +171,7 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImag
         img = ImageOps.exif_transpose(img)
         conversions.append("exif-rotated")
     try:
-        rgb = _to_rgb(img, conversions)
+        rgb = _to_rgb(img, conversions, grey)
     except (OSError, ValueError) as err:
         raise ImageError("unreadable", str(err), name) from None
     factor = _reduction(rgb.size, WORK_PIXELS)
@@ -177,9 +182,9 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> LoadedImag
     return LoadedImage(rgb, original_mode, original_size, conversions)
 
 
-def load_rgb(source: ImageSource) -> Image.Image:
-    """The RGB image as a model sees it (before resizing). Raises ImageError."""
-    return open_image(source).image
+def load_rgb(source: ImageSource, grey: bool = False) -> Image.Image:
+    """The RGB image as a model sees it (before resizing; L when `grey` and greyscale). Raises ImageError."""
+    return open_image(source, grey=grey).image
 
 
 def is_image_name(path: str | os.PathLike) -> bool:

@@ -98,9 +98,25 @@ def _augment(prep: Preprocessing, level: str) -> list:
 # ---------------------------------------------------------------------- renderings
 
 
+class ThreeChannels(torch.nn.Module):
+    """A one-channel (greyscale) image tensor as three equal channels; three channels unchanged."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image.expand(3, -1, -1) if image.shape[-3] == 1 else image
+
+
 def eval_transform(prep: Preprocessing) -> v2.Compose:
-    """PIL RGB image → normalised float tensor (C, H, W): what the model sees at evaluation."""
-    return v2.Compose([*_resize_crop(prep), v2.ToImage(), *_normalise(prep)])
+    """PIL RGB (or L) image → normalised float tensor (3, H, W): what the model sees at evaluation. A
+    greyscale image is resized as one channel and then copied into three: the same numbers as resizing
+    its RGB copy, for a third of the resizing (`takes_grey`)."""
+    transform = v2.Compose([*_resize_crop(prep), v2.ToImage(), ThreeChannels(), *_normalise(prep)])
+    transform.takes_grey = True
+    return transform
+
+
+def takes_grey(transform) -> bool:
+    """Whether a transform accepts greyscale (L) images as they are (`eval_transform`'s)."""
+    return bool(getattr(transform, "takes_grey", False))
 
 
 def train_transform(prep: Preprocessing, level: str = "light") -> v2.Compose:

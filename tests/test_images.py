@@ -99,6 +99,37 @@ def test_loader_accepts_bytes_and_pil(bad_and_odd):
     assert load_rgb(Image.open(io.BytesIO(raw)).convert("L")).mode == "RGB"
 
 
+def test_a_greyscale_photo_read_as_one_channel_gives_the_model_the_same_input(bad_and_odd):
+    """The cold feature pass keeps greyscale photos as one channel (a third of the resizing); the
+    network must see exactly the numbers of their RGB copy. Real ELPV cells, and the 16-bit PNG."""
+    import torch
+
+    from conftest import ELPV
+    from core import models
+    from core.preprocess import eval_transform
+
+    transform = eval_transform(models.preprocessing_for(models.DEFAULT_BACKBONE))
+    photos = sorted(ELPV.glob("*/*.png"))[:3] + [bad_and_odd / "things" / "deep16.png"]
+    for photo in photos:
+        grey = load_rgb(photo, grey=True)
+        assert grey.mode == "L"
+        assert torch.equal(transform(grey), transform(load_rgb(photo))), photo
+    colour = load_rgb(bad_and_odd / "things" / "good.jpg", grey=True)
+    assert colour.mode == "RGB"  # a colour photo is RGB whatever was asked
+    dataset = data.ImageDataset(photos[:1], [0], transform)
+    assert dataset.grey and dataset[0][0].shape == (3, 224, 224)
+
+
+def test_the_scan_on_several_threads_gives_the_same_index_in_the_same_order(bad_and_odd, monkeypatch):
+    for n in range(12):
+        gradient(32 + n, 40).save(bad_and_odd / "things" / f"extra{n:02d}.png")
+    threaded = data.scan(bad_and_odd, use_cache=False)
+    monkeypatch.setattr(data, "SCAN_THREADS", 1)
+    single = data.scan(bad_and_odd, use_cache=False)
+    assert len(threaded.items) == 18 and len(threaded.skipped) == 5
+    assert threaded.items.equals(single.items) and threaded.skipped.equals(single.skipped)  # rows, values, order
+
+
 def test_scan_skips_each_bad_file_with_its_reason_and_keeps_the_rest(bad_and_odd):
     index = data.scan(bad_and_odd)
     reasons = dict(zip(index.skipped["path"], index.skipped["reason"]))
