@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from core import data, models, samples  # noqa: E402
 from core.features import OnnxBackbone, forward_images, onnx_backbone  # noqa: E402
-from core.preprocess import eval_transform  # noqa: E402
+from core.preprocess import ThreeChannels, eval_transform  # noqa: E402
+from core.storage import cache_home  # noqa: E402
 from core.runtime import configure_threads  # noqa: E402
 
 
@@ -58,9 +59,9 @@ def main() -> None:
     fast = onnx_backbone(model.backbone, prep.input_size, "bench-reading-pooled")
     if fast is None:
         sys.exit("ONNX Runtime is not available here (a GPU, or GRAFT_FEATURES=torch): nothing to compare")
-    spinning = OnnxBackbone(Path(fast.session._model_path), threads, spinning=True)
+    spinning = OnnxBackbone(cache_home() / "onnx" / "bench-reading-pooled.onnx", threads, spinning=True)
     now_tf = eval_transform(prep)
-    before_tf = v2.Compose(list(now_tf.transforms))  # the same steps, without takes_grey: photos decoded as RGB
+    before_tf = v2.Compose([t for t in now_tf.transforms if not isinstance(t, ThreeChannels)])  # photos read as RGB
     a = forward_images(spinning, paths[:32], before_tf, log=None)[0]
     b = forward_images(fast, paths[:32], now_tf, log=None)[0]
     print(f"same features: largest difference {np.abs(a - b).max():.1e}", flush=True)

@@ -183,10 +183,13 @@ def _check_file(root: Path, rel: str, label: str | None, split: str, size: int, 
             "conversions": "+".join(loaded.conversions)}
 
 
+SCAN_THREADS = 8  # at most this many threads check files
+
+
 def _check_files(root: Path, fresh: pd.DataFrame, progress: bool) -> list[dict]:
     """`_check_file` for every row, in order, on one thread a core: Pillow's decoding and resizing and
     hashlib's SHA-1 release the GIL, so threads share the work without a process pool (first scan of
-    ELPV, 2 cores: bench/dataset_page.py)."""
+    ELPV, 2 cores: 0.64×, bench/reading.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .runtime import cpu_count
@@ -197,7 +200,6 @@ def _check_files(root: Path, fresh: pd.DataFrame, progress: bool) -> list[dict]:
         return list(tqdm(done, total=len(rows), desc="scan", unit="file", disable=not progress, leave=False))
 
 
-SCAN_THREADS = 8
 ALL_COLUMNS = list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS))
 SCAN_VERSION = 3  # bump when a cached row would mean something else
 LISTING = ["path", "label", "given_split", "bytes", "mtime_ns"]

@@ -109,14 +109,13 @@ def eval_transform(prep: Preprocessing) -> v2.Compose:
     """PIL RGB (or L) image → normalised float tensor (3, H, W): what the model sees at evaluation. A
     greyscale image is resized as one channel and then copied into three: the same numbers as resizing
     its RGB copy, for a third of the resizing (`takes_grey`)."""
-    transform = v2.Compose([*_resize_crop(prep), v2.ToImage(), ThreeChannels(), *_normalise(prep)])
-    transform.takes_grey = True
-    return transform
+    return v2.Compose([*_resize_crop(prep), v2.ToImage(), ThreeChannels(), *_normalise(prep)])
 
 
 def takes_grey(transform) -> bool:
-    """Whether a transform accepts greyscale (L) images as they are (`eval_transform`'s)."""
-    return bool(getattr(transform, "takes_grey", False))
+    """Whether a transform accepts greyscale (L) images as they are: it copies them into three channels
+    (`ThreeChannels`, as `eval_transform` does)."""
+    return any(isinstance(step, ThreeChannels) for step in getattr(transform, "transforms", ()))
 
 
 def train_transform(prep: Preprocessing, level: str = "light") -> v2.Compose:

@@ -118,6 +118,10 @@ def test_a_greyscale_photo_read_as_one_channel_gives_the_model_the_same_input(ba
     assert colour.mode == "RGB"  # a colour photo is RGB whatever was asked
     dataset = data.ImageDataset(photos[:1], [0], transform)
     assert dataset.grey and dataset[0][0].shape == (3, 224, 224)
+    from core.preprocess import train_transform
+
+    augmenting = train_transform(models.preprocessing_for(models.DEFAULT_BACKBONE), "light")
+    assert not data.ImageDataset(photos[:1], [0], augmenting).grey  # augmentation gets RGB, as before
 
 
 def test_the_scan_on_several_threads_gives_the_same_index_in_the_same_order(bad_and_odd, monkeypatch):
