@@ -9,7 +9,8 @@ own split, one after the other in one sitting, and prints the device it ran on. 
   the ratio of their feature passes and of their wall times;
 - warm (features cached), on the plain view (the default before stop 23) and on the default pooled
   view: the loop's head only (`--head-fit loop`) and the head also fitted to convergence (the default);
-- `--time-limit` for each limit (the stages, the best by validation kept), per split seed;
+- `--time-limit` for each limit (the stages, the best by validation kept; each stage's epochs, photos a
+  second and best validation accuracy), per split seed;
 - the same two heads on a greyscale set with more classes (Fashion-MNIST, 100 a class; there is no
   colour photo set in the registries), when its Debian package is there;
 - `--tutorial`: the seed tutorial's loop (bench/time_to_accuracy.py), about 14 minutes.
@@ -50,13 +51,24 @@ def train(data: Path, runs: Path, *args: str, env: dict | None = None) -> dict:
     head = json.loads((run / "head_fit.json").read_text()) if (run / "head_fit.json").is_file() else {}
     card = json.loads((run / "model.json").read_text())
     stages_file = run / "stages.json"
-    stages = [(s["stage"], "skipped" if s.get("skipped") else f"{s['epochs']} epochs" + (" (kept)" if s.get("kept") else ""))
-              for s in json.loads(stages_file.read_text())[1:]] if stages_file.is_file() else []
+    stages = [(s["stage"], stage_words(s)) for s in json.loads(stages_file.read_text())] if stages_file.is_file() else []
     return {"wall": wall, "acc": metrics["accuracy"], "bal": metrics["balanced_accuracy"],
             "features_s": float(features.group(2)) if features else None,
             "computed": int(features.group(1)) if features else 0, "head": head.get("chosen", "loop"),
             "kept": f"{card['head']} head, {card['freeze']} @ {card['preprocessing']['input_size']} px"
                     + f", {card['config'].get('features', 'plain')} view", "stages": stages}
+
+
+def stage_words(stage: dict) -> str:
+    """A stage in the table's note: its epochs, its speed (photos read a second on the frozen network;
+    photos a second through training and validation when fine-tuning), its best validation accuracy."""
+    if stage.get("skipped"):
+        return "skipped"
+    speed = f", read {stage['read_per_s']:.0f}/s" if stage.get("read_per_s") else \
+        f", {stage['trained_per_s']:.0f}/s" if stage.get("trained_per_s") else ""
+    figure = stage.get("best_val_acc", stage.get("val_acc"))
+    return f"{stage['epochs']} epochs{speed}" + (f", val {figure:.3f}" if figure is not None else "") + \
+        (" (kept)" if stage.get("kept") else "")
 
 
 def row(name: str, r: dict, note: str = "") -> str:

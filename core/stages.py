@@ -90,6 +90,27 @@ class KeepBest(Step):
         self.store.update(self.run_id, best_val_acc=self.best["val_acc"], best_epoch=self.best.get("epoch"))
 
 
+class StageTally(Step):
+    """A stage's own record: its best validation accuracy (the figure KeepBest compares, not the one at
+    the lowest validation loss) and how many photos a second its epochs passed through the network."""
+
+    def __init__(self, photos_per_epoch: int):
+        self.photos_per_epoch, self.epochs, self.seconds, self.best_acc = photos_per_epoch, 0, 0.0, None
+
+    def on_epoch(self, state: LoopState, row) -> None:
+        self.epochs, self.seconds = self.epochs + 1, self.seconds + row.seconds
+        self.best_acc = row.val_acc if self.best_acc is None else max(self.best_acc, row.val_acc)
+
+    def photos_per_s(self) -> float | None:
+        return round(self.epochs * self.photos_per_epoch / self.seconds, 1) if self.seconds > 0 else None
+
+
+def reading_rate(info: dict | None) -> float | None:
+    """Photos read a second by a frozen backbone's feature pass (None when everything came from the cache)."""
+    info = info or {}
+    return round(info["computed"] / info["cache_seconds"], 1) if info.get("computed") and info.get("cache_seconds") else None
+
+
 def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporter, watch: StopWatch,
                  deadline: float, first_plan, progress: bool) -> str:
     """Stages 2 and 3 after stage 1 (done by `train.fit`); returns the run's status."""
@@ -101,7 +122,7 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
     if head_fit and head_fit["chosen"] == "converged":
         best["val_acc"] = head_fit["val_acc"]
     record = [{"stage": 1, "words": all_stages[0].words, "epochs": first_plan.state.epoch,
-               "val_acc": best["val_acc"], "kept": True}]
+               "val_acc": best["val_acc"], "read_per_s": reading_rate(first_plan.batches.info), "kept": True}]
     epoch = first_plan.state.epoch
     # Fine-tuning starts from the loop's own head (last.pt), never from the converged one: its weights
     # are fitted to these exact features, and gradient steps through them blow the loss up (measured).
@@ -135,15 +156,15 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
         log.info(f"stage {stage.number}: {stage.words}, {epochs} epochs of ~{per_epoch:.0f} s")
         # the share sets how many epochs are planned; only the run's own deadline cuts an epoch short, so an
         # epoch slower than estimated still ends with its validation (it was cut at the share: "1 epoch", no figure)
-        limit = Deadline(deadline)
-        steps: list[Step] = [watch, limit, EarlyStopping(config.patience), reporter,
+        limit, tally = Deadline(deadline), StageTally(n_train + n_val)
+        steps: list[Step] = [watch, limit, tally, EarlyStopping(config.patience), reporter,
                              ConsoleReporter(config.patience, progress), KeepBest(run, plan.model, stage_config, plan.split.classes,
                                       _prep(stage_config), store, run_id, best)]
         before = dict(best)
         status = run_loop(plan, steps)
         record.append({"stage": stage.number, "words": stage.words, "first_epoch": epoch + 1,
-                       "epochs": plan.state.epoch - epoch, "best_val_acc": plan.state.best_val_acc,
-                       "kept": best != before})
+                       "epochs": plan.state.epoch - epoch, "best_val_acc": tally.best_acc,
+                       "trained_per_s": tally.photos_per_s(), "kept": best != before})
         for earlier in record[:-1]:
             earlier["kept"] = earlier.get("kept", False) and best == before
         epoch, start = plan.state.epoch, plan.model.state_dict()  # the next stage goes on from here
@@ -204,7 +225,7 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
     log.info(f"stage {stage.number}: validation accuracy {fitted.val_acc:.4f} with the converged head ({fitted.words}), "
              f"best so far {best['val_acc']:.4f}")
     return {**entry, "first_epoch": epoch + 1, "epochs": plan.state.epoch - epoch, "best_val_acc": fitted.val_acc,
-            "head": fitted.record(), "kept": best != before}
+            "head": fitted.record(), "read_per_s": reading_rate(plan.batches.info), "kept": best != before}
 
 
 def _read_seconds(config, first_plan) -> float:
@@ -245,5 +266,15 @@ def describe(record: list[dict] | None, head_fit: dict | None) -> list[str]:
         detail = f"; {head_words(head['kind'], head['penalty'])}" if isinstance(head, dict) else \
             f"; {fit}" if stage["stage"] == 1 and fit else ""
         kept = " — **the model kept**" if stage.get("kept") else ""
-        lines.append(f"Stage {stage['stage']}, {stage['words']}: {ran}{detail}{kept}.")
+        lines.append(f"Stage {stage['stage']}, {stage['words']}: {ran}{detail}{_speed(stage)}{kept}.")
     return lines
+
+
+def _speed(stage: dict) -> str:
+    """How fast the stage went, in words: photos read a second by the frozen network (stages on its
+    view), photos a second through training and validation (fine-tuning stages)."""
+    if stage.get("read_per_s"):
+        return f"; {stage['read_per_s']:.0f} photos read a second"
+    if stage.get("trained_per_s"):
+        return f"; {stage['trained_per_s']:.0f} photos a second through training and validation"
+    return ""

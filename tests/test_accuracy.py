@@ -151,6 +151,11 @@ def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(
     rich = stages[1]  # the richer view: its converged head is scored on validation too
     later += [] if rich.get("skipped") else [rich["best_val_acc"]]
     best_val = max([stages[0]["val_acc"], *later])
+    for stage in stages[2:]:  # a fine-tuning stage records its own best epoch (as KeepBest compares) and its speed
+        if stage.get("epochs"):
+            own = epochs[epochs["epoch"].between(stage["first_epoch"], stage["first_epoch"] + stage["epochs"] - 1)]
+            assert stage["best_val_acc"] == pytest.approx(own["val_acc"].max(), abs=1e-9)
+            assert stage["trained_per_s"] > 0
     kept = next(s for s in stages if s["kept"])
     assert (kept["stage"] == 1) == (stages[0]["val_acc"] >= max(later, default=0.0))
     model, card = run.load_model()
