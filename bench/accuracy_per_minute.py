@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import samples  # noqa: E402
+from core import estimate, samples  # noqa: E402
 
 FASHION = Path(os.environ.get("GRAFT_HOME", Path.home() / ".cache" / "graft")) / "samples" / "fashion-mnist"
 
@@ -129,9 +129,10 @@ def baselines(data: Path, runs: Path) -> None:
     print(row("default, cold, PyTorch features", cold_torch,
               f"feature pass {cold_torch['features_s']:.1f} s for {cold_torch['computed']} photos"))
     ratio = cold_onnx["features_s"] / cold_torch["features_s"]
+    estimated = cold_onnx["computed"] * estimate.seconds_per_image("efficientnet_lite0", "head")[1]
     print(row("default, cold, ONNX Runtime features", cold_onnx,
               f"feature pass {cold_onnx['features_s']:.1f} s: {ratio:.2f}× PyTorch's; wall "
-              f"{cold_onnx['wall'] / cold_torch['wall']:.2f}×"))
+              f"{cold_onnx['wall'] / cold_torch['wall']:.2f}×; the Train page's estimate {estimated:.0f} s"))
     print(row("plain view (before), warm, loop head only", plain_loop))
     print(row("plain view (before), warm, head fitted to convergence", plain, f"kept: {plain['head']} head"))
     print(row("default (pooled view), warm, loop head only", loop))

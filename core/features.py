@@ -111,10 +111,15 @@ class OnnxBackbone(nn.Module):
 ONNX_TOLERANCE = 1e-4
 
 
+def onnx_reads() -> bool:
+    """Whether ONNX Runtime reads the photos for a frozen backbone: on a CPU, unless GRAFT_FEATURES=torch."""
+    return os.environ.get("GRAFT_FEATURES", "onnx") != "torch" and runtime.pick_device().type == "cpu"
+
+
 def onnx_backbone(backbone: nn.Module, input_size: int, key: str) -> OnnxBackbone | None:
     """The backbone as an ONNX Runtime module for CPU feature extraction, or None where it does not
     apply (a GPU, GRAFT_FEATURES=torch) or fails (then PyTorch does the work, with a warning)."""
-    if os.environ.get("GRAFT_FEATURES", "onnx") == "torch" or runtime.pick_device().type != "cpu":
+    if not onnx_reads():
         return None
     path = cache_home() / "onnx" / f"{key}.onnx"
     try:

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from .errors import log
-from .estimate import epoch_seconds, reading_factor, seconds_per_image
+from .estimate import ONNX_SPEEDUP, epoch_seconds, reading_factor, seconds_per_image
 from .rundir import RunDir, card_for
 from .steps import ConsoleReporter, Deadline, EarlyStopping, LoopState, Step, StopWatch, StoreReporter
 
@@ -56,9 +56,6 @@ def rich_applies(config) -> bool:
     from .models import rich_view_available
 
     return config.freeze == "head" and config.features != "rich" and rich_view_available(config.backbone)
-
-
-ONNX_SPEEDUP = 2.0  # ONNX Runtime scores photos about this much faster than the PyTorch timing used here
 
 
 def scoring_seconds(backbone: str) -> float:
@@ -230,11 +227,11 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
 
 def _read_seconds(config, first_plan) -> float:
     """Seconds to read one photo with the frozen backbone: measured by stage 1 when it read photos,
-    else timed on this machine (ONNX Runtime about twice as fast as that PyTorch timing)."""
+    else timed on this machine (`estimate.seconds_per_image`, ONNX Runtime's speed-up included)."""
     info = first_plan.batches.info or {}
     if info.get("computed"):
         return info["cache_seconds"] / info["computed"]
-    return seconds_per_image(config.backbone, "head", config.input_size)[1] / ONNX_SPEEDUP
+    return seconds_per_image(config.backbone, "head", config.input_size)[1]
 
 
 def _prep(config):
