@@ -202,17 +202,8 @@ def _owner_sidebar() -> None:
         _use_folder(typed.strip())
     recent = [r for r in st.session_state.get("recent", []) if r != st.session_state["dataset"]]
     if recent:
-        pick = st.selectbox("Recent folders", ["—", *recent], key="recent_pick")
-        if pick != "—":
-            _use_folder(pick)
-            st.session_state.pop("recent_pick")
-            st.rerun()
-    if st.button("Use the sample dataset (ELPV solar cells)", key="use_sample"):
-        with st.spinner("Fetching the ELPV sample from PyPI (once)…"):
-            folder = str(samples.fetch("elpv", progress=False))
-        if _use_folder(folder):
-            st.session_state["dataset_input"] = st.session_state["dataset"]
-            st.rerun()
+        st.selectbox("Recent folders", ["—", *recent], key="recent_pick", on_change=_use_recent)
+    st.button("Use the sample dataset (ELPV solar cells)", key="use_sample", on_click=_use_sample)
     runs_dir = st.text_input("Runs folder", value=st.session_state["runs_dir"], key="runs_input",
                              help=f"Where trained runs are kept (default {default_runs_root()}).")
     if runs_dir.strip() and runs_dir.strip() != st.session_state["runs_dir"]:
@@ -224,6 +215,22 @@ def _owner_sidebar() -> None:
             st.session_state["runs_dir"] = folder
             settings.save(runs=folder)
     _share_panel()
+
+
+def _use_recent() -> None:
+    """The recent folder picked becomes the dataset, and the folder box shows it. A callback: it runs
+    before the next script run draws the box, the only moment its text may be set."""
+    pick = st.session_state.pop("recent_pick", "—")
+    if pick != "—" and _use_folder(pick):
+        st.session_state["dataset_input"] = st.session_state["dataset"]
+
+
+def _use_sample() -> None:
+    """The ELPV sample (fetched from PyPI once) becomes the dataset, and the folder box shows it."""
+    with st.spinner("Fetching the ELPV sample from PyPI (once)…"):
+        folder = str(samples.fetch("elpv", progress=False))
+    if _use_folder(folder):
+        st.session_state["dataset_input"] = st.session_state["dataset"]
 
 
 def escape_markdown(text: str) -> str:

@@ -103,3 +103,31 @@ def test_an_exception_in_a_page_is_visible_to_the_tests():
     """The served app redacts errors (.streamlit/config.toml); the test suite must not be blinded."""
     at = AppTest.from_string("raise ValueError('boom')").run()
     assert [e.message for e in at.exception] == ["boom"]
+
+
+def test_the_sample_button_and_a_recent_folder_change_the_dataset_and_the_folder_box(elpv_small, tmp_path):
+    """Both set the folder box's text from a callback: after the box is drawn, Streamlit refuses it."""
+    from conftest import ELPV
+    from core.storage import cache_home
+
+    sample = cache_home() / "samples" / "elpv"  # the tests' cache: the real sample, linked, not fetched again
+    linked = not sample.exists()
+    if linked:
+        sample.parent.mkdir(parents=True, exist_ok=True)
+        sample.symlink_to(ELPV, target_is_directory=True)
+    try:
+        at = open_page("pages/home.py", str(tmp_path), str(tmp_path / "runs"))
+        at.text_input(key="dataset_input").set_value(str(elpv_small)).run()
+        mine = str(elpv_small.resolve())
+        assert not at.exception and at.session_state["dataset"] == mine, at.exception
+        at.button(key="use_sample").click().run()
+        assert not at.exception, at.exception
+        assert at.session_state["dataset"] == str(ELPV.resolve()) == at.text_input(key="dataset_input").value
+        at.selectbox(key="recent_pick").set_value(mine).run()
+        assert not at.exception, at.exception
+        assert at.session_state["dataset"] == mine == at.text_input(key="dataset_input").value
+        at.run()  # and it stays: the box no longer holds the folder before
+        assert at.session_state["dataset"] == mine and at.selectbox(key="recent_pick").value == "—"
+    finally:
+        if linked:
+            sample.unlink()
