@@ -178,14 +178,35 @@ def fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def cache_key(backbone: nn.Module, prep: Preprocessing) -> str:
+    """The feature cache's name for a frozen backbone: its weights (and so its view) and its preprocessing."""
+    key = json.dumps({"weights": fingerprint(backbone), "prep": prep.to_dict(), "v": FEATURE_VERSION}, sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+def cached_count(key: str, shas: list[str], view: str = "eval", root: str | os.PathLike | None = None) -> int:
+    """How many of these photos (by SHA-1) already have features of `view` in cache `key` (0 without the cache)."""
+    path = (Path(root) if root else cache_home() / "features") / f"{key}.sqlite"
+    if not path.is_file():
+        return 0
+    shas, found = list(dict.fromkeys(shas)), 0
+    try:
+        with sqlite3.connect(path, timeout=5) as db:
+            for start in range(0, len(shas), 500):
+                chunk = shas[start:start + 500]
+                found += db.execute(f"SELECT count(*) FROM features WHERE view = ? AND sha1 IN "
+                                    f"({','.join('?' * len(chunk))})", (view, *chunk)).fetchone()[0]
+    except sqlite3.Error:
+        return 0  # unreadable or busy: count nothing as cached (an estimate, never a failure)
+    return found
+
+
 class FeatureCache:
     """Frozen-backbone features on disk: one SQLite file per (weights, preprocessing)."""
 
     def __init__(self, backbone: nn.Module, prep: Preprocessing, root: str | os.PathLike | None = None):
         self.backbone = backbone
-        key = json.dumps({"weights": fingerprint(backbone), "prep": prep.to_dict(), "v": FEATURE_VERSION},
-                         sort_keys=True)
-        self.key = hashlib.sha1(key.encode()).hexdigest()[:20]
+        self.key = cache_key(backbone, prep)
         self.root = Path(root) if root else cache_home() / "features"
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / f"{self.key}.sqlite"

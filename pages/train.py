@@ -5,11 +5,12 @@ import time
 import streamlit as st
 
 from core import charts, estimate, jobs, models
+from core import features as feature_cache
 from core.errors import GraftError
 from core.choices import backbone_title
 from core.runs import LiveMetrics
 from core.steps import describe_progress
-from core.train import CLASS_WEIGHTS, TrainConfig
+from core.train import CLASS_WEIGHTS, TrainConfig, default_features
 from core.choices import AUG_LEVELS
 from pages import common
 from pages.common import escape_markdown as md
@@ -34,6 +35,36 @@ runs_root = common.runs_root()
 @st.cache_data(show_spinner="Timing the backbone on this machine…")
 def epoch_estimate(backbone: str, freeze: str, n_train: int, n_val: int) -> tuple[float, float]:
     return estimate.epoch_seconds(backbone, freeze, n_train, n_val)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def feature_cache_key(backbone: str, features: str) -> str | None:
+    """The feature cache that holds this frozen backbone's view (None where the model cannot be built here)."""
+    try:
+        model = models.create(backbone, 2, "head", features=features)
+    except Exception:  # no weights here, a view this backbone lacks: the estimate counts every photo
+        return None
+    return feature_cache.cache_key(model.backbone, models.preprocessing_for(backbone))
+
+
+def time_words(backbone: str, freeze: str, features: str) -> str:
+    """The rough time of a run with these choices, in words: with a frozen backbone, only the photos
+    whose features are not cached yet are read (a rerun on the same photos trains in seconds)."""
+    first, later = epoch_estimate(backbone, freeze, n_train, n_val)
+    later_words = "under a second" if later < 1 else f"~{later:.0f} s"
+    if freeze != "head":
+        return f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs {later_words}."
+    view = default_features(backbone, freeze) if features == "auto" else features
+    key = feature_cache_key(backbone, view)
+    shas = split.manifest.loc[split.manifest["split"].isin(["train", "val"]), "sha1"].tolist()
+    missing = len(shas) - (feature_cache.cached_count(key, shas) if key else 0)
+    if missing <= 0:
+        return ("Rough time on this machine: every photo's features are already computed, so each epoch takes "
+                f"{later_words}.")
+    first *= estimate.reading_factor(view) * missing / max(len(shas), 1)
+    still = f" for the {missing:,} of {len(shas):,} photos not read before" if missing < len(shas) else ""
+    return (f"Rough time on this machine: first epoch ~{first:.0f} s (reading the photos{still}; their features are "
+            f"then cached), later epochs {later_words}.")
 
 
 def describe(name: str) -> str:
@@ -105,11 +136,7 @@ def launch_form() -> None:
                                          "on 79 photos in 100 against 77), else the summary. The 8 orientations suit "
                                          "photos with no up or down (cells, parts, tissue, textures): on the solar-cell "
                                          "sample 82 in 100. Both need 'only the last layer' and an EfficientNet-Lite model.")
-        first, later = epoch_estimate(backbone, freeze, n_train, n_val)
-        first *= estimate.reading_factor(features)
-        st.caption(f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs "
-                   f"{'under a second' if later < 1 else f'~{later:.0f} s'} "
-                   + ("(features are computed once, then cached)." if freeze == "head" else "."))
+        st.caption(time_words(backbone, freeze, features))
         submitted = st.form_submit_button("Start training", type="primary", disabled=running is not None)
 
     if running:

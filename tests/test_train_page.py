@@ -98,3 +98,28 @@ def test_runs_page_lists_and_compares(trained_run, elpv_small, tmp_path):
     assert list(differ.loc["head"]) == ["linear", "mlp"] or list(differ.loc["head"]) == ["mlp", "linear"]
     per_class = next(df.value for df in at.dataframe if df.value.index.name == "class")
     assert per_class.shape == (4, 2)
+
+
+def test_the_time_estimate_counts_only_the_photos_not_read_before(tmp_path):
+    """A frozen run reads only the photos whose features are not cached: the Train page's estimate says so."""
+    from PIL import Image
+
+    from conftest import make_subset
+    from core.train import fit
+
+    folder = make_subset(tmp_path / "fresh", 6)  # real ELPV cells (greyscale), copied...
+    for image in sorted(folder.rglob("*.png")):  # ...and one pixel changed: photos no other test has cached
+        with Image.open(image) as im:
+            cell = im.convert("L")
+        cell.putpixel((0, 0), (cell.getpixel((0, 0)) + 1) % 256)
+        cell.save(image)
+
+    def caption(at) -> str:
+        return next(c.value for c in at.caption if c.value.startswith("Rough time"))
+
+    at = open_page("pages/train.py", str(folder), str(tmp_path / "runs"))
+    assert not at.exception, at.exception
+    assert "reading the photos;" in caption(at) and "first epoch ~" in caption(at)
+    fit(TrainConfig(data=str(folder), epochs=1), tmp_path / "runs", progress=False)  # reads train and val once
+    at.run()
+    assert "already computed" in caption(at), caption(at)
