@@ -99,8 +99,8 @@ def launch_form() -> None:
         c1, c2 = st.columns([3, 2])
         name = c1.text_input("Name (optional)", "", key="tr_name",
                              placeholder="a name for the run; by default the model, what trains, epochs and the date")
-        minutes = c2.selectbox("How long", (None, 5, 15, 30), key="tr_minutes",
-                               format_func=lambda m: "the epochs set here" if m is None else
+        minutes = c2.selectbox("How long", (0, 5, 15, 30), key="tr_minutes",  # 0, not None: no clear (×) button
+                               format_func=lambda m: "the epochs set here" if not m else
                                f"the best model within {m} minutes",
                                help="Within a time: the last layer first (a usable model within a minute), then "
                                     "the last layer on a richer view of the photos when reading them in 8 orientations fits, "
