@@ -129,7 +129,7 @@ def baselines(data: Path, runs: Path) -> None:
     print(row("default, cold, PyTorch features", cold_torch,
               f"feature pass {cold_torch['features_s']:.1f} s for {cold_torch['computed']} photos"))
     ratio = cold_onnx["features_s"] / cold_torch["features_s"]
-    estimated = cold_onnx["computed"] * estimate.seconds_per_image("efficientnet_lite0", "head")[1]
+    estimated = estimate.epoch_seconds("efficientnet_lite0", "head", cold_onnx["computed"], 0)[0]  # as the Train page
     print(row("default, cold, ONNX Runtime features", cold_onnx,
               f"feature pass {cold_onnx['features_s']:.1f} s: {ratio:.2f}× PyTorch's; wall "
               f"{cold_onnx['wall'] / cold_torch['wall']:.2f}×; the Train page's estimate {estimated:.0f} s"))

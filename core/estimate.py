@@ -76,3 +76,24 @@ def epoch_seconds(backbone: str, freeze: str, n_train: int, n_val: int, cached: 
         return (n_train + n_val) * infer * LOOP_OVERHEAD, 0.5
     per_epoch = (n_train * train + n_val * infer) * LOOP_OVERHEAD
     return per_epoch, per_epoch
+
+
+@lru_cache(maxsize=16)
+def _feature_cache_key(backbone: str, features: str) -> str | None:
+    """The feature cache holding this frozen backbone's view (None where the model cannot be built here)."""
+    from .features import cache_key
+
+    try:
+        model = models.create(backbone, 2, "head", features=features)
+    except Exception:  # no weights here, a view this backbone lacks: every photo counts as unread
+        return None
+    return cache_key(model.backbone, models.preprocessing_for(backbone))
+
+
+def photos_to_read(backbone: str, features: str, shas: list[str]) -> int:
+    """How many of these photos (by SHA-1) a frozen run would still read: those whose features of this
+    view are not in the feature cache yet (a rerun on the same photos reads none)."""
+    from .features import cached_count
+
+    key = _feature_cache_key(backbone, features)
+    return len(shas) - (cached_count(key, shas) if key else 0)

@@ -35,16 +35,18 @@ def _subsample(labels: np.ndarray, fraction: float, rng: np.random.Generator) ->
 def curve(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, classes: list[str],
           fractions: tuple[float, ...] = FRACTIONS, seeds: tuple[int, ...] = SEEDS) -> dict:
     """Accuracy and per-class recall (mean over seeds) at each fraction of the training photos."""
-    from .probe import make_probe, one_blas_thread
+    from .probe import one_blas_thread
 
     with one_blas_thread():  # small matrices: BLAS's own threads cost more than they give (ELPV: 8.5 → 2.2 s)
-        points = [_point(fraction, train_x, train_y, test_x, test_y, classes, seeds, make_probe) for fraction in fractions]
+        points = [_point(fraction, train_x, train_y, test_x, test_y, classes, seeds) for fraction in fractions]
     return {"classes": classes, "points": points, "seeds": len(seeds), "test_images": int(len(test_y)),
             "sentence": sentence(points, classes)}
 
 
-def _point(fraction: float, train_x, train_y, test_x, test_y, classes: list[str], seeds, make_probe) -> dict:
+def _point(fraction: float, train_x, train_y, test_x, test_y, classes: list[str], seeds) -> dict:
     """Accuracy, its spread over the seeds, and per-class recall at one fraction of the training photos."""
+    from .probe import make_probe
+
     accuracies, recalls, sizes = [], [], []
     for seed in (seeds if fraction < 1 else seeds[:1]):  # all the photos: one draw is all there is
         rows = _subsample(train_y, fraction, np.random.default_rng(seed))

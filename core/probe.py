@@ -103,7 +103,7 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     counts = np.bincount(train_y, minlength=classes)
     mlp_grid = mlp_grid if counts[counts > 0].min() >= MLP_MIN_PER_CLASS else ()
     fitted = fit_in_parallel([lambda c=c: _logistic(tx, train_y, sample_weight, c, classes) for c in grid]
-                      + [lambda a=a: _mlp(tx, train_y, sample_weight, a, classes) for a in mlp_grid])
+                             + [lambda a=a: _mlp(tx, train_y, sample_weight, a, classes) for a in mlp_grid])
     tried: list[dict] = []
     chosen = _best(tried, "linear", grid, fitted[:len(grid)], vx, val_y, classes) if grid else None
     if mlp_grid:

@@ -105,7 +105,9 @@ class StageTally(Step):
 def reading_rate(info: dict | None) -> float | None:
     """Photos read a second by a frozen backbone's feature pass (None when everything came from the cache)."""
     info = info or {}
-    return round(info["computed"] / info["cache_seconds"], 1) if info.get("computed") and info.get("cache_seconds") else None
+    if not info.get("computed") or not info.get("cache_seconds"):
+        return None
+    return round(info["computed"] / info["cache_seconds"], 1)
 
 
 def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporter, watch: StopWatch,
@@ -228,10 +230,8 @@ def _rich_stage(stage: Stage, config, run: RunDir, store, run_id: str, reporter:
 def _read_seconds(config, first_plan) -> float:
     """Seconds to read one photo with the frozen backbone: measured by stage 1 when it read photos,
     else timed on this machine (`estimate.seconds_per_image`, ONNX Runtime's speed-up included)."""
-    info = first_plan.batches.info or {}
-    if info.get("computed"):
-        return info["cache_seconds"] / info["computed"]
-    return seconds_per_image(config.backbone, "head", config.input_size)[1]
+    rate = reading_rate(first_plan.batches.info)
+    return 1.0 / rate if rate else seconds_per_image(config.backbone, "head", config.input_size)[1]
 
 
 def _prep(config):

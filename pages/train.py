@@ -5,7 +5,6 @@ import time
 import streamlit as st
 
 from core import charts, estimate, jobs, models
-from core import features as feature_cache
 from core.errors import GraftError
 from core.choices import backbone_title
 from core.runs import LiveMetrics
@@ -37,16 +36,6 @@ def epoch_estimate(backbone: str, freeze: str, n_train: int, n_val: int) -> tupl
     return estimate.epoch_seconds(backbone, freeze, n_train, n_val)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def feature_cache_key(backbone: str, features: str) -> str | None:
-    """The feature cache that holds this frozen backbone's view (None where the model cannot be built here)."""
-    try:
-        model = models.create(backbone, 2, "head", features=features)
-    except Exception:  # no weights here, a view this backbone lacks: the estimate counts every photo
-        return None
-    return feature_cache.cache_key(model.backbone, models.preprocessing_for(backbone))
-
-
 def time_words(backbone: str, freeze: str, features: str) -> str:
     """The rough time of a run with these choices, in words: with a frozen backbone, only the photos
     whose features are not cached yet are read (a rerun on the same photos trains in seconds)."""
@@ -55,9 +44,8 @@ def time_words(backbone: str, freeze: str, features: str) -> str:
     if freeze != "head":
         return f"Rough time on this machine: first epoch ~{first:.0f} s, later epochs {later_words}."
     view = default_features(backbone, freeze) if features == "auto" else features
-    key = feature_cache_key(backbone, view)
     shas = split.manifest.loc[split.manifest["split"].isin(["train", "val"]), "sha1"].tolist()
-    missing = len(shas) - (feature_cache.cached_count(key, shas) if key else 0)
+    missing = estimate.photos_to_read(backbone, view, shas)
     if missing <= 0:
         return ("Rough time on this machine: every photo's features are already computed, so each epoch takes "
                 f"{later_words}.")
