@@ -304,11 +304,11 @@ class RunStore:
         path = Path(ref).expanduser()
         if RunDir(path).is_run():
             return path.resolve().name, RunDir(path.resolve())
-        if self.run_dir(str(ref)).is_run() or self._exists(str(ref)):
+        if self.run_dir(str(ref)).is_run() or self.exists(str(ref)):
             return str(ref), self.run_dir(str(ref))
         raise NotFound(f"{ref}: neither a run id in {self.root} nor a run folder")
 
-    def _exists(self, run_id: str) -> bool:
+    def exists(self, run_id: str) -> bool:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
 

@@ -57,3 +57,11 @@ def test_train_on_a_missing_folder_is_a_clear_error(tmp_path):
     result = run_cli("train", str(tmp_path / "nowhere"), "--runs", str(tmp_path / "runs"))
     assert result.returncode != 0
     assert "nowhere" in result.stderr and "not a folder" in result.stderr
+
+
+def test_train_into_a_run_that_does_not_exist_fails_before_training(elpv_small, tmp_path):
+    runs = tmp_path / "runs"
+    result = run_cli("train", str(elpv_small), "--run-id", "nope", "--runs", str(runs))
+    assert result.returncode != 0
+    assert "--run-id nope" in result.stderr and "no such run" in result.stderr
+    assert not (runs / "nope").exists()  # nothing was trained into a folder the store does not know
