@@ -152,6 +152,12 @@ def uncertainty_threshold(y_true: np.ndarray, probs: np.ndarray, keep: float = 0
     return float(np.quantile(confidence, 1 - keep))
 
 
+def needs_evaluation(metrics: dict | None) -> bool:
+    """Whether a run's metrics.json is missing or from an older format (no figure to beat, or the older one:
+    the most common training class instead of the best always-the-same answer on the test images)."""
+    return metrics is None or "train_class" not in (metrics.get("baseline") or {})
+
+
 def evaluate_run(run: RunDir | str | Path, tta: int = 0, progress: bool = False, store=None,
                  run_id: str | None = None) -> dict:
     """Evaluate the run's best checkpoint; records metrics.json, predictions.csv and, in the

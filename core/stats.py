@@ -21,15 +21,18 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def majority_baseline(train_labels: list[str], eval_labels: list[str]) -> dict:
-    """A model that always answers the most common training class: which class, and how often it
-    would be right on the evaluated images."""
-    if not train_labels:
-        return {"class": None, "correct": 0, "n": len(eval_labels), "accuracy": 0.0}
-    values, counts = np.unique(np.asarray(train_labels, dtype=object), return_counts=True)
-    majority = str(values[counts.argmax()])
-    correct = int(sum(label == majority for label in eval_labels))
-    return {"class": majority, "correct": correct, "n": len(eval_labels),
-            "accuracy": correct / len(eval_labels) if eval_labels else 0.0}
+    """The figure to beat: the best a model that always gives the same answer could score on the evaluated
+    images (their most common class; a tie goes to the class more common in training). `train_class` is the
+    most common training class (a naive model's answer, and the usual 'good' class of an inspection)."""
+    train_values, train_counts = np.unique(np.asarray(train_labels, dtype=object), return_counts=True)
+    train_count = dict(zip(map(str, train_values), train_counts.tolist()))
+    train_class = str(train_values[train_counts.argmax()]) if train_labels else None
+    if not eval_labels:
+        return {"class": train_class, "train_class": train_class, "correct": 0, "n": 0, "accuracy": 0.0}
+    values, counts = np.unique(np.asarray(eval_labels, dtype=object), return_counts=True)
+    best = max(zip(map(str, values), counts.tolist()), key=lambda vc: (vc[1], train_count.get(vc[0], 0)))
+    return {"class": best[0], "train_class": train_class, "correct": int(best[1]), "n": len(eval_labels),
+            "accuracy": best[1] / len(eval_labels)}
 
 
 def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import access, charts, learning_curve, report, stages
 from core.errors import GraftError
-from core.evaluate import check_folder, evaluate_run, unfamiliar_sentence
+from core.evaluate import check_folder, evaluate_run, needs_evaluation, unfamiliar_sentence
 from core.explain import NotSupported
 from core.images import ImageError, load_rgb
 from core.rundir import RunDir
@@ -32,7 +32,7 @@ def read_metrics(path: str, stamp: float) -> dict:
 
 try:
     metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
-    if metrics is None or "baseline" not in metrics:  # evaluated once (again for an older format), outside any cache
+    if needs_evaluation(metrics):  # evaluated once (again for an older format), outside any cache
         with st.spinner("Evaluating on the test images…"):
             evaluate_run(run_dir, store=store, run_id=run_id)
         metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
@@ -62,8 +62,8 @@ cols[1].metric("Balanced accuracy", percent(shown_metrics["balanced_accuracy"]),
                help="The average of the per-class accuracies: every class counts the same, however many images it has. "
                     "Far below the accuracy means the rare classes are the weak ones.")
 cols[2].metric("Always one class", percent(shown_metrics["baseline"]["accuracy"]),
-               help=f"What a model that always answers {shown_metrics['baseline']['class']} would score on the same images: "
-                    "the figure to beat.")
+               help=f"The best a model that always gives the same answer could score on these images (always "
+                    f"{shown_metrics['baseline']['class']}, their most common class): the figure to beat.")
 cols[3].metric(f"{split_word.capitalize()} images", shown_metrics["n"],
                help="How many held-out images the figures rest on: fewer images, wider intervals.")
 if "tta" in shown_metrics:
@@ -209,7 +209,7 @@ st.header("Pass or inspect")
 st.caption("Group the classes into the ones that go to a person for inspection and the ones that pass, then move "
            "the line: how many defects are caught, and how many good parts are sent to inspection with them.")
 saved = common.decision_of(run_dir)
-baseline_class = metrics["baseline"]["class"]
+baseline_class = metrics["baseline"].get("train_class", metrics["baseline"]["class"])  # the usual 'good' class
 inspect = st.multiselect("Send to inspection when the model sees", labels_all, key=f"inspect_{run_id}", format_func=names.get,
                          default=saved.inspect if saved else [c for c in labels_all if c != baseline_class])
 if inspect and len(inspect) < len(labels_all):

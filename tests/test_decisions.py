@@ -20,7 +20,7 @@ from core.decision import Decision, at_threshold, sweep
 from core.predict import Predictor
 from core.rundir import RunDir
 from core.runs import RunStore
-from core.stats import mcnemar, wilson
+from core.stats import majority_baseline, mcnemar, wilson
 from test_dashboard import open_page
 from test_results_predict import _state
 
@@ -35,10 +35,10 @@ def test_the_interval_and_the_baseline_match_an_independent_computation(trained_
     reference = binomtest(correct, len(predictions)).proportion_ci(confidence_level=0.95, method="wilson")
     assert metrics["accuracy_ci"] == pytest.approx([reference.low, reference.high], abs=1e-9)
     manifest = run.manifest().manifest
-    majority = manifest[manifest["split"] == "train"]["label"].value_counts().idxmax()
     test_labels = manifest[manifest["split"] == "test"]["label"]
-    assert metrics["baseline"]["class"] == majority
-    assert metrics["baseline"]["correct"] == int((test_labels == majority).sum())
+    assert metrics["baseline"]["correct"] == test_labels.value_counts().max()  # the best always-the-same answer
+    assert metrics["baseline"]["correct"] == int((test_labels == metrics["baseline"]["class"]).sum())
+    assert metrics["baseline"]["train_class"] == manifest[manifest["split"] == "train"]["label"].value_counts().idxmax()
     for row in metrics["per_class"]:
         right = int(((predictions["label"] == row["class"]) & (predictions["predicted"] == row["class"])).sum())
         assert row["correct"] == right and row["support"] == int((predictions["label"] == row["class"]).sum())
@@ -177,3 +177,12 @@ def test_a_damaged_rule_is_said_on_the_pages_not_a_traceback(trained_run, elpv_s
             assert any("pass/inspect rule of this run cannot be used" in e.value for e in at.error)
     finally:
         run.decision_file.unlink(missing_ok=True)
+
+
+def test_the_figure_to_beat_is_the_best_constant_answer_on_the_images_scored():
+    # training mostly 'good', but the folder scored is mostly 'crack': always 'good' would make a weak
+    # model look strong; always 'crack' is the bar a model must clear
+    baseline = majority_baseline(["good"] * 5 + ["crack"] * 2, ["crack"] * 3 + ["good"])
+    assert (baseline["class"], baseline["correct"], baseline["n"], baseline["train_class"]) == ("crack", 3, 4, "good")
+    tie = majority_baseline(["good"] * 5 + ["crack"] * 2, ["crack", "good"])
+    assert tie["class"] == "good" and tie["accuracy"] == 0.5

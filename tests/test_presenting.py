@@ -44,7 +44,7 @@ def test_results_predict_and_the_report_speak_in_display_names(named_classes, tr
     per_class = next(df.value for df in at.dataframe if "training images" in df.value.columns)
     assert "flawless" in per_class["class"].tolist() and "defect_000" not in per_class["class"].tolist()
     headline = " ".join(m.value for m in at.markdown)
-    baseline = RunDir(runs / run_id).metrics()["baseline"]["class"]  # the most common training class
+    baseline = RunDir(runs / run_id).metrics()["baseline"]["class"]  # the most common test class
     expected = {"defect_000": "flawless", "defect_100": "cracked \\<b\\>badly\\</b\\>"}.get(baseline, baseline)
     assert f"always says {expected}" in headline  # its display name, escaped
     page = open_page("pages/predict.py", str(named_classes), str(runs), **state)
