@@ -363,6 +363,21 @@ def thumbnail(path: str, key: str) -> bytes | None:
     return thumbs.thumbnail(path, key)
 
 
+def percent_column(help: str | None = None):
+    """A table column of accuracies in the one format for them, a whole percent (the values scaled by
+    `as_percent`; Streamlit's own "percent" shows 41.67 %, a precision a few images do not carry)."""
+    return st.column_config.NumberColumn(format="%.0f%%", help=help)
+
+
+def as_percent(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """A copy of `frame` with these fraction columns in percent (for `percent_column`)."""
+    frame = frame.copy()
+    for column in columns:
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce") * 100
+    return frame
+
+
 def mtime(path: Path) -> float:
     """A file's modification time (0 when missing): the cache key part that notices a rewrite."""
     return path.stat().st_mtime if path.is_file() else 0.0

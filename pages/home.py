@@ -1,5 +1,7 @@
+import pandas as pd
 import streamlit as st
 
+from core.choices import FREEZE_WORDS, backbone_title
 from pages import common
 
 common.ensure_navigation()
@@ -17,18 +19,29 @@ if current:
         st.warning(f"No usable images in `{folder}`: it needs one sub-folder per class with images in it.")
     else:
         cols = st.columns(4)
-        cols[0].metric("Classes", len(index.classes))
-        cols[1].metric("Images", len(index.items))
-        cols[2].metric("Skipped files", len(index.skipped))
-        cols[3].metric("Layout", "given split" if index.layout == "splits" else "auto split")
+        cols[0].metric("Classes", len(index.classes), help="One per sub-folder of the dataset folder.")
+        cols[1].metric("Images", len(index.items), help="Photos that open and will be used.")
+        cols[2].metric("Skipped files", len(index.skipped),
+                       help="Files that are not readable images; the Dataset page lists each with the reason.")
+        cols[3].metric("Test photos", "from the folders" if index.layout == "splits" else "set aside",
+                       help="From the folder's own train/val/test sub-folders, or set aside at random for each "
+                            "run (70 % to learn from, 15 % to choose the model, 15 % to test it).")
 
 st.subheader("Latest runs")
 runs = common.store().list()
 if runs.empty:
     st.write("No runs yet.")
 else:
-    st.dataframe(runs.head(5)[["name", "backbone", "freeze", "status", "best_val_acc", "test_acc"]],
-                 hide_index=True)
+    latest = runs.head(5)
+    table = pd.DataFrame({"name": latest["name"], "model": latest["backbone"].map(backbone_title),
+                          "what trains": latest["freeze"].map(lambda f: FREEZE_WORDS.get(f, f)),
+                          "status": latest["status"], "validation accuracy": latest["best_val_acc"],
+                          "test accuracy": latest["test_acc"]})
+    st.dataframe(common.as_percent(table, ("validation accuracy", "test accuracy")), hide_index=True, key="latest_runs",
+                 column_config={"validation accuracy": common.percent_column(
+                                    "On the photos used to choose the model (its best epoch)."),
+                                "test accuracy": common.percent_column(
+                                    "On held-out test photos, never used in training or choosing.")})
 
 st.subheader("Next step")
 if not current:

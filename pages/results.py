@@ -97,21 +97,25 @@ right.dataframe(pd.DataFrame(shown_metrics["most_confused"]), hide_index=True, k
 
 # ------------------------------------------------------------------ per class
 st.header("Per class")
-per_class = pd.DataFrame(shown_metrics["per_class"])
-per_class.insert(1, "images", per_class["support"])
-per_class.insert(2, "right", per_class["correct"])
-per_class.insert(3, "95 % interval", [f"{percent(a)}–{percent(b)}" for a, b in per_class["ci"]])
-per_class = per_class.drop(columns=["support", "correct", "ci"])
+per_class = pd.DataFrame(shown_metrics["per_class"]).rename(columns={"support": "images", "correct": "right",
+                                                                     "train_count": "training images"})
+per_class["95 % interval"] = [f"{percent(a)}–{percent(b)}" for a, b in per_class["ci"]]
+columns = ["class", "images", "right", "accuracy", "95 % interval", "precision", "f1", "training images"]
 if "tta" in shown_metrics:
     per_class["tta accuracy"] = per_class["class"].map(shown_metrics["tta"]["per_class_accuracy"])
     per_class["tta gain"] = per_class["tta accuracy"] - per_class["accuracy"]
+    columns += ["tta accuracy", "tta gain"]
+per_class = per_class[[c for c in columns if c in per_class.columns]]  # recall is the accuracy column: shown once
 left, right = st.columns([2, 3])
 common.chart(left, charts.per_class, shown_metrics, key="per_class_chart")
-right.dataframe(per_class.rename(columns={"train_count": "training images"}), hide_index=True, key="per_class_table",
-                column_config={**{c: st.column_config.NumberColumn(format="percent")  # one format for accuracies
-                                  for c in ("accuracy", "precision", "recall", "tta accuracy")},
-                               "f1": st.column_config.NumberColumn(format="%.2f", help="Precision and recall in one figure."),
-                               "tta gain": st.column_config.NumberColumn(format="percent")})
+shares = ("accuracy", "precision", "tta accuracy", "tta gain")
+right.dataframe(common.as_percent(per_class, shares), hide_index=True, key="per_class_table",
+                column_config={**{c: common.percent_column() for c in shares},  # one format for accuracies
+                               "accuracy": common.percent_column(
+                                   "Of this class's test photos, the share the model got right (also called recall)."),
+                               "precision": common.percent_column(
+                                   "Of the test photos the model called this class, the share that really were."),
+                               "f1": st.column_config.NumberColumn(format="%.2f", help="Precision and recall in one figure.")})
 
 
 # ------------------------------------------------------------------ galleries
@@ -181,9 +185,9 @@ if curve is not None:
     st.markdown(md(learning_curve.sentence(curve["points"], curve["classes"], names)))
     common.chart(st, charts.learning_curve, curve, names, key="learning_curve_chart")
     lc_table = learning_curve.table(curve, names)
-    st.dataframe(lc_table, hide_index=True, key="learning_curve_table",
-                 column_config={c: st.column_config.NumberColumn(format="percent") for c in lc_table.columns
-                                if c != "training photos"})
+    shares = [c for c in lc_table.columns if c != "training photos"]
+    st.dataframe(common.as_percent(lc_table, shares), hide_index=True, key="learning_curve_table",
+                 column_config={c: common.percent_column() for c in shares})
 elif not common.is_owner():
     st.info("The presenter has not drawn the learning curve for this run yet.")
 
@@ -267,9 +271,9 @@ if checks:
             f"{k} ({v} images)" for k, v in picked_check["skipped_classes"].items())))
     left, right = st.columns([3, 2])
     common.chart(left, charts.confusion, picked_check, key="check_confusion")
-    right.dataframe(pd.DataFrame(picked_check["per_class"])[["class", "support", "correct", "accuracy"]]
-                    .rename(columns={"support": "images", "correct": "right"}), hide_index=True, key="check_table",
-                    column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+    right.dataframe(common.as_percent(pd.DataFrame(picked_check["per_class"])[["class", "support", "correct", "accuracy"]]
+                                      .rename(columns={"support": "images", "correct": "right"}), ["accuracy"]),
+                    hide_index=True, key="check_table", column_config={"accuracy": common.percent_column()})
 else:
     st.write("No other folder scored yet.")
 

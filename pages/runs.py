@@ -53,15 +53,39 @@ table = pd.DataFrame({
     "duration (s)": (runs["ended"].fillna(pd.Timestamp.now().timestamp()) - runs["started"]).round(1),
     "id": runs["id"],  # for engineers, last
 })
-percent_column = st.column_config.NumberColumn(format="percent")
-st.dataframe(table, hide_index=True, key="runs_table", width="stretch",
-             column_config={"test acc": percent_column,
-                            "test balanced acc": st.column_config.NumberColumn(
-                                format="percent", help="The average of the per-class accuracies: every class counts the same."),
-                            "test 95 % interval": st.column_config.TextColumn(
-                                help="With this many test images, the true accuracy lies in this range (Wilson, 95 %)."),
-                            "best val acc": st.column_config.NumberColumn(
-                                format="percent", help="Used to choose between runs; the test figures only report.")})
+percent_column = common.percent_column()
+picked = st.dataframe(common.as_percent(table, ("best val acc", "test acc", "test balanced acc")), hide_index=True,
+                      key="runs_table", width="stretch", on_select="rerun", selection_mode="single-row",
+                      column_config={"test acc": percent_column,
+                                     "test balanced acc": common.percent_column(
+                                         "The average of the per-class accuracies: every class counts the same."),
+                                     "test 95 % interval": st.column_config.TextColumn(
+                                         help="With this many test images, the true accuracy lies in this range "
+                                              "(Wilson, 95 %)."),
+                                     "best val acc": common.percent_column(
+                                         "Used to choose between runs; the test figures only report.")})
+
+
+def open_run(run_id: str) -> None:
+    """Click-through: the picked run becomes the current run of Results, Predict and the report."""
+    row = runs[runs["id"] == run_id].iloc[0]
+    if run_id not in set(store.best_by_validation()["id"]):
+        st.info(md(f"{row['name']} has no model to show ({row['status']})."))
+        return
+    st.session_state["current_run"] = run_id
+    name, results, predict = st.columns([2, 2, 3], vertical_alignment="center")
+    name.markdown(f"**{md(row['name'])}**")
+    results.page_link("pages/results.py", label="See its results", icon=":material/bar_chart:")
+    predict.page_link("pages/predict.py", label="Label new photos with it", icon=":material/image_search:")
+
+
+rows = picked.selection.rows if picked is not None else []
+if rows:
+    open_run(table.iloc[rows[0]]["id"])
+else:
+    st.caption("Click a row's left edge to open that run on Results or Predict.")
+
+
 def unique_names(frame) -> dict[str, str]:
     """Run names as people gave them; a name two runs share gets its id added."""
     names = dict(zip(frame["id"], frame["name"]))
@@ -76,7 +100,7 @@ scored = [{"run": labels[r], "folder": c["name"], "images": c["n"], "accuracy": 
 if scored:
     st.subheader("Scores on other folders")
     st.caption("Each run scored on labelled folders from another line or camera (Results → Check on new photos).")
-    st.dataframe(pd.DataFrame(scored), hide_index=True, key="checks_table",
+    st.dataframe(common.as_percent(pd.DataFrame(scored), ["accuracy"]), hide_index=True, key="checks_table",
                  column_config={"accuracy": percent_column})
 
 
@@ -107,7 +131,7 @@ st.header("Compare")
 chosen = st.multiselect("Runs to compare", runs["id"].tolist(), format_func=labels.get,
                         default=runs["id"].tolist()[:2] if len(runs) >= 2 else None, key="compare_runs")
 if len(chosen) < 2:
-    st.caption("Pick two or more runs.")
+    st.caption("Pick two or more runs." if len(runs) >= 2 else "Train a second run to compare it with this one.")
     st.stop()
 
 curves = pd.concat([charts.curves_long(store.epochs(r), labels[r]) for r in chosen], ignore_index=True)
@@ -139,10 +163,11 @@ if per_class:
     st.altair_chart(alt.Chart(frame).mark_bar().encode(
         x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("run:N", title=None),
         color="run:N", row=alt.Row("class:N", header=alt.Header(labelAngle=0, labelAlign="left")),
-        tooltip=["run", "class", alt.Tooltip("accuracy:Q", format=".3f")]).properties(width=420),
+        tooltip=["run", "class", alt.Tooltip("accuracy:Q", format=".0%")]).properties(width=420),
         key="compare_per_class")
-    st.dataframe(frame.pivot(index="class", columns="run", values="accuracy"), width="stretch",
-                 key="compare_per_class_table")
+    table = frame.pivot(index="class", columns="run", values="accuracy")
+    st.dataframe(common.as_percent(table, table.columns), width="stretch", key="compare_per_class_table",
+                 column_config={run: common.percent_column() for run in table.columns})
 
 # ------------------------------------------------------------------ is the difference real?
 st.subheader("Is the difference real?")

@@ -102,3 +102,34 @@ def test_progress_is_said_in_plain_words_with_an_eta():
     assert words == "Learning: epoch 1 of 10 · about 10 s left"
     _, words = describe_progress({"phase": "evaluate"}, {"epochs": 10}, 31.0)
     assert "Scoring the held-out test photos" in words and "ETA 0" not in words
+
+
+def test_home_lists_the_latest_runs_in_the_words_and_percents_of_the_other_pages(trained_run, elpv_small):
+    runs, run_id, _ = trained_run
+    at = open_page("pages/home.py", str(elpv_small), str(runs))
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "what trains" in df.value.columns)
+    stored = RunStore.open(runs).get(run_id)
+    row = table[table["name"] == stored["name"]].iloc[0]
+    assert row["model"] == "Lite0" and row["what trains"] == "head only"  # not efficientnet_lite0 / head
+    assert row["test accuracy"] == pytest.approx(100 * stored["test_acc"])  # shown as a whole percent
+    assert "backbone" not in table.columns and "best_val_acc" not in table.columns
+    assert all(m.help for m in at.metric)  # every figure has its sentence
+
+
+def test_a_run_clicked_on_the_runs_page_opens_on_results_and_predict(trained_run, elpv_small):
+    runs, run_id, _ = trained_run
+    at = open_page("pages/runs.py", str(elpv_small), str(runs))
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "status" in df.value.columns)
+    row = table.index[table["id"] == run_id][0]
+    at.session_state["runs_table"] = {"selection": {"rows": [int(row)], "columns": []}}  # a click on the row
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["current_run"] == run_id
+    links = [link.proto.label for link in at.get("page_link")]
+    assert "See its results" in links and "Label new photos with it" in links, links
+    at.switch_page("pages/results.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="results_run").value == run_id  # Results shows the run clicked

@@ -45,8 +45,9 @@ def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
     assert f"always says {expected['baseline']['class']}" in headline
     assert np.array(expected["confusion_matrix"]).sum() == expected["n"]
     per_class = next(df.value for df in at.dataframe if "training images" in df.value.columns)
-    for column in ("precision", "recall", "f1"):
-        assert per_class[column].tolist() == pytest.approx([p[column] for p in expected["per_class"]])
+    for column, scale in (("precision", 100), ("accuracy", 100), ("f1", 1)):  # shares shown in percent
+        assert per_class[column].tolist() == pytest.approx([p[column] * scale for p in expected["per_class"]])
+    assert "recall" not in per_class.columns  # the same figure as accuracy, shown once
     assert per_class["images"].tolist() == [p["support"] for p in expected["per_class"]]
     assert per_class["right"].tolist() == [p["correct"] for p in expected["per_class"]]
     manifest = pd.read_csv(runs / run_id / "manifest.csv")
