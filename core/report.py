@@ -17,7 +17,7 @@ from .dataset_notes import display_names, load_class_notes, relabel_metrics, rel
 from .errors import NotFound
 from .rundir import RunDir
 from .runs import RunStore
-from .stats import accuracy_sentence, percent
+from .stats import accuracy_sentence, chance, percent
 from .storage import write_text
 from .thumbs import thumbnail
 
@@ -51,7 +51,7 @@ def _figures(rows: pd.DataFrame, root: Path, nearest: dict[str, list[dict]] | No
             examples = [{"src": s, "label": names.get(e["label"], e["label"])} for e in nearest.get(row.path, [])
                         if (s := _src(root / e["path"], e["sha1"], 64))]
             figures.append({"src": src, "path": row.path, "label": row.label, "predicted": row.predicted,
-                            "confidence": f"{row.confidence:.0%}", "examples": examples})
+                            "confidence": chance(row.confidence), "examples": examples})
     return figures
 
 

@@ -56,6 +56,16 @@ def percent(value: float) -> str:
     return f"{value:.0%}"
 
 
+def chance(p: float) -> str:
+    """A model's probability as a person reads it: a whole percent, but '>99%' or '<1%' rather than a
+    rounded 100 % or 0 %, which would claim a certainty the model does not have."""
+    if 0.995 <= p < 1:
+        return ">99%"
+    if 0 < p < 0.005:
+        return "<1%"
+    return percent(p)
+
+
 def interval_words(correct: int, n: int) -> str:
     lo, hi = wilson(correct, n)
     return f"{lo:.0%}–{hi:.0%}"

@@ -13,6 +13,7 @@ from core.dataset_notes import display_names, load_class_notes
 from core.export import export, export_zip
 from core.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
 from core.predict import expand_inputs, remove_upload, unpack_upload
+from core.stats import chance
 from pages import common
 from pages.common import escape_markdown as md
 
@@ -56,11 +57,11 @@ def verdict(result: dict) -> str:
     label = names.get(result["label"], result["label"])
     if result.get("unfamiliar"):
         return (f"unfamiliar — this does not look like the training photos, so no label can be trusted "
-                f"(the closest class would be {label}, {result['confidence']:.0%})")
+                f"(the closest class would be {label}, {chance(result['confidence'])})")
     if result["confidence"] < threshold:
         return f"uncertain — looks like the training photos, but between classes (best guess {label}, " \
-               f"{result['confidence']:.0%})"
-    return f"{label} ({result['confidence']:.0%})"
+               f"{chance(result['confidence'])})"
+    return f"{label} ({chance(result['confidence'])})"
 
 
 def inspection(result: dict) -> str:

@@ -12,7 +12,7 @@ from core.images import ImageError, load_rgb
 from core.rundir import RunDir
 from core.decision import Decision, at_threshold, sweep
 from core.dataset_notes import display_names, load_class_notes, relabel_metrics
-from core.stats import accuracy_sentence, percent
+from core.stats import accuracy_sentence, chance, percent
 from pages import common
 from pages.common import escape_markdown as md
 
@@ -128,7 +128,7 @@ def grid(rows: pd.DataFrame, per_row: int = 6) -> None:
             if data:
                 cell.image(data, width="stretch")
             mark = ":green[✓" if row.correct else ":red[✗"
-            cell.markdown(f"{mark} {md(names.get(row.predicted, row.predicted))} {row.confidence:.0%}]  \n"
+            cell.markdown(f"{mark} {md(names.get(row.predicted, row.predicted))} {chance(row.confidence)}]  \n"
                           f":gray[true: {md(names.get(row.label, row.label))}]")
 
 

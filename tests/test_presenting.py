@@ -133,3 +133,9 @@ def test_a_run_clicked_on_the_runs_page_opens_on_results_and_predict(trained_run
     at.run()
     assert not at.exception, at.exception
     assert at.selectbox(key="results_run").value == run_id  # Results shows the run clicked
+
+
+def test_a_probability_never_reads_as_certain_unless_it_is():
+    from core.stats import chance
+
+    assert [chance(p) for p in (0.997, 1.0, 0.003, 0.0, 0.5, 0.994)] == [">99%", "100%", "<1%", "0%", "50%", "99%"]
