@@ -7,6 +7,7 @@ import pandas as pd
 
 # One colour per split on every page and in the report: training blue, validation orange, test red.
 SPLIT_COLOURS = alt.Scale(domain=["train", "val", "test"], range=["#4c78a8", "#f58518", "#e45756"])
+CURVE_COLOURS = alt.Scale(domain=["train", "val"], range=["#4c78a8", "#f58518"])  # curves have no test line
 
 
 def curves_long(epochs: pd.DataFrame, run_label: str | None = None) -> pd.DataFrame:
@@ -34,7 +35,7 @@ def curves(epochs: pd.DataFrame, color: str = "split", title_suffix: str = "") -
         sub = data[data["metric"] == metric]
         enc = dict(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
                    y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
-                   color=alt.Color(f"{color}:N", scale=SPLIT_COLOURS if color == "split" else alt.Undefined,
+                   color=alt.Color(f"{color}:N", scale=CURVE_COLOURS if color == "split" else alt.Undefined,
                                    legend=alt.Legend(labelLimit=0, orient="bottom" if color == "run" else "right")),
                    tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]
                    + (["run"] if color == "run" else []))

@@ -54,10 +54,12 @@ counts = split.counts()
 totals = counts.sum(axis=1).sort_values(ascending=False)
 ratio = totals.max() / max(totals.min(), 1)
 cols = st.columns(4)
-cols[0].metric("Classes", len(split.classes))
-cols[1].metric("Images used", int(totals.sum()))
-cols[2].metric("Imbalance (largest / smallest)", f"{ratio:.1f}×")
-cols[3].metric("Skipped files", len(index.skipped))
+cols[0].metric("Classes", len(split.classes), help="One per sub-folder with at least the minimum number of photos.")
+cols[1].metric("Images used", int(totals.sum()), help="The readable photos of the classes kept.")
+cols[2].metric("Imbalance (largest / smallest)", f"{ratio:.1f}×",
+               help="The largest class's photo count over the smallest's: above 3×, accuracy alone flatters the model.")
+cols[3].metric("Skipped files", len(index.skipped),
+               help="Files that are not readable images; Data health lists each with the reason.")
 small = totals[totals < 10]
 if len(small):
     st.warning(f"Classes with fewer than 10 images: {md(', '.join(small.index))} — results on them will be noisy.")

@@ -63,7 +63,8 @@ cols[1].metric("Balanced accuracy", percent(shown_metrics["balanced_accuracy"]),
                     "Far below the accuracy means the rare classes are the weak ones.")
 cols[2].metric("Always one class", percent(shown_metrics["baseline"]["accuracy"]),
                help=f"The best a model that always gives the same answer could score on these images (always "
-                    f"{shown_metrics['baseline']['class']}, their most common class): the figure to beat.")
+                    f"{md(names.get(shown_metrics['baseline']['class'], shown_metrics['baseline']['class']))}, their most common "
+                    "class): the figure to beat.")
 cols[3].metric(f"{split_word.capitalize()} images", shown_metrics["n"],
                help="How many held-out images the figures rest on: fewer images, wider intervals.")
 if "tta" in shown_metrics:

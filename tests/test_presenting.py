@@ -139,3 +139,13 @@ def test_a_probability_never_reads_as_certain_unless_it_is():
     from core.stats import chance
 
     assert [chance(p) for p in (0.997, 1.0, 0.003, 0.0, 0.5, 0.994)] == [">99%", "100%", "<1%", "0%", "50%", "99%"]
+
+
+def test_the_training_curves_legend_names_only_the_lines_drawn(trained_run):
+    from core import charts
+
+    runs, run_id, _ = trained_run
+    spec = charts.curves(RunStore.open(runs).epochs(run_id)).to_dict()
+    for chart in spec["hconcat"]:
+        drawn = sorted({row["split"] for row in spec["datasets"][chart["data"]["name"]]})
+        assert chart["encoding"]["color"]["scale"]["domain"] == drawn == ["train", "val"]  # no 'test' without a line

@@ -17,6 +17,7 @@ from sklearn.datasets import load_sample_images
 from conftest import chart_data, run_cli
 from core.evaluate import evaluate_run
 from core.rundir import RunDir
+from core.stats import chance
 from core.explain import gradcam
 from core.images import load_rgb
 from pages.common import escape_markdown as md
@@ -116,7 +117,7 @@ def test_predict_page_shows_the_predictors_answer_and_refuses_bad_files(trained_
         if expected["unfamiliar"]:  # a photo of a Chinese palace is nothing like a solar cell
             assert f"**{md(name)}**: unfamiliar — this does not look like the training photos" in texts
         else:
-            assert f"**{md(name)}**: {md(expected['label'])} ({expected['confidence']:.0%})" in texts
+            assert f"**{md(name)}**: {md(expected['label'])} ({md(chance(expected['confidence']))})" in texts
         assert shown["class"].tolist() == [c for c, _ in expected["top"]]
         assert shown["probability"].tolist() == pytest.approx([p for _, p in expected["top"]], abs=1e-5)
     assert predictor.predict([china])[0]["unfamiliar"] and not predictor.predict([good])[0]["unfamiliar"]
