@@ -13,6 +13,7 @@ import pandas as pd
 import vl_convert as vlc
 
 from . import charts
+from .choices import backbone_title
 from .dataset_notes import display_names, load_class_notes, relabel_metrics, relabel_predictions
 from .errors import NotFound
 from .rundir import RunDir
@@ -78,8 +79,28 @@ def _learning(run: RunDir, names: dict[str, str]) -> dict | None:
             "scored_on": "test" if result.get("scored_on") == "test" else "validation"}
 
 
-def _cell(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+PER_CLASS_SHARES = ("accuracy", "precision", "tta accuracy", "tta gain")  # fractions, shown as whole percents
+
+
+def per_class_table(metrics: dict) -> pd.DataFrame:
+    """The per-class figures as the Results page and the report show them (one table, one set of words):
+    class, images, right, accuracy (which is the recall, so shown once), its 95 % interval, precision, f1,
+    training images, and with test-time views their accuracy and gain. Shares stay fractions."""
+    table = pd.DataFrame(metrics["per_class"]).rename(columns={"support": "images", "correct": "right",
+                                                               "train_count": "training images"})
+    table["95 % interval"] = [f"{percent(a)}–{percent(b)}" for a, b in table["ci"]] if "ci" in table else ""
+    columns = ["class", "images", "right", "accuracy", "95 % interval", "precision", "f1", "training images"]
+    if "tta" in metrics:
+        table["tta accuracy"] = table["class"].map(metrics["tta"]["per_class_accuracy"])
+        table["tta gain"] = table["tta accuracy"] - table["accuracy"]
+        columns += ["tta accuracy", "tta gain"]
+    return table[[c for c in columns if c in table.columns]]
+
+
+def _cell(column: str, value) -> str:
+    if isinstance(value, float) and column in PER_CLASS_SHARES:
+        return percent(value)
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def build(run_dir: str | Path, examples: int = 8) -> str:
@@ -116,13 +137,12 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
     tiles.append((f"{split_word} images", str(metrics["n"])))
     if "tta" in metrics:
         tiles.append((f"with {metrics['tta']['views']} views per image", percent(metrics["tta"]["accuracy"])))
-    per_class = pd.DataFrame(metrics["per_class"])[["class", "accuracy", "precision", "recall", "f1", "support",
-                                                     "train_count"]]
+    per_class = per_class_table(metrics)
     right = preds[preds["correct"].astype(str) == "True"].sort_values("confidence", ascending=False).head(examples)
     wrong = preds[preds["correct"].astype(str) != "True"].sort_values("loss", ascending=False).head(examples)
     nearest = _nearest(run, wrong["path"].tolist(), root)
     return _environment().get_template("report.html.j2").render(
-        name=name, backbone=card.backbone, num_classes=card.num_classes, dataset=root.name,
+        name=name, backbone=backbone_title(card.backbone), num_classes=card.num_classes, dataset=root.name,
         headline=accuracy_sentence(metrics, split_word) if "correct" in metrics else "", glossary=glossary,
         tiles=[{"label": label, "value": value} for label, value in tiles],
         curves_svg=_svg(charts.curves(epochs)) if len(epochs) else "",
@@ -130,7 +150,7 @@ def build(run_dir: str | Path, examples: int = 8) -> str:
         most_confused=metrics["most_confused"][:5],
         per_class_svg=_svg(charts.per_class(metrics)),
         per_class_columns=list(per_class.columns),
-        per_class_rows=[[_cell(v) for v in row] for row in per_class.itertuples(index=False)],
+        per_class_rows=[[_cell(c, v) for c, v in zip(per_class.columns, row)] for row in per_class.itertuples(index=False)],
         calibration_svg=_svg(charts.reliability(metrics["calibration"])), learning=_learning(run, names),
         galleries=[{"title": "Correct examples", "correct": True, "figures": _figures(right, root), "examples_note": ""},
                    {"title": "Mistakes (highest loss first)", "correct": False,

@@ -98,18 +98,10 @@ right.dataframe(pd.DataFrame(shown_metrics["most_confused"]), hide_index=True, k
 
 # ------------------------------------------------------------------ per class
 st.header("Per class")
-per_class = pd.DataFrame(shown_metrics["per_class"]).rename(columns={"support": "images", "correct": "right",
-                                                                     "train_count": "training images"})
-per_class["95 % interval"] = [f"{percent(a)}–{percent(b)}" for a, b in per_class["ci"]]
-columns = ["class", "images", "right", "accuracy", "95 % interval", "precision", "f1", "training images"]
-if "tta" in shown_metrics:
-    per_class["tta accuracy"] = per_class["class"].map(shown_metrics["tta"]["per_class_accuracy"])
-    per_class["tta gain"] = per_class["tta accuracy"] - per_class["accuracy"]
-    columns += ["tta accuracy", "tta gain"]
-per_class = per_class[[c for c in columns if c in per_class.columns]]  # recall is the accuracy column: shown once
+per_class = report.per_class_table(shown_metrics)
 left, right = st.columns([2, 3])
 common.chart(left, charts.per_class, shown_metrics, key="per_class_chart")
-shares = ("accuracy", "precision", "tta accuracy", "tta gain")
+shares = report.PER_CLASS_SHARES
 right.dataframe(common.as_percent(per_class, shares), hide_index=True, key="per_class_table",
                 column_config={**{c: common.percent_column() for c in shares},  # one format for accuracies
                                "accuracy": common.percent_column(

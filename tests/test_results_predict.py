@@ -72,6 +72,11 @@ def test_report_is_self_contained_html_with_the_headline(trained_run, tmp_path):
     assert f"{metrics['accuracy']:.0%}" in text
     assert f"Right on {metrics['correct']} of {metrics['n']} test images" in text  # the headline in plain words
     assert "<svg" in text and "data:image/jpeg;base64," in text
+    # the per-class table in the Results page's words and whole percents, not 0.906 under 'support'
+    first = metrics["per_class"][0]
+    row = f"<td>{first['class']}</td><td>{first['support']}</td><td>{first['correct']}</td><td>{first['accuracy']:.0%}</td>"
+    assert row in text and "<th>training images</th>" in text and "<th>support</th>" not in text
+    assert "Lite0 ·" in text  # the model as people name it, not efficientnet_lite0
     for needle in ('src="http', "src='http", '<script src', '<link rel="stylesheet" href="http'):
         assert needle not in text
 
