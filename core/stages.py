@@ -267,6 +267,24 @@ def describe(record: list[dict] | None, head_fit: dict | None) -> list[str]:
     return lines
 
 
+def kept_sentence(record: list[dict] | None, head_fit: dict | None) -> str | None:
+    """Which model a finished run keeps, in one plain sentence for the room (the Train page under its
+    curves, whose epochs do not show a last layer fitted afterwards or a later stage's model)."""
+    kept = next((stage for stage in record or [] if stage.get("kept")), None)
+    if kept is not None:
+        figure = kept.get("best_val_acc", kept.get("val_acc"))
+        return (f"The model kept comes from stage {kept['stage']}, {kept['words']}"
+                + (f" (validation accuracy {figure:.0%})." if figure is not None else "."))
+    if not head_fit:
+        return None
+    if head_fit.get("chosen") == "converged":
+        return (f"After the last epoch, the last layer was fitted once more on the stored features, to convergence: "
+                f"validation accuracy {head_fit['val_acc']:.0%}, against {head_fit['loop_val_acc']:.0%} at the best "
+                "epoch on the curves. That model is the one kept.")
+    return (f"The model kept is the best epoch's on the curves; a last layer fitted to convergence afterwards reached "
+            f"{head_fit['val_acc']:.0%} on validation, not clearly better.")
+
+
 def _speed(stage: dict) -> str:
     """How fast the stage went, in words: photos read a second by the frozen network (stages on its
     view), photos a second through training and validation (fine-tuning stages)."""

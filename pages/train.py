@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from core import charts, estimate, jobs, models
+from core import charts, estimate, jobs, models, stages
 from core.errors import GraftError
 from core.choices import backbone_title
 from core.runs import LiveMetrics
@@ -214,6 +214,14 @@ def live() -> None:
     cols[1].metric("Best epoch", run["best_epoch"] or "—", help="The epoch whose model is kept: the lowest validation loss.")
     cols[2].metric("Epochs without improvement", f"{progress.get('bad_epochs', 0)} of {run['config'].get('patience')}",
                    help="Training stops early when the validation loss has not improved for this many epochs.")
+    if status in ("completed", "stopped"):
+        try:
+            finished = store.run_dir(run_id)
+            kept = stages.kept_sentence(finished.stages(), finished.head_fit())
+        except GraftError:
+            kept = None
+        if kept:
+            st.caption(md(kept))
     metrics = live_metrics(store, run_id, int(run["epochs_done"] or 0))
     epochs_df = metrics.epochs
     if len(epochs_df):

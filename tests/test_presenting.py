@@ -149,3 +149,15 @@ def test_the_training_curves_legend_names_only_the_lines_drawn(trained_run):
     for chart in spec["hconcat"]:
         drawn = sorted({row["split"] for row in spec["datasets"][chart["data"]["name"]]})
         assert chart["encoding"]["color"]["scale"]["domain"] == drawn == ["train", "val"]  # no 'test' without a line
+
+
+def test_the_model_kept_is_named_in_plain_words():
+    from core import stages
+
+    record = [{"stage": 1, "words": stages.FIRST_WORDS, "val_acc": 0.78, "kept": False},
+              {"stage": 2, "words": stages.RICH_WORDS, "best_val_acc": 0.811, "kept": True},
+              {"stage": 3, "words": "fine-tuning", "epochs": 0, "skipped": True}]
+    assert stages.kept_sentence(record, None) == f"The model kept comes from stage 2, {stages.RICH_WORDS} (validation accuracy 81%)."
+    fit = {"chosen": "converged", "val_acc": 0.778, "loop_val_acc": 0.74}
+    assert "78%, against 74% at the best epoch" in stages.kept_sentence(None, fit)
+    assert stages.kept_sentence(None, None) is None

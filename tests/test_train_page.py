@@ -50,6 +50,10 @@ def test_form_starts_one_real_run_and_the_page_shows_its_metrics(elpv_small, tmp
     test_acc = store.get(run_id)["test_acc"]
     assert any(f"Finished: right on {test_acc:.0%} of the held-out test photos" in s.value for s in at.success)
     assert at.session_state["current_run"] == run_id  # the run just trained is what Results and Predict open
+    head_fit = store.run_dir(run_id).head_fit()  # a frozen run fits its last layer after the epochs on the curves
+    assert head_fit and head_fit["chosen"] in ("converged", "loop")
+    kept = next(c.value for c in at.caption if "model kept" in c.value or "one kept" in c.value)
+    assert f"{head_fit['val_acc']:.0%}" in kept  # the page says which model is kept and its figure
     assert "Start training" in [b.label for b in at.get("form_submit_button") if not b.disabled]  # ready again
 
 
