@@ -274,7 +274,7 @@ def current_dataset() -> tuple[str, tuple] | None:
         show_error(err)
         return None
     if not Path(folder).is_dir():
-        st.error(f"`{folder}` is not a folder. Give a folder with one sub-folder per class.")
+        st.error(f"{escape_markdown(folder)} is not a folder. Give a folder with one sub-folder per class.")
         return None
     return folder, data.signature(folder)
 
@@ -303,8 +303,9 @@ def store() -> RunStore:
 
 
 def show_error(err: Exception, what: str = "") -> None:
-    """One way to show a problem the user can act on: the message, never a traceback."""
-    st.error((f"{what}: " if what else "") + str(err))
+    """One way to show a problem the user can act on: the message, never a traceback; shown literally,
+    since it may quote a typed path or a file name (no link or image can come out of it)."""
+    st.error(escape_markdown((f"{what}: " if what else "") + str(err)))  # messages may quote what was typed
 
 
 def pick_finished_run(label: str, key: str) -> RunDir:

@@ -31,7 +31,7 @@ st.caption(md(index.root.name) + " · " + ("the folder gives its own training, v
             if index.layout == "splits" else "one folder per class; the photos are split automatically: 70 % to learn "
             "from, 15 % to choose the best epoch (validation) and 15 % kept aside for the final test"))
 if index.items.empty:
-    st.warning(f"No usable images in `{folder}`. It needs one sub-folder per class with images in it "
+    st.warning(f"No usable images in {md(folder)}. It needs one sub-folder per class with images in it "
                f"({len(index.skipped)} files skipped).")
     if len(index.skipped):
         st.dataframe(index.skipped[["path", "reason", "detail"]], hide_index=True)
@@ -239,6 +239,6 @@ try:
     image = load_rgb(index.root / sample_row["path"])
     views = preview(image, models.preprocessing_for(models.DEFAULT_BACKBONE), level)
     st.image(views, width=120, caption=[f"view {i + 1}" for i in range(len(views))])
-    st.caption(f"from `{sample_row['path']}`")
+    st.caption(f"from {md(str(sample_row['path']))}")
 except ImageError as err:
     st.warning(str(err))

@@ -16,7 +16,7 @@ if current:
     folder, signature = current
     index = common.scan(folder, signature)
     if index.items.empty:
-        st.warning(f"No usable images in `{folder}`: it needs one sub-folder per class with images in it.")
+        st.warning(f"No usable images in {common.escape_markdown(folder)}: it needs one sub-folder per class with images in it.")
     else:
         cols = st.columns(4)
         cols[0].metric("Classes", len(index.classes), help="One per sub-folder of the dataset folder.")

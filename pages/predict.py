@@ -120,7 +120,7 @@ if archive is None and folder.strip():
         if chosen.is_dir():
             paths = expand_inputs([chosen])
         else:
-            st.error(f"`{folder}` is not a folder.")
+            st.error(f"{md(folder)} is not a folder.")
 for name, reason in problems:
     st.warning(md(f"{name}: {reason}"))
 if paths:
@@ -179,4 +179,4 @@ if exported and exported[0] == str(run_dir):
         for name, check in checks.items():
             st.write(f"{name}: max probability difference {check['max_abs_diff']:.1e}"
                      + (f", same top-1: {check['same_top1']}" if "same_top1" in check else ""))
-        st.write(f"Written to `{run_dir.export_dir}` (model, model.json, graft_predict.py).")
+        st.write(f"Written to {md(str(run_dir.export_dir))} (model, model.json, graft_predict.py).")

@@ -18,7 +18,7 @@ st.title("Runs")
 store = common.store()
 runs = store.list()
 if runs.empty:
-    st.info(f"No runs in `{store.root}` yet: start one on the Train page.")
+    st.info(f"No runs in {md(str(store.root))} yet: start one on the Train page.")
     st.stop()
 
 

@@ -116,6 +116,17 @@ def test_typed_folders_outside_the_roots_are_refused(tmp_path, elpv_small):
     assert not Path("/var/graft-runs").exists()
 
 
+def test_a_typed_folder_is_quoted_literally_in_the_message(tmp_path, elpv_small):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["dataset"] = str(elpv_small)
+    at.run()
+    for typed in ("/etc/`![x](http://example.invalid/p.png)`", str(elpv_small / "[click](http://example.invalid)")):
+        at.sidebar.text_input(key="dataset_input").input(typed).run()
+        assert not at.exception, at.exception
+        shown = " ".join(e.value for e in at.error)
+        assert "\\[" in shown and "](http" not in shown.replace("\\](http", ""), shown  # no link, no image
+
+
 def test_a_dataset_chosen_before_the_roots_existed_is_refused_on_every_page(tmp_path):
     for page in PAGES[:3]:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
