@@ -241,4 +241,4 @@ try:
     st.image(views, width=120, caption=[f"view {i + 1}" for i in range(len(views))])
     st.caption(f"from {md(str(sample_row['path']))}")
 except ImageError as err:
-    st.warning(str(err))
+    st.warning(md(str(err)))

@@ -97,7 +97,7 @@ for i, upload in enumerate(uploads or []):
             shown, explained = common.gradcam_overlay(str(run_dir), stamp, key, shown_image)
             right.image(shown, caption=f"why '{explained}'", width="stretch")
         except NotSupported as err:
-            right.info(str(err))
+            right.info(md(str(err)))
 
 # ------------------------------------------------------------------ batch
 st.header("Batch")

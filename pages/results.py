@@ -156,9 +156,9 @@ if len(mistakes):
                                                       f"{root / picked}:{sha.get(picked, '')}", image)
             c.image(shown, caption=f"Grad-CAM for '{explained}'", width="stretch")
         except NotSupported as err:
-            c.info(str(err))
+            c.info(md(str(err)))
     except (ImageError, GraftError) as err:
-        st.warning(str(err))
+        st.warning(md(str(err)))
 
 st.header("Predictions for a category")
 category = st.selectbox("Class", labels_all, key="category_pick", format_func=names.get)
