@@ -34,10 +34,11 @@ def curves(epochs: pd.DataFrame, color: str = "split", title_suffix: str = "") -
     for metric in ("loss", "accuracy"):
         sub = data[data["metric"] == metric]
         enc = dict(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
-                   y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+                   y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False),
+                           axis=alt.Axis(format=".0%") if metric == "accuracy" else alt.Axis()),
                    color=alt.Color(f"{color}:N", scale=CURVE_COLOURS if color == "split" else alt.Undefined,
                                    legend=alt.Legend(labelLimit=0, orient="bottom" if color == "run" else "right")),
-                   tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")]
+                   tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".1%" if metric == "accuracy" else ".4f")]
                    + (["run"] if color == "run" else []))
         if color == "run":
             enc["strokeDash"] = alt.StrokeDash("split:N")
@@ -133,12 +134,13 @@ def tradeoff(curve: pd.DataFrame, threshold: float) -> alt.LayerChart:
         pd.DataFrame({"threshold": curve["threshold"], "share": curve["good_sent_share"],
                       "what": "good parts sent to inspection"})], ignore_index=True)
     lines = alt.Chart(long).mark_line(strokeWidth=3).encode(
-        x=alt.X("threshold:Q", title="inspect when the chance of an inspect class is at least"),
+        x=alt.X("threshold:Q", title="inspect when the chance of an inspect class is at least",
+                axis=alt.Axis(format=".0%")),
         y=alt.Y("share:Q", title="share", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("what:N", title=None, scale=alt.Scale(domain=["defects caught", "good parts sent to inspection"],
                                                               range=["#2a9d3a", "#d62828"]),
                         legend=alt.Legend(orient="bottom", labelLimit=0)),
-        tooltip=[alt.Tooltip("threshold:Q", format=".2f"), "what:N", alt.Tooltip("share:Q", format=".0%")])
+        tooltip=[alt.Tooltip("threshold:Q", format=".0%"), "what:N", alt.Tooltip("share:Q", format=".0%")])
     rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#333", strokeDash=[4, 3]).encode(
         x="threshold:Q")
     return alt.layer(lines, rule).properties(width=460, height=260)

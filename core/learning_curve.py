@@ -80,8 +80,8 @@ def sentence(points: list[dict], classes: list[str], names: dict[str, str] | Non
     best = max(rises, key=rises.get)
     parts = []
     if rises[best] >= LEVELLED:
-        parts.append(f"More photos of {shown(best)} would help most: its recall rose {rises[best] * 100:+.0f} points "
-                     "when the training photos doubled.")
+        parts.append(f"More photos of {shown(best)} would help most: the share of its test photos found rose "
+                     f"{rises[best] * 100:.0f} points when the training photos doubled.")
     else:
         parts.append("More photos of the same kind would help little: no class improved by "
                      f"{LEVELLED * 100:.0f} points or more when the training photos doubled.")

@@ -173,7 +173,8 @@ curve = learning_curve.load(run_dir)
 if curve is None and common.is_owner() and st.button("Draw the learning curve", key="compute_learning_curve",
                                                       help="Seconds for a frozen network (its features are kept)."):
     with st.spinner("Fitting a quick model 10 times on parts of the training photos…"):
-        curve = learning_curve.learning_curve(run_dir)
+        learning_curve.learning_curve(run_dir)
+    st.rerun()  # drawn without the button, which would only offer the same curve again
 if curve is not None:
     st.markdown(md(learning_curve.sentence(curve["points"], curve["classes"], names)))
     common.chart(st, charts.learning_curve, curve, names, key="learning_curve_chart")
@@ -211,9 +212,9 @@ inspect = st.multiselect("Send to inspection when the model sees", labels_all, k
                          default=saved.inspect if saved else [c for c in labels_all if c != baseline_class])
 if inspect and len(inspect) < len(labels_all):
     c1, c2, c3 = st.columns([2, 1, 1])
-    threshold = c1.slider("Inspect when the chance of these classes is at least", 0.0, 1.0, step=0.01,
-                          value=saved.threshold if saved else 0.5, key=f"inspect_threshold_{run_id}",
-                          help="Lower: more defects caught, more good parts inspected. Higher: the reverse.")
+    threshold = c1.slider("Inspect when the chance of these classes is at least", 0, 100, format="%d%%",
+                          value=round(saved.threshold * 100) if saved else 50, key=f"inspect_threshold_{run_id}",
+                          help="Lower: more defects caught, more good parts inspected. Higher: the reverse.") / 100
     cost_miss = c2.number_input("Cost of a missed defect", 0.0, value=float(saved.cost_miss or 0) if saved else 0.0,
                                 key=f"cost_miss_{run_id}", help="Optional: with both costs the table adds the total cost.")
     cost_inspection = c3.number_input("Cost of one inspection", 0.0,

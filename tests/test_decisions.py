@@ -124,7 +124,7 @@ def test_the_pass_inspect_rule_chosen_on_results_changes_predict_cli_and_export(
     for threshold, expected in ((max(0.0, p - 0.02), "inspect"), (min(1.0, p + 0.02), "pass")):
         at = open_page("pages/results.py", str(elpv_small), str(runs), **state)
         at.multiselect(key=f"inspect_{run_id}").set_value(inspect).run()
-        at.slider(key=f"inspect_threshold_{run_id}").set_value(round(threshold, 2)).run()
+        at.slider(key=f"inspect_threshold_{run_id}").set_value(round(threshold * 100)).run()  # in percent
         at.button(key="save_decision").click().run()
         assert not at.exception, at.exception
         saved = run.decision()

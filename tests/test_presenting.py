@@ -149,6 +149,8 @@ def test_the_training_curves_legend_names_only_the_lines_drawn(trained_run):
     for chart in spec["hconcat"]:
         drawn = sorted({row["split"] for row in spec["datasets"][chart["data"]["name"]]})
         assert chart["encoding"]["color"]["scale"]["domain"] == drawn == ["train", "val"]  # no 'test' without a line
+    accuracy = next(c for c in spec["hconcat"] if c["title"] == "accuracy")
+    assert accuracy["encoding"]["y"]["axis"]["format"] == ".0%"  # accuracies read as percents, as everywhere
 
 
 def test_the_model_kept_is_named_in_plain_words():

@@ -203,7 +203,7 @@ def test_the_learning_curve_sentence_tells_rising_levelled_and_hard_classes_apar
 
     points = [point(50, a=0.60, b=0.95, c=0.10), point(100, a=0.75, b=0.955, c=0.11)]
     text = learning_curve.sentence(points, ["a", "b", "c"], {"a": "scratch"})
-    assert text.startswith("More photos of scratch would help most: its recall rose +15 points")
+    assert text.startswith("More photos of scratch would help most: the share of its test photos found rose 15 points")
     assert "b has levelled off" in text and "c stays hard (11% of its test photos found)" in text
     flat = learning_curve.sentence([point(50, a=0.9, b=0.9), point(100, a=0.9, b=0.91)], ["a", "b"])
     assert flat.startswith("More photos of the same kind would help little")
