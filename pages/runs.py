@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import charts
 from core.errors import GraftError
-from core.choices import FREEZE_WORDS, backbone_title
+from core.choices import FREEZE_WORDS, backbone_title, setting_words
 from core.stats import difference_sentence, mcnemar, percent
 from pages import common
 from pages.common import escape_markdown as md
@@ -143,7 +143,8 @@ keys = sorted(set().union(*configs.values()))
 differ = [k for k in keys if len({str(c.get(k)) for c in configs.values()}) > 1]
 st.subheader("What differs")
 if differ:
-    st.dataframe(pd.DataFrame({name: [str(c.get(k)) for k in differ] for name, c in configs.items()}, index=differ),
+    st.dataframe(pd.DataFrame({name: [setting_words(k, c.get(k))[1] for k in differ] for name, c in configs.items()},
+                              index=pd.Index([setting_words(k, None)[0] for k in differ], name="setting")),
                  width="stretch", key="compare_config")
 else:
     st.write("The configs are identical.")

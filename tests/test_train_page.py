@@ -98,8 +98,9 @@ def test_runs_page_lists_and_compares(trained_run, elpv_small, tmp_path):
     assert not at.exception, at.exception
     table = next(df.value for df in at.dataframe if "status" in df.value.columns)
     assert {run_id, second} <= set(table["id"])
-    differ = next(df.value for df in at.dataframe if "head" in df.value.index)
-    assert list(differ.loc["head"]) == ["linear", "mlp"] or list(differ.loc["head"]) == ["mlp", "linear"]
+    differ = next(df.value for df in at.dataframe if df.value.index.name == "setting")  # in words, not config keys
+    assert sorted(differ.loc["last layer"]) == ["linear", "mlp"] and "head" not in differ.index
+    assert sorted(differ.loc["epochs"]) == sorted([str(RunStore(runs).get(r)["config"]["epochs"]) for r in (run_id, second)])
     per_class = next(df.value for df in at.dataframe if df.value.index.name == "class")
     assert per_class.shape == (4, 2)
 
