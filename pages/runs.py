@@ -162,7 +162,7 @@ if per_class:
     st.subheader("Per-class accuracy")
     frame = pd.DataFrame(per_class)
     st.altair_chart(alt.Chart(frame).mark_bar().encode(
-        x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("run:N", title=None),
+        x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%")), y=alt.Y("run:N", title=None),
         color="run:N", row=alt.Row("class:N", header=alt.Header(labelAngle=0, labelAlign="left")),
         tooltip=["run", "class", alt.Tooltip("accuracy:Q", format=".0%")]).properties(width=420),
         key="compare_per_class")
