@@ -129,8 +129,9 @@ def cmd_train(args) -> int:
     if args.run_id and is_main():
         from .runs import RunStore
 
-        if not RunStore.open(args.runs).exists(args.run_id):  # before any work, not after the training
-            raise BadInput(f"--run-id {args.run_id}: no such run in {RunStore.open(args.runs).root} (it names a run "
+        store = RunStore.open(args.runs)
+        if not store.exists(args.run_id):  # before any work, not after the training
+            raise BadInput(f"--run-id {args.run_id}: no such run in {store.root} (it names a run "
                            "created beforehand, such as one the dashboard queued; leave it out to start a new run)")
     if args.run_id or not is_main():  # a torchrun worker, or a run created beforehand
         run_id = fit(config, args.runs, run_id=args.run_id)

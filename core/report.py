@@ -106,11 +106,10 @@ def _cell(column: str, value) -> str:
 def build(run_dir: str | Path, examples: int = 8) -> str:
     """The report's HTML text for the run in `run_dir` (evaluated first if needed). Every string
     from the user (run, class and file names) is escaped by the template."""
-    run = RunDir(run_dir)
     from .evaluate import evaluate_run, needs_evaluation
 
+    run = RunDir(run_dir)
     if needs_evaluation(run.metrics()):  # evaluated (again, for an older format)
-
         evaluate_run(run)
     metrics, card = run.metrics(), run.card()
     store = RunStore.open(run.path.parent)

@@ -364,19 +364,17 @@ def thumbnail(path: str, key: str) -> bytes | None:
     return thumbs.thumbnail(path, key)
 
 
-def percent_column(help: str | None = None):
-    """A table column of accuracies in the one format for them, a whole percent (the values scaled by
-    `as_percent`; Streamlit's own "percent" shows 41.67 %, a precision a few images do not carry)."""
-    return st.column_config.NumberColumn(format="%.0f%%", help=help)
-
-
-def as_percent(frame: pd.DataFrame, columns) -> pd.DataFrame:
-    """A copy of `frame` with these fraction columns in percent (for `percent_column`)."""
-    frame = frame.copy()
-    for column in columns:
-        if column in frame.columns:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce") * 100
-    return frame
+def percent_table(where, frame: pd.DataFrame, shares, column_config: dict | None = None, **options):
+    """Draw `frame` with its fraction columns `shares` (a list, or {column: help}) in the one format for
+    accuracies, a whole percent (Streamlit's own "percent" shows 41.67 %, a precision a few images do not
+    carry); returns what `dataframe` returns (a row selection where asked for)."""
+    helps = shares if isinstance(shares, dict) else dict.fromkeys(shares)
+    shown = frame.copy()
+    for column in helps:
+        if column in shown.columns:
+            shown[column] = pd.to_numeric(shown[column], errors="coerce") * 100
+    config = {column: st.column_config.NumberColumn(format="%.0f%%", help=text) for column, text in helps.items()}
+    return where.dataframe(shown, column_config={**config, **(column_config or {})}, **options)
 
 
 def mtime(path: Path) -> float:

@@ -37,11 +37,9 @@ else:
                           "what trains": latest["freeze"].map(lambda f: FREEZE_WORDS.get(f, f)),
                           "status": latest["status"], "validation accuracy": latest["best_val_acc"],
                           "test accuracy": latest["test_acc"]})
-    st.dataframe(common.as_percent(table, ("validation accuracy", "test accuracy")), hide_index=True, key="latest_runs",
-                 column_config={"validation accuracy": common.percent_column(
-                                    "On the photos used to choose the model (its best epoch)."),
-                                "test accuracy": common.percent_column(
-                                    "On held-out test photos, never used in training or choosing.")})
+    common.percent_table(st, table, {"validation accuracy": "On the photos used to choose the model (its best epoch).",
+                                     "test accuracy": "On held-out test photos, never used in training or choosing."},
+                         hide_index=True, key="latest_runs")
 
 st.subheader("Next step")
 if not current:

@@ -135,9 +135,10 @@ if paths:
         "confidence": r.get("confidence"), "verdict": verdict(r) if "label" in r else f"error: {r['error']}",
         **({"decision": decision.verdict(r["probabilities"]) if "label" in r else ""} if decision else {})}
         for r in results])
-    shown = table.assign(confidence=(pd.to_numeric(table["confidence"], errors="coerce") * 100).apply(np.floor))
-    st.dataframe(shown, hide_index=True, key="batch_table",  # whole percents, rounded down: never a false 100 %
-                 column_config={"confidence": common.percent_column("The model's probability for the class it names.")})
+    rounded_down = np.floor(pd.to_numeric(table["confidence"], errors="coerce") * 100) / 100  # never a false 100 %
+    common.percent_table(st, table.assign(confidence=rounded_down),
+                         {"confidence": "The model's probability for the class it names."}, hide_index=True,
+                         key="batch_table")
     st.download_button("Download CSV", table.to_csv(index=False), file_name="predictions.csv", mime="text/csv",
                        key="batch_csv")
 

@@ -101,14 +101,12 @@ st.header("Per class")
 per_class = report.per_class_table(shown_metrics)
 left, right = st.columns([2, 3])
 common.chart(left, charts.per_class, shown_metrics, key="per_class_chart")
-shares = report.PER_CLASS_SHARES
-right.dataframe(common.as_percent(per_class, shares), hide_index=True, key="per_class_table",
-                column_config={**{c: common.percent_column() for c in shares},  # one format for accuracies
-                               "accuracy": common.percent_column(
-                                   "Of this class's test photos, the share the model got right (also called recall)."),
-                               "precision": common.percent_column(
-                                   "Of the test photos the model called this class, the share that really were."),
-                               "f1": st.column_config.NumberColumn(format="%.2f", help="Precision and recall in one figure.")})
+common.percent_table(right, per_class, {
+    **dict.fromkeys(report.PER_CLASS_SHARES),
+    "accuracy": "Of this class's test photos, the share the model got right (also called recall).",
+    "precision": "Of the test photos the model called this class, the share that really were."},
+    {"f1": st.column_config.NumberColumn(format="%.2f", help="Precision and recall in one figure.")},
+    hide_index=True, key="per_class_table")
 
 
 # ------------------------------------------------------------------ galleries
@@ -179,9 +177,8 @@ if curve is not None:
     st.markdown(md(learning_curve.sentence(curve["points"], curve["classes"], names)))
     common.chart(st, charts.learning_curve, curve, names, key="learning_curve_chart")
     lc_table = learning_curve.table(curve, names)
-    shares = [c for c in lc_table.columns if c != "training photos"]
-    st.dataframe(common.as_percent(lc_table, shares), hide_index=True, key="learning_curve_table",
-                 column_config={c: common.percent_column() for c in shares})
+    common.percent_table(st, lc_table, [c for c in lc_table.columns if c != "training photos"], hide_index=True,
+                         key="learning_curve_table")
 elif not common.is_owner():
     st.info("The presenter has not drawn the learning curve for this run yet.")
 
@@ -265,9 +262,9 @@ if checks:
             f"{k} ({v} images)" for k, v in picked_check["skipped_classes"].items())))
     left, right = st.columns([3, 2])
     common.chart(left, charts.confusion, picked_check, key="check_confusion")
-    right.dataframe(common.as_percent(pd.DataFrame(picked_check["per_class"])[["class", "support", "correct", "accuracy"]]
-                                      .rename(columns={"support": "images", "correct": "right"}), ["accuracy"]),
-                    hide_index=True, key="check_table", column_config={"accuracy": common.percent_column()})
+    common.percent_table(right, pd.DataFrame(picked_check["per_class"])[["class", "support", "correct", "accuracy"]]
+                         .rename(columns={"support": "images", "correct": "right"}), ["accuracy"], hide_index=True,
+                         key="check_table")
 else:
     st.write("No other folder scored yet.")
 

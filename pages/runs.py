@@ -53,17 +53,12 @@ table = pd.DataFrame({
     "duration (s)": (runs["ended"].fillna(pd.Timestamp.now().timestamp()) - runs["started"]).round(1),
     "id": runs["id"],  # for engineers, last
 })
-percent_column = common.percent_column()
-picked = st.dataframe(common.as_percent(table, ("best val acc", "test acc", "test balanced acc")), hide_index=True,
-                      key="runs_table", width="stretch", on_select="rerun", selection_mode="single-row",
-                      column_config={"test acc": percent_column,
-                                     "test balanced acc": common.percent_column(
-                                         "The average of the per-class accuracies: every class counts the same."),
-                                     "test 95 % interval": st.column_config.TextColumn(
-                                         help="With this many test images, the true accuracy lies in this range "
-                                              "(Wilson, 95 %)."),
-                                     "best val acc": common.percent_column(
-                                         "Used to choose between runs; the test figures only report.")})
+picked = common.percent_table(
+    st, table, {"best val acc": "Used to choose between runs; the test figures only report.", "test acc": None,
+                "test balanced acc": "The average of the per-class accuracies: every class counts the same."},
+    {"test 95 % interval": st.column_config.TextColumn(
+        help="With this many test images, the true accuracy lies in this range (Wilson, 95 %).")},
+    hide_index=True, key="runs_table", width="stretch", on_select="rerun", selection_mode="single-row")
 
 
 def open_run(run_id: str) -> None:
@@ -100,8 +95,7 @@ scored = [{"run": labels[r], "folder": c["name"], "images": c["n"], "accuracy": 
 if scored:
     st.subheader("Scores on other folders")
     st.caption("Each run scored on labelled folders from another line or camera (Results → Check on new photos).")
-    st.dataframe(common.as_percent(pd.DataFrame(scored), ["accuracy"]), hide_index=True, key="checks_table",
-                 column_config={"accuracy": percent_column})
+    common.percent_table(st, pd.DataFrame(scored), ["accuracy"], hide_index=True, key="checks_table")
 
 
 
@@ -167,8 +161,7 @@ if per_class:
         tooltip=["run", "class", alt.Tooltip("accuracy:Q", format=".0%")]).properties(width=420),
         key="compare_per_class")
     table = frame.pivot(index="class", columns="run", values="accuracy")
-    st.dataframe(common.as_percent(table, table.columns), width="stretch", key="compare_per_class_table",
-                 column_config={run: common.percent_column() for run in table.columns})
+    common.percent_table(st, table, list(table.columns), width="stretch", key="compare_per_class_table")
 
 # ------------------------------------------------------------------ is the difference real?
 st.subheader("Is the difference real?")

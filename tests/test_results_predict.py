@@ -153,7 +153,7 @@ def test_batch_zip_through_the_page_refuses_zip_slip_and_predicts_the_rest(train
     assert table["file"].tolist() == [f.name for f in goods]
     assert table["predicted"].tolist() == [r["label"] for r in expected]
     # shown as whole percents rounded down, so a 0.9999 never reads as a certain 100 %
-    assert table["confidence"].tolist() == [np.floor(r["confidence"] * 100) for r in expected]
+    assert table["confidence"].tolist() == pytest.approx([np.floor(r["confidence"] * 100) for r in expected])
     assert not list(tmp_path.rglob("escaped.png"))
 
 
