@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from core import estimate, samples  # noqa: E402
+from core.data import samples
+from core.train import estimate
 
 FASHION = Path(os.environ.get("GRAFT_HOME", Path.home() / ".cache" / "graft")) / "samples" / "fashion-mnist"
 
@@ -159,7 +159,7 @@ def others(runs: Path, args, data: Path) -> None:
             print(row(f"Fashion-MNIST 1,000 (greyscale, 10 classes), {name}", r), flush=True)
     if args.tutorial:
         from bench.time_to_accuracy import tutorial
-        from core import data as core_data
+        from core.data import catalog as core_data
 
         split = core_data.split(core_data.scan(data), seed=0)
         result = tutorial(data, split, 10, 0)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def peak_mb() -> float:
@@ -28,15 +26,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="default: Fashion-MNIST fetched with `core samples fashion-mnist`")
     args = parser.parse_args()
-    from core import data, samples
+    from core.data import catalog, samples
 
     folder = Path(args.data) if args.data else samples.fetch("fashion-mnist")
     os.environ["GRAFT_HOME"] = tempfile.mkdtemp(prefix="graft-bench-home-")  # cold scan cache
     start = time.perf_counter()
-    index = data.scan(folder, progress=True)
+    index = catalog.scan(folder, progress=True)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    data.scan(folder)
+    catalog.scan(folder)
     rescan = time.perf_counter() - start
     print(f"{folder}: {len(index.items)} images, {len(index.classes)} classes")
     print(f"first scan:  {first:7.2f} s  ({len(index.items) / first:.0f} files/s)  peak RSS {peak_mb():.0f} MB")

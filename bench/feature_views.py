@@ -4,7 +4,7 @@
                                   [--per-class N] [--seed 0]
 
 A setting is backbone : input size : crop share (the centre crop's share of the resized photo; 1.0
-keeps the whole photo). For each setting every photo of the product's own split (`data.split`,
+keeps the whole photo). For each setting every photo of the product's own split (`catalog.split`,
 the given seed) is read once, in its 8 flips and quarter turns (ONNX Runtime), and the network's
 blocks 3, 4 and 5 and its last map are pooled three ways (mean, max, GeM with p=3). A logistic
 regression is then fitted on each way of combining them, C chosen on validation exactly as a run
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +26,13 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from core import data, models, samples  # noqa: E402
-from core.features import forward_images, onnx_backbone  # noqa: E402
-from core.preprocess import eval_transform  # noqa: E402
-from core.probe import fit_head, val_score  # noqa: E402
-from core.runtime import configure_threads  # noqa: E402
+from core.base.runtime import configure_threads
+from core.data import catalog, samples
+from core.models import backbones
+from core.models.features import forward_images, onnx_backbone
+from core.models.preprocess import eval_transform
+from core.models.probe import fit_head, val_score
 
 POOLS = ("mean", "max", "gem")
 
@@ -48,14 +47,14 @@ class ThreeWayPooled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, body, pooled = x.shape[0], self.body, []
-        y = body.bn1(body.conv_stem(models.DihedralViews.views(x)))
+        y = body.bn1(body.conv_stem(backbones.DihedralViews.views(x)))
         for i, block in enumerate(body.blocks):
             y = block(y)
             if i in self.taps:
                 pooled += self._pool(y)
         pooled += self._pool(body.bn2(body.conv_head(y)))
         views = torch.cat(pooled, 1)
-        return views.reshape(models.DihedralViews.views_per_image, n, -1).transpose(0, 1).flatten(1)
+        return views.reshape(backbones.DihedralViews.views_per_image, n, -1).transpose(0, 1).flatten(1)
 
     @staticmethod
     def _pool(y: torch.Tensor) -> list[torch.Tensor]:
@@ -73,19 +72,19 @@ def map_widths(body: nn.Module, taps: tuple[int, ...]) -> list[int]:
     return widths + [int(body.conv_head.out_channels)]
 
 
-def read(setting: str, root: Path, split: data.Split) -> dict:
+def read(setting: str, root: Path, split: catalog.Split) -> dict:
     """Every photo's 8-orientation, three-way pooled features for one setting."""
     name, size, crop = setting.split(":")
-    body = models.create(name, len(split.classes)).backbone.eval()
-    widths = map_widths(body, models.LITE_TAPS)
-    prep = dataclasses.replace(models.preprocessing_for(name, int(size)), crop_pct=float(crop))
-    pooled = ThreeWayPooled(body, models.LITE_TAPS)
+    body = backbones.create(name, len(split.classes)).backbone.eval()
+    widths = map_widths(body, backbones.LITE_TAPS)
+    prep = dataclasses.replace(backbones.preprocessing_for(name, int(size)), crop_pct=float(crop))
+    pooled = ThreeWayPooled(body, backbones.LITE_TAPS)
     module = onnx_backbone(pooled, int(size), f"bench-views-{name}-{size}") or pooled
     started = time.perf_counter()
     out, ok = forward_images(module, [root / p for p in split.manifest["path"]], eval_transform(prep),
                              batch_size=4, progress=True, desc=f"reading {setting}", log=None)
     seconds = time.perf_counter() - started
-    feats = out.reshape(len(out), models.DihedralViews.views_per_image, -1)
+    feats = out.reshape(len(out), backbones.DihedralViews.views_per_image, -1)
     return {"setting": setting, "feats": feats, "ok": ok, "widths": widths, "seconds": seconds}
 
 
@@ -135,7 +134,7 @@ def main() -> None:
     root = Path(args.data) if args.data else samples.fetch("elpv", progress=False)
     if args.per_class:
         root = subset(root, args.per_class)
-    split = data.split(data.scan(root, use_cache=False), seed=args.seed)
+    split = catalog.split(catalog.scan(root, use_cache=False), seed=args.seed)
     manifest = split.manifest
     y = manifest["label"].map({c: i for i, c in enumerate(split.classes)}).to_numpy()
     print(f"{root}: {len(manifest)} photos, split seed {args.seed}: "

@@ -12,21 +12,19 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core import samples  # noqa: E402
-from core.export import export  # noqa: E402
-from core.runtime import configure_threads  # noqa: E402
-from core.images import load_rgb  # noqa: E402
-from core.predict import Predictor  # noqa: E402
-from core.train import TrainConfig, fit  # noqa: E402
+from core.base.runtime import configure_threads
+from core.data import samples
+from core.data.images import load_rgb
+from core.deploy.export import export
+from core.deploy.predict import Predictor
+from core.train.config import TrainConfig
+from core.train.session import fit
 
 
 def small_run(work: Path) -> Path:

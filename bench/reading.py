@@ -3,7 +3,7 @@ backbone's pass over every photo.
 
     python bench/reading.py [--data ELPV] [--photos N] [--repeats 2]
 
-- Scan: `data.scan` with nothing cached, on one thread (before) and on one thread a core (now).
+- Scan: `catalog.scan` with nothing cached, on one thread (before) and on one thread a core (now).
 - Feature pass: the default pooled EfficientNet-Lite0 through ONNX Runtime over the first N photos,
   decoded as RGB with ONNX Runtime's threads spinning (before), and greyscale photos kept as one
   channel until the transform copies it, its threads not spinning (now). Both give the same numbers
@@ -23,23 +23,23 @@ import numpy as np
 from torchvision.transforms import v2
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from core import data, models, samples  # noqa: E402
-from core.features import OnnxBackbone, forward_images, onnx_backbone  # noqa: E402
-from core.preprocess import ThreeChannels, eval_transform  # noqa: E402
-from core.storage import cache_home  # noqa: E402
-from core.runtime import configure_threads  # noqa: E402
+from core.base.runtime import configure_threads
+from core.base.storage import cache_home
+from core.data import catalog, samples
+from core.models import backbones
+from core.models.features import OnnxBackbone, forward_images, onnx_backbone
+from core.models.preprocess import ThreeChannels, eval_transform
 
 
 def scan_seconds(root: Path, threads: int) -> float:
-    before, data.SCAN_THREADS = data.SCAN_THREADS, threads
+    before, catalog.SCAN_THREADS = catalog.SCAN_THREADS, threads
     try:
         started = time.perf_counter()
-        data.scan(root, use_cache=False)
+        catalog.scan(root, use_cache=False)
         return time.perf_counter() - started
     finally:
-        data.SCAN_THREADS = before
+        catalog.SCAN_THREADS = before
 
 
 def main() -> None:
@@ -50,12 +50,12 @@ def main() -> None:
     args = parser.parse_args()
     threads = configure_threads()
     root = Path(args.data) if args.data else samples.fetch("elpv", progress=False)
-    index = data.scan(root, use_cache=False)
+    index = catalog.scan(root, use_cache=False)
     paths = [root / p for p in index.items["path"][:args.photos]]
     print(f"{root}: {len(index.items)} photos; feature pass over {len(paths)}; {threads} threads", flush=True)
 
-    model = models.create(models.DEFAULT_BACKBONE, 2, features="pooled")
-    prep = models.preprocessing_for(models.DEFAULT_BACKBONE)
+    model = backbones.create(backbones.DEFAULT_BACKBONE, 2, features="pooled")
+    prep = backbones.preprocessing_for(backbones.DEFAULT_BACKBONE)
     fast = onnx_backbone(model.backbone, prep.input_size, "bench-reading-pooled")
     if fast is None:
         sys.exit("ONNX Runtime is not available here (a GPU, or GRAFT_FEATURES=torch): nothing to compare")
@@ -70,7 +70,7 @@ def main() -> None:
                                                       "pass, RGB, spinning", "pass, grey kept, not spinning")}
     for repeat in range(args.repeats):
         times["scan, one thread"].append(scan_seconds(root, 1))
-        times["scan, a thread a core"].append(scan_seconds(root, data.SCAN_THREADS))
+        times["scan, a thread a core"].append(scan_seconds(root, catalog.SCAN_THREADS))
         for name, module, transform in (("pass, RGB, spinning", spinning, before_tf),
                                         ("pass, grey kept, not spinning", fast, now_tf)):
             started = time.perf_counter()

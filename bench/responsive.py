@@ -45,7 +45,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PAGES = {"Home": ("", "text=Latest runs"), "Results": ("results", "text=Confusion matrix"),
          "Train": ("train", "button:has-text('Start training')")}
@@ -204,8 +203,8 @@ async def view(base: str, n: int, until, client: str = "ws", dwell: float = 0.0)
 
 def train(config, runs: Path) -> float:
     """Start a training the way the Train page does; wait for it; its wall time in seconds."""
-    from core import jobs
-    from core.runs import RunStore
+    from core.runs.store import RunStore
+    from core.train import jobs
 
     run_id = jobs.start(config, runs)
     store = RunStore.open(runs)
@@ -236,8 +235,9 @@ def main() -> None:
                                                                      "240 images here)")
     args = parser.parse_args()
 
-    from core import samples
-    from core.train import TrainConfig, fit
+    from core.data import samples
+    from core.train.config import TrainConfig
+    from core.train.session import fit
 
     work = Path(tempfile.mkdtemp(prefix="graft-responsive-"))
     data = samples.fetch("elpv", progress=False)
@@ -254,7 +254,7 @@ def main() -> None:
     config = TrainConfig(data=str(data), cache=False, epochs=args.epochs, name="bench training")
 
     port = free_port()
-    env = {**os.environ, "GRAFT_SAMPLE": str(data), "GRAFT_RUNS": str(runs), "PYTHONPATH": str(ROOT),
+    env = {**os.environ, "GRAFT_SAMPLE": str(data), "GRAFT_RUNS": str(runs),
            "GRAFT_DATA_ROOTS": os.pathsep.join([str(work), str(data)])}
     server = start_server(port, env)
     base = f"http://127.0.0.1:{port}"

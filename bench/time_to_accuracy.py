@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +17,14 @@ from pathlib import Path
 import torch
 from torchvision.transforms import v2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core import data, models, samples  # noqa: E402
-from core.features import FeatureCache, forward_images  # noqa: E402
-from core.runtime import configure_threads  # noqa: E402
-from core.runs import RunStore  # noqa: E402
-from core.train import TrainConfig, fit  # noqa: E402
-from core.preprocess import eval_transform  # noqa: E402
+from core.base.runtime import configure_threads
+from core.data import catalog, samples
+from core.models import backbones, preprocess
+from core.models.features import FeatureCache, forward_images
+from core.models.preprocess import eval_transform
+from core.runs.store import RunStore
+from core.train.config import TrainConfig
+from core.train.session import fit
 
 
 class Clock:
@@ -61,17 +60,17 @@ def test_accuracy(model, feats: torch.Tensor | None, loader=None, labels=None) -
         return correct / seen
 
 
-def tutorial(root: Path, split: data.Split, epochs: int, seed: int) -> dict:
+def tutorial(root: Path, split: catalog.Split, epochs: int, seed: int) -> dict:
     """The flowers tutorial: frozen backbone, new linear layer, SGD 1e-3 momentum 0.9, batch 32,
     RandomResizedCrop(224) + flip, Resize + CenterCrop for eval, train and val phases each
     epoch, no DataLoader workers."""
     torch.manual_seed(seed)
     clock = Clock()
-    prep = models.preprocessing_for("efficientnet_lite0")
-    model = models.create("efficientnet_lite0", len(split.classes), freeze="head", dropout=0.0)
+    prep = backbones.preprocessing_for("efficientnet_lite0")
+    model = backbones.create("efficientnet_lite0", len(split.classes), freeze="head", dropout=0.0)
     train_tf = v2.Compose([v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(), v2.ToImage(),
                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std)])
-    sets = {s: data.ImageDataset(*split.paths(root, s), train_tf if s == "train" else eval_transform(prep))
+    sets = {s: preprocess.ImageDataset(*split.paths(root, s), train_tf if s == "train" else eval_transform(prep))
             for s in ("train", "val", "test")}
     loaders = {s: torch.utils.data.DataLoader(d, batch_size=32, shuffle=s == "train", num_workers=0)
                for s, d in sets.items()}
@@ -96,7 +95,7 @@ def tutorial(root: Path, split: data.Split, epochs: int, seed: int) -> dict:
 
 
 def project(root: Path, runs: Path, epochs: int, seed: int, aug: str = "auto", test_cache: Path | None = None,
-            test_split: data.Split | None = None) -> dict:
+            test_split: catalog.Split | None = None) -> dict:
     """This project's default `train` (in-process, same code as the CLI)."""
     clock = Clock()
     curve: list[tuple[float, float]] = []
@@ -108,7 +107,7 @@ def project(root: Path, runs: Path, epochs: int, seed: int, aug: str = "auto", t
             if "feats" not in holder:  # test features from a separate cache: the run's own cache stays cold
                 paths, labels = test_split.paths(root, "test")
                 shas = test_split.manifest[test_split.manifest["split"] == "test"]["sha1"].tolist()
-                cache = FeatureCache(model.backbone, models.preprocessing_for("efficientnet_lite0"), test_cache)
+                cache = FeatureCache(model.backbone, backbones.preprocessing_for("efficientnet_lite0"), test_cache)
                 feats, ok = cache.features(paths, shas, "eval", eval_transform(cache_prep()), log=None)
                 holder["feats"], holder["labels"] = torch.from_numpy(feats), torch.tensor(labels)
             curve.append((reached, test_accuracy(model, holder["feats"], labels=holder["labels"])))
@@ -120,12 +119,12 @@ def project(root: Path, runs: Path, epochs: int, seed: int, aug: str = "auto", t
 
 
 def cache_prep():
-    return models.preprocessing_for("efficientnet_lite0")
+    return backbones.preprocessing_for("efficientnet_lite0")
 
 
-def floor(root: Path, split: data.Split) -> dict:
+def floor(root: Path, split: catalog.Split) -> dict:
     """One batched backbone forward pass over every image, at the best settings found here."""
-    model = models.create("efficientnet_lite0", 2, freeze="head")
+    model = backbones.create("efficientnet_lite0", 2, freeze="head")
     paths = [root / p for p in split.manifest["path"]]
     best = None
     for batch_size in (32, 64):
@@ -154,7 +153,7 @@ def main() -> None:
     configure_threads()
     work = Path(tempfile.mkdtemp(prefix="graft-bench-"))
     os.environ["GRAFT_HOME"] = str(work / "home")  # cold caches for the project runs
-    split = data.split(data.scan(root, use_cache=False), seed=args.seed)
+    split = catalog.split(catalog.scan(root, use_cache=False), seed=args.seed)
     print(f"{root}: {len(split.manifest)} images; split "
           + ", ".join(f"{s} {n}" for s, n in split.counts().sum().items()), flush=True)
 

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def first_point(folder: str, runs: str) -> tuple[float, str]:
     from streamlit.testing.v1 import AppTest
 
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     at.session_state["dataset"] = folder
@@ -49,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data")
     args = parser.parse_args()
-    from core import samples
+    from core.data import samples
 
     folder = args.data or str(samples.fetch("elpv"))
     os.environ["GRAFT_HOME"] = tempfile.mkdtemp(prefix="graft-bench-home-")  # cold caches

@@ -32,13 +32,12 @@ from sklearn.datasets import load_sample_images
 from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from core.predict import Predictor  # noqa: E402
-from core.rundir import RunDir  # noqa: E402
-from core.evaluate import backbone_features  # noqa: E402
-from core.images import load_rgb  # noqa: E402
-from core.samples import fetch  # noqa: E402
+from core.data.images import load_rgb
+from core.data.samples import fetch
+from core.deploy.predict import Predictor
+from core.evaluate.metrics import backbone_features
+from core.runs.folder import RunDir
 
 FASHION = Path(os.environ.get("GRAFT_HOME", Path.home() / ".cache" / "graft")) / "samples" / "fashion-mnist"
 
@@ -162,7 +161,7 @@ def elpv_types() -> dict[str, str]:
     """File name → 'mono' / 'poly' from the ELPV wheel's labels.csv (the sample keeps only the classes)."""
     import zipfile
 
-    from core.samples import ELPV_WHEEL, _pip_download
+    from core.data.samples import ELPV_WHEEL, _pip_download
 
     with zipfile.ZipFile(_pip_download(ELPV_WHEEL)) as zf:
         text = zf.read(next(n for n in zf.namelist() if n.endswith("elpv_dataset/data/labels.csv"))).decode()
@@ -175,7 +174,7 @@ def planted_audit(pairs: list[tuple[Path, str]], prefix: str, n: int = 20, top: 
     count how many of them it ranks in its first `top` → (found, photos, seconds)."""
     import time
 
-    from core.audit import audit
+    from core.trust.audit import audit
 
     rng = np.random.default_rng(0)
     classes = sorted({label for _, label in pairs})

@@ -17,7 +17,7 @@ def _add_runs(p: argparse.ArgumentParser) -> None:
 
 def _writable(path: str) -> Path:
     """An output file path that can be written: its folder exists (or can be made) and is writable."""
-    from .errors import BadInput
+    from core.base.errors import BadInput
 
     out = Path(path).expanduser()
     if out.is_dir():
@@ -33,7 +33,7 @@ def _writable(path: str) -> Path:
 
 
 def cmd_samples(args) -> int:
-    from . import samples
+    from core.data import samples
 
     dest = samples.fetch(args.name, args.dest)
     print(dest)
@@ -41,10 +41,10 @@ def cmd_samples(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from . import data
+    from core.data import catalog
 
-    index = data.scan(args.data, progress=True)
-    split = data.split(index, tuple(args.fractions), args.seed, args.min_per_class)
+    index = catalog.scan(args.data, progress=True)
+    split = catalog.split(index, tuple(args.fractions), args.seed, args.min_per_class)
     print(f"{index.root}: layout '{index.layout}', {len(index.items)} images, {len(index.classes)} classes, "
           f"{len(index.skipped)} skipped")
     print(split.counts().assign(total=lambda t: t.sum(axis=1)).to_string())
@@ -59,7 +59,8 @@ def cmd_scan(args) -> int:
 
 
 def _train_parser(sub) -> None:
-    from .choices import AUG_LEVELS, CLASS_WEIGHTS, FEATURES, FREEZE_MODES, HEAD_FITS, HEADS, OPTIMIZERS, SCHEDULES
+    from core.models.choices import AUG_LEVELS, FEATURES, FREEZE_MODES, HEADS
+    from core.train.config import CLASS_WEIGHTS, HEAD_FITS, OPTIMIZERS, SCHEDULES
 
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on a folder of images")
     p.add_argument("data", nargs="?", help="ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*")
@@ -106,10 +107,11 @@ def _train_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .distributed import is_main
-    from .errors import BadInput
-    from .jobs import hold
-    from .train import TrainConfig, fit
+    from core.base.distributed import is_main
+    from core.base.errors import BadInput
+    from core.train.config import TrainConfig
+    from core.train.jobs import hold
+    from core.train.session import fit
 
     try:
         values = json.loads(Path(args.config).read_text()) if args.config else {}
@@ -127,7 +129,7 @@ def cmd_train(args) -> int:
     if config.weights and not Path(config.weights).is_file():
         raise BadInput(f"--weights {config.weights} is not a file")
     if args.run_id and is_main():
-        from .runs import RunStore
+        from core.runs.store import RunStore
 
         store = RunStore.open(args.runs)
         if not store.exists(args.run_id):  # before any work, not after the training
@@ -143,7 +145,7 @@ def cmd_train(args) -> int:
 
 def _report_run(runs: str | None, run_id: str) -> int:
     """The status, then the machine-readable last line: `run_id=ID test_acc=0.8123`."""
-    from .runs import RunStore
+    from core.runs.store import RunStore
 
     run = RunStore.open(runs).get(run_id)
     acc = run["test_acc"]
@@ -153,22 +155,22 @@ def _report_run(runs: str | None, run_id: str) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .runs import RunStore
-    from .train import resume
+    from core.runs.store import RunStore
+    from core.train.session import resume
 
     _, run = RunStore.open(args.runs).resolve(args.run)
     return _report_run(str(run.path.parent), resume(str(run.path)))
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate_run
-    from .runtime import configure_threads
-    from .runs import RunStore
+    from core.base.runtime import configure_threads
+    from core.evaluate.metrics import evaluate_run
+    from core.runs.store import RunStore
 
     configure_threads()
     run_id, run = RunStore.open(args.runs).resolve(args.run)
     if args.data:
-        from .evaluate import check_folder
+        from core.evaluate.metrics import check_folder
 
         result = check_folder(run, args.data, progress=True)
         for name, count in result["skipped_classes"].items():
@@ -176,14 +178,14 @@ def cmd_eval(args) -> int:
         if result["missing_classes"]:
             print("no images of: " + ", ".join(result["missing_classes"]))
         print(f"{result['name']}: {result['n']} images")
-        from .evaluate import unfamiliar_sentence
+        from core.evaluate.metrics import unfamiliar_sentence
 
         if unfamiliar_sentence(result):
             print(unfamiliar_sentence(result))
     else:
         result = evaluate_run(run, tta=args.tta, progress=True, store=RunStore.open(run.path.parent), run_id=run_id)
         print(f"{result['split']}: {result['n']} images")
-    from .stats import accuracy_sentence
+    from core.evaluate.stats import accuracy_sentence
 
     print(accuracy_sentence(result, "" if args.data else result["split"]))
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy"):
@@ -199,9 +201,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .errors import BadInput
-    from .predict import expand_inputs, load_predictor
-    from .storage import atomic_write
+    from core.base.errors import BadInput
+    from core.base.storage import atomic_write
+    from core.deploy.predict import expand_inputs, load_predictor
 
     out = _writable(args.csv) if args.csv else None
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -227,9 +229,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import audit, audit_csv
-    from .runtime import configure_threads
-    from .storage import write_text
+    from core.base.runtime import configure_threads
+    from core.base.storage import write_text
+    from core.trust.audit import audit, audit_csv
 
     out = _writable(args.csv) if args.csv else None
     configure_threads()
@@ -247,9 +249,9 @@ def cmd_audit(args) -> int:
 
 
 def cmd_learning_curve(args) -> int:
-    from .learning_curve import learning_curve
-    from .runs import RunStore
-    from .runtime import configure_threads
+    from core.base.runtime import configure_threads
+    from core.evaluate.learning_curve import learning_curve
+    from core.runs.store import RunStore
 
     configure_threads()
     _, run = RunStore.open(args.runs).resolve(args.run)
@@ -267,8 +269,8 @@ def cmd_learning_curve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
-    from .runs import RunStore
+    from core.deploy.export import export
+    from core.runs.store import RunStore
 
     _, run = RunStore.open(args.runs).resolve(args.run)
     card = export(run, args.out, args.format, force=args.force)
@@ -283,8 +285,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write
-    from .runs import RunStore
+    from core.present.report import write
+    from core.runs.store import RunStore
 
     out = _writable(args.out) if args.out else None
     _, run = RunStore.open(args.runs).resolve(args.run)
@@ -293,7 +295,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .runs import RunStore
+    from core.runs.store import RunStore
 
     store = RunStore.open(args.runs)
     store.reconcile()
@@ -307,7 +309,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from .models import list_backbones, weights_available
+    from core.models.backbones import list_backbones, weights_available
 
     for spec in list_backbones():
         prep = spec.preprocessing
@@ -319,7 +321,7 @@ def cmd_backbones(args) -> int:
 
 def cmd_share(args) -> int:
     """Serve the dashboard on the network with a view key and an owner key (see core/access.py)."""
-    from . import access
+    from core.base import access
 
     keys = access.sharing_keys() or access.new_keys()
     host = access.network_address()
@@ -436,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     the traceback)."""
     import logging
 
-    from .distributed import is_main
-    from .errors import GraftError, setup_logging
+    from core.base.distributed import is_main
+    from core.base.errors import GraftError, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(logging.INFO if is_main() else logging.WARNING)
@@ -451,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if os.environ.get("GRAFT_DEBUG"):
             raise
-        from .storage import free_space
+        from core.base.storage import free_space
 
         where = err.filename or ""
         extra = f" ({free_space(where)} free)" if err.errno == 28 and where else ""

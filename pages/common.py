@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-
 from typing import Callable
 
 import altair as alt
@@ -13,14 +12,15 @@ import streamlit as st
 from PIL import Image
 from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec  # what st.altair_chart does itself
 
-from core import access, data, health, samples, settings, thumbs
-from core.errors import GraftError
-from core.explain import Explainer, overlay
-from core.predict import Predictor
-from core.rundir import RunDir
-from core.runs import RunStore
-from core.storage import default_runs_root
-
+from core.base import access, settings
+from core.base.errors import GraftError
+from core.base.storage import default_runs_root
+from core.data import catalog, health, samples, thumbs
+from core.deploy.predict import Predictor
+from core.evaluate.decision import for_run as decision_for_run
+from core.runs.folder import RunDir
+from core.runs.store import RunStore
+from core.trust.explain import Explainer, overlay
 
 PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/dataset.py", "Dataset", ":material/folder_open:"),
          ("pages/train.py", "Train", ":material/model_training:"), ("pages/results.py", "Results", ":material/analytics:"),
@@ -241,13 +241,13 @@ def escape_markdown(text: str) -> str:
 
 
 @st.cache_data(show_spinner="Scanning the folder…", max_entries=8)
-def scan(folder: str, signature: tuple) -> data.DatasetIndex:
-    return data.scan(folder)
+def scan(folder: str, signature: tuple) -> catalog.DatasetIndex:
+    return catalog.scan(folder)
 
 
 @st.cache_data(max_entries=16)
-def split(folder: str, signature: tuple, min_per_class: int, seed: int = 0) -> data.Split:
-    return data.split(scan(folder, signature), seed=seed, min_per_class=min_per_class)
+def split(folder: str, signature: tuple, min_per_class: int, seed: int = 0) -> catalog.Split:
+    return catalog.split(scan(folder, signature), seed=seed, min_per_class=min_per_class)
 
 
 @st.cache_data(max_entries=8)
@@ -276,7 +276,7 @@ def current_dataset() -> tuple[str, tuple] | None:
     if not Path(folder).is_dir():
         st.error(f"{escape_markdown(folder)} is not a folder. Give a folder with one sub-folder per class.")
         return None
-    return folder, data.signature(folder)
+    return folder, catalog.signature(folder)
 
 
 def runs_root() -> str:
@@ -339,7 +339,7 @@ def pick_finished_run(label: str, key: str) -> RunDir:
 def decision_of(run: RunDir):
     """The run's pass/inspect rule (read afresh: Results saves it), or None; a damaged one is said."""
     try:
-        return run.decision()
+        return decision_for_run(run)
     except GraftError as err:
         show_error(err, "The pass/inspect rule of this run cannot be used")
         return None

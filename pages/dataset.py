@@ -6,13 +6,17 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import audit, charts, dataset_notes, models, settings, thumbs
-from core.images import ImageError, load_rgb
-from core.choices import AUG_LEVELS
-from core.dataset_notes import MAX_DESCRIPTION, MAX_NAME, display_names, load_class_notes, save_class_notes
-from core.errors import GraftError
-from core.train import TrainConfig
-from core.preprocess import preview
+from core.base import settings
+from core.base.errors import GraftError
+from core.data import notes, thumbs
+from core.data.images import ImageError, load_rgb
+from core.data.notes import MAX_DESCRIPTION, MAX_NAME, display_names, load_class_notes, save_class_notes
+from core.models import backbones
+from core.models.choices import AUG_LEVELS
+from core.models.preprocess import preview
+from core.present import charts
+from core.train.config import TrainConfig
+from core.trust import audit
 from pages import common
 from pages.common import escape_markdown as md
 
@@ -81,10 +85,10 @@ right.dataframe(counts.assign(total=counts.sum(axis=1)).loc[totals.index], width
 
 # ------------------------------------------------------------------ class names
 st.header("What the classes mean")
-notes = load_class_notes(index.root)
+class_notes = load_class_notes(index.root)
 glossary = pd.DataFrame({"folder": split.classes,
-                         "display name": [notes.get(c, {}).get("name", "") for c in split.classes],
-                         "what it means": [notes.get(c, {}).get("description", "") for c in split.classes]})
+                         "display name": [class_notes.get(c, {}).get("name", "") for c in split.classes],
+                         "what it means": [class_notes.get(c, {}).get("description", "") for c in split.classes]})
 if common.is_owner():
     st.caption("Names the room reads on every page and in the report instead of the folder names (kept in the "
                "dataset's hidden .graft folder; your photos are not touched).")
@@ -98,7 +102,7 @@ if common.is_owner():
             st.toast("Saved: every page and the report now use these names.")
         except (GraftError, OSError) as err:
             common.show_error(err, "The names could not be saved")
-elif notes:
+elif class_notes:
     st.dataframe(glossary, hide_index=True, width="stretch", key="class_notes_view")
 else:
     st.caption("The folder names are the class names.")
@@ -161,7 +165,7 @@ st.header("Photos that may be labelled wrong")
 st.caption("Each photo is scored by a quick model that never saw it (5-fold, on the pretrained network's view of "
            "the photos); where the data contradicts the folder a photo sits in, cleanlab's confident learning flags "
            "it. A flag is a question for a person who knows the photos, not a verdict.")
-names = display_names(notes, index.classes)
+names = display_names(class_notes, index.classes)
 result = audit.cached(index)
 if result is None and common.is_owner():
     if st.button("Check the labels", key="run_audit", help="Seconds once a training has read the photos; the first "
@@ -208,7 +212,7 @@ if result is not None:
                    {"action": choice, "label": row.suggested if choice == "relabel" else "", "sha1": row.sha1}
                    for file, (choice, row) in choices.items()}
         try:
-            dataset_notes.save_corrections(index.root, changes)
+            notes.save_corrections(index.root, changes)
             st.toast("Saved in the dataset's .graft folder: the next split and training use them; your photos "
                      "are not moved.")
             st.rerun()
@@ -216,14 +220,14 @@ if result is not None:
             common.show_error(err, "The decisions could not be saved")
     st.download_button("Every photo, most likely mislabelled first (CSV)", audit.audit_csv(result),
                        file_name=f"{index.root.name}-label-check.csv", mime="text/csv", key="audit_csv")
-corrections = dataset_notes.load_corrections(index.root)
+corrections = notes.load_corrections(index.root)
 if corrections:
     with st.expander(f"Decisions kept for this dataset ({len(corrections)})"):
         kept = pd.DataFrame([{"photo": p, "decision": "exclude" if c["action"] == "exclude" else
                               f"relabel as {names.get(c['label'], c['label'])}"} for p, c in corrections.items()])
         st.dataframe(kept, hide_index=True, width="stretch")
         if common.is_owner() and st.button("Undo every decision", key="undo_corrections"):
-            dataset_notes.save_corrections(index.root, {p: None for p in corrections})
+            notes.save_corrections(index.root, {p: None for p in corrections})
             st.rerun()
 
 # ------------------------------------------------------------------ augmentation
@@ -237,7 +241,7 @@ level = st.selectbox("Preset", AUG_LEVELS, index=AUG_LEVELS.index(next_level), k
 sample_row = chunk.iloc[0] if len(chunk) else items.iloc[0]
 try:
     image = load_rgb(index.root / sample_row["path"])
-    views = preview(image, models.preprocessing_for(models.DEFAULT_BACKBONE), level)
+    views = preview(image, backbones.preprocessing_for(backbones.DEFAULT_BACKBONE), level)
     st.image(views, width=120, caption=[f"view {i + 1}" for i in range(len(views))])
     st.caption(f"from {md(str(sample_row['path']))}")
 except ImageError as err:

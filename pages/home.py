@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.choices import FREEZE_WORDS, backbone_title
+from core.models.choices import FREEZE_WORDS, backbone_title
 from pages import common
 
 common.ensure_navigation()

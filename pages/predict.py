@@ -7,14 +7,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import access, charts
-from core.explain import NotSupported
-from core.errors import GraftError
-from core.dataset_notes import display_names, load_class_notes
-from core.export import export, export_zip
-from core.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
-from core.predict import expand_inputs, remove_upload, unpack_upload
-from core.stats import chance
+from core.base import access
+from core.base.errors import GraftError
+from core.data.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
+from core.data.notes import display_names, load_class_notes
+from core.deploy.export import export, export_zip
+from core.deploy.predict import expand_inputs, remove_upload, unpack_upload
+from core.evaluate.stats import chance
+from core.present import charts
+from core.trust.explain import NotSupported
 from pages import common
 from pages.common import escape_markdown as md
 

@@ -4,15 +4,17 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import access, charts, learning_curve, report, stages
-from core.errors import GraftError
-from core.evaluate import check_folder, evaluate_run, needs_evaluation, unfamiliar_sentence
-from core.explain import NotSupported
-from core.images import ImageError, load_rgb
-from core.rundir import RunDir
-from core.decision import Decision, at_threshold, sweep
-from core.dataset_notes import display_names, load_class_notes, relabel_metrics
-from core.stats import accuracy_sentence, chance, percent
+from core.base import access
+from core.base.errors import GraftError
+from core.data.images import ImageError, load_rgb
+from core.data.notes import display_names, load_class_notes, relabel_metrics
+from core.evaluate import learning_curve
+from core.evaluate.decision import Decision, at_threshold, sweep
+from core.evaluate.metrics import check_folder, evaluate_run, needs_evaluation, unfamiliar_sentence
+from core.evaluate.stats import accuracy_sentence, chance, percent
+from core.present import charts, report, words
+from core.runs.folder import RunDir
+from core.trust.explain import NotSupported
 from pages import common
 from pages.common import escape_markdown as md
 
@@ -193,7 +195,7 @@ left.caption("Bars reaching the dashed line: when the model says 80 %, it is rig
              "confidence can be taken at its word. Bars below the line: it is more sure of itself than it should be.")
 with right.expander("Details for engineers (the run's settings)"):
     head_fit = run_dir.head_fit()
-    for line in stages.describe(run_dir.stages(), head_fit):
+    for line in words.describe(run_dir.stages(), head_fit):
         st.markdown(line)
     if head_fit:
         st.caption("A fitted last layer is kept only when clearly better on the mean of accuracy and balanced accuracy.")

@@ -5,10 +5,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core.errors import GraftError
-from core.choices import FREEZE_WORDS, backbone_title, setting_words
-from core.stats import difference_sentence, mcnemar, percent
+from core.base.errors import GraftError
+from core.evaluate.stats import difference_sentence, mcnemar, percent
+from core.models.choices import FREEZE_WORDS, backbone_title
+from core.present import charts
+from core.train.config import setting_words
 from pages import common
 from pages.common import escape_markdown as md
 

@@ -4,13 +4,15 @@ import time
 
 import streamlit as st
 
-from core import charts, estimate, jobs, models, stages
-from core.errors import GraftError
-from core.choices import backbone_title
-from core.runs import LiveMetrics
-from core.steps import describe_progress
-from core.train import CLASS_WEIGHTS, TrainConfig, default_features
-from core.choices import AUG_LEVELS
+from core.base.errors import GraftError
+from core.models import backbones
+from core.models.choices import AUG_LEVELS, backbone_title
+from core.present import charts
+from core.present.words import kept_sentence
+from core.runs.store import LiveMetrics
+from core.train import estimate, jobs
+from core.train.config import CLASS_WEIGHTS, TrainConfig, default_features
+from core.train.steps import describe_progress
 from pages import common
 from pages.common import escape_markdown as md
 
@@ -56,8 +58,8 @@ def time_words(backbone: str, freeze: str, features: str) -> str:
 
 
 def describe(name: str) -> str:
-    spec = models.get_spec(name)
-    weights = "" if models.weights_available(name) else " · weights missing"
+    spec = backbones.get_spec(name)
+    weights = "" if backbones.weights_available(name) else " · weights missing"
     return (f"{backbone_title(name)} ({spec.params_m:.1f} M parameters, "
             f"{spec.preprocessing.input_size} px){weights}")
 
@@ -72,10 +74,10 @@ def launch_form() -> None:
         st.caption(f"{len(split.classes)} classes · {n_train} training and {n_val} validation images "
                    f"(min {min_per_class} per class)")
         c1, c2, c3 = st.columns([3, 2, 1])
-        backbone = c1.selectbox("Model", [s.name for s in models.list_backbones()], format_func=describe,
+        backbone = c1.selectbox("Model", [s.name for s in backbones.list_backbones()], format_func=describe,
                                 key="tr_backbone", help="An ImageNet-pretrained network: larger ones are a little more "
                                 "accurate and slower. The first one is the fast default.")
-        freeze = c2.selectbox("What trains", models.FREEZE_MODES, key="tr_freeze",
+        freeze = c2.selectbox("What trains", backbones.FREEZE_MODES, key="tr_freeze",
                               format_func={"head": "only the last layer (fastest)",
                                            "partial": "the last stages too (slower, often better)",
                                            "full": "the whole network (slowest)"}.get,
@@ -113,7 +115,7 @@ def launch_form() -> None:
                                        help="Early stopping: the best epoch's model is kept.")
             seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed",
                                    help="Fixes the random choices (split, order, augmentation) so a run can be repeated.")
-            features = st.selectbox("What the last layer sees", ("auto", *models.FEATURES), key="tr_features",
+            features = st.selectbox("What the last layer sees", ("auto", *backbones.FEATURES), key="tr_features",
                                     format_func={"auto": "automatic: the best view that costs one reading",
                                                  "plain": "the network's summary of each photo",
                                                  "pooled": "the summary and earlier layers' patterns (same time)",
@@ -139,7 +141,7 @@ def launch_form() -> None:
         except GraftError as err:  # a setting that cannot apply, refused with the reason
             common.show_error(err)
             return
-        if not models.weights_available(backbone):
+        if not backbones.weights_available(backbone):
             st.error(f"Pretrained weights for {backbone} are not on this machine: "
                      f"`python -m core backbones` says where to put them.")
         else:
@@ -217,7 +219,7 @@ def live() -> None:
     if status in ("completed", "stopped"):
         try:
             finished = store.run_dir(run_id)
-            kept = stages.kept_sentence(finished.stages(), finished.head_fit())
+            kept = kept_sentence(finished.stages(), finished.head_fit())
         except GraftError:
             kept = None
         if kept:

@@ -16,8 +16,9 @@ os.environ.setdefault("GRAFT_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-from core import samples  # noqa: E402  (after the env above)
 from streamlit import config as _streamlit_config  # noqa: E402
+
+from core.data import samples  # noqa: E402  (after the env above)
 
 # The app hides error details from browsers (.streamlit/config.toml); AppTest must see every exception.
 _streamlit_config.set_option("client.showErrorDetails", "full")
@@ -66,7 +67,7 @@ def served_app_state(monkeypatch):
 def no_stray_training():
     """A training process a test started (through `jobs.start`) ends with the test, even when the test
     failed before it could stop it: no worker keeps the CPUs busy for the tests after it."""
-    from core import jobs
+    from core.train import jobs
 
     before = set(id(c) for c in jobs._children)
     yield
@@ -138,7 +139,7 @@ def elpv_small(tmp_path_factory) -> Path:
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=cwd or ROOT, capture_output=True,
-                          text=True, env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
+                          text=True, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -12,22 +12,23 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from core import data, models
-from core.features import FeatureCache, forward_images, onnx_backbone
-from core.preprocess import eval_transform
-from core.probe import clearly_better, fit_head
-from core.rundir import RunDir
-from core.train import with_head
+from core.data import catalog
+from core.models import backbones
+from core.models.features import FeatureCache, forward_images, onnx_backbone
+from core.models.preprocess import eval_transform
+from core.models.probe import clearly_better, fit_head
+from core.runs.folder import RunDir
+from core.train.head import with_head
 
 
 @pytest.fixture(scope="module")
 def lite0():
-    return models.create("efficientnet_lite0", 2, freeze="head").backbone.eval()
+    return backbones.create("efficientnet_lite0", 2, freeze="head").backbone.eval()
 
 
 def test_onnx_runtime_features_equal_pytorchs_on_real_photos(lite0, elpv_small):
-    prep = models.preprocessing_for("efficientnet_lite0")
-    paths = [elpv_small / p for p in data.scan(elpv_small).items["path"][::9]][:16]
+    prep = backbones.preprocessing_for("efficientnet_lite0")
+    paths = [elpv_small / p for p in catalog.scan(elpv_small).items["path"][::9]][:16]
     fast = onnx_backbone(lite0, prep.input_size, "test-lite0")
     assert fast is not None
     reference, ok = forward_images(lite0, paths, eval_transform(prep), log=None)
@@ -37,7 +38,7 @@ def test_onnx_runtime_features_equal_pytorchs_on_real_photos(lite0, elpv_small):
 
 
 def test_the_feature_cache_uses_onnx_runtime_on_the_cpu_unless_told_not_to(lite0, monkeypatch):
-    prep = models.preprocessing_for("efficientnet_lite0")
+    prep = backbones.preprocessing_for("efficientnet_lite0")
     assert type(FeatureCache(lite0, prep)._runner()).__name__ == "OnnxBackbone"
     monkeypatch.setenv("GRAFT_FEATURES", "torch")
     assert FeatureCache(lite0, prep)._runner() is lite0
@@ -46,8 +47,8 @@ def test_the_feature_cache_uses_onnx_runtime_on_the_cpu_unless_told_not_to(lite0
 @pytest.fixture(scope="module")
 def elpv_features(lite0, elpv_small):
     """(features, labels, train mask, val mask) of the ELPV subset through frozen Lite0."""
-    prep = models.preprocessing_for("efficientnet_lite0")
-    index = data.scan(elpv_small)
+    prep = backbones.preprocessing_for("efficientnet_lite0")
+    index = catalog.scan(elpv_small)
     feats, ok = FeatureCache(lite0, prep).features([elpv_small / p for p in index.items["path"]],
                                                    index.items["sha1"].tolist(), "eval", eval_transform(prep))
     labels = index.items["label"].astype("category").cat.codes.to_numpy()[ok]
@@ -73,7 +74,7 @@ def test_the_converged_head_is_the_logistic_regression_folded_into_one_layer(elp
 def test_the_two_layer_head_is_two_scikit_learn_networks_folded_into_the_mlp_head(elpv_features):
     from sklearn.neural_network import MLPClassifier
 
-    from core.probe import MLP_HIDDEN, MLP_MIN_PER_CLASS
+    from core.models.probe import MLP_HIDDEN, MLP_MIN_PER_CLASS
 
     feats, labels, train, val = elpv_features
     fitted = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(0.01,), mlp_grid=(0.1,))
@@ -83,8 +84,8 @@ def test_the_two_layer_head_is_two_scikit_learn_networks_folded_into_the_mlp_hea
     mlp = fit_head(feats[train], labels[train], feats[val], labels[val], 4, grid=(), mlp_grid=(0.1,))
     assert mlp.kind == "mlp" and [w.shape for w, _ in mlp.layers] == [(2 * MLP_HIDDEN, 1280), (4, 2 * MLP_HIDDEN)]
     # the product's mlp head, loaded through with_head, gives the fitted logits
-    model = models.create("efficientnet_lite0", 4, head="mlp", pretrained=False).eval()
-    linear = models.create("efficientnet_lite0", 4, pretrained=False)
+    model = backbones.create("efficientnet_lite0", 4, head="mlp", pretrained=False).eval()
+    linear = backbones.create("efficientnet_lite0", 4, pretrained=False)
     model.load_state_dict(with_head(linear.state_dict(), mlp))
     x = torch.from_numpy(feats[val])
     with torch.inference_mode():
@@ -131,9 +132,10 @@ def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(traine
 
 
 def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(elpv_small, tmp_path):
-    from core.evaluate import predict_probs
-    from core.runs import RunStore
-    from core.train import TrainConfig, fit
+    from core.evaluate.metrics import predict_probs
+    from core.runs.store import RunStore
+    from core.train.config import TrainConfig
+    from core.train.session import fit
 
     limit = 60.0
     started = time.perf_counter()
@@ -178,7 +180,7 @@ def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(
 
 
 def test_the_rich_view_is_the_mean_over_8_orientations_of_earlier_and_last_stages(lite0):
-    rich = models.create("efficientnet_lite0", 2, features="rich").backbone.eval()
+    rich = backbones.create("efficientnet_lite0", 2, features="rich").backbone.eval()
     photo = torch.rand(1, 3, 224, 224)
     with torch.inference_mode():
         plain = lite0(photo)
@@ -191,8 +193,8 @@ def test_the_rich_view_is_the_mean_over_8_orientations_of_earlier_and_last_stage
     with torch.inference_mode():
         assert torch.allclose(rich(mirrored), together, atol=1e-4)  # a mirrored photo reads the same
     with pytest.raises(Exception, match="frozen"):
-        models.create("efficientnet_lite0", 2, freeze="partial", features="rich")
-    from core.train import TrainConfig
+        backbones.create("efficientnet_lite0", 2, freeze="partial", features="rich")
+    from core.train.config import TrainConfig
 
     for backbone, freeze in (("resnet18", "head"), ("efficientnet_lite0", "partial")):
         with pytest.raises(Exception, match="EfficientNet-Lite"):  # refused before any run is created
@@ -201,11 +203,13 @@ def test_the_rich_view_is_the_mean_over_8_orientations_of_earlier_and_last_stage
 
 def test_a_rich_view_run_trains_predicts_exports_and_explains(tmp_path):
     from conftest import make_subset
-    from core.evaluate import predict_probs
-    from core.explain import Explainer
-    from core.images import load_rgb
-    from core.predict import Predictor
-    from core.train import TrainConfig, fit
+
+    from core.data.images import load_rgb
+    from core.deploy.predict import Predictor
+    from core.evaluate.metrics import predict_probs
+    from core.train.config import TrainConfig
+    from core.train.session import fit
+    from core.trust.explain import Explainer
 
     photos = make_subset(tmp_path / "data", 12)
     run_id = fit(TrainConfig(data=str(photos), features="rich", epochs=3), tmp_path / "runs", progress=False)
@@ -225,9 +229,9 @@ def test_a_rich_view_run_trains_predicts_exports_and_explains(tmp_path):
 
 
 def test_a_frozen_lite_run_reads_the_pooled_view_and_fine_tuning_starts_from_its_last_block(elpv_small, trained_run):
-    from core import familiar
-    from core.images import load_rgb
-    from core.train import TrainConfig
+    from core.data.images import load_rgb
+    from core.train.config import TrainConfig
+    from core.trust import familiar
 
     assert TrainConfig(data=".").features == "pooled"  # the default for a frozen EfficientNet-Lite
     assert TrainConfig(data=".", freeze="partial").features == "plain"
@@ -240,18 +244,18 @@ def test_a_frozen_lite_run_reads_the_pooled_view_and_fine_tuning_starts_from_its
     assert familiar.load(runs / run_id).train.shape[1] == model.backbone.summary_dim == 1280
     # stage 1's pooled model as the fine-tuning stages take it: the same logits as the pooled head with the
     # earlier blocks' features at their mean, through a plain network
-    pooled = models.create("efficientnet_lite0", 4, features="pooled").eval()
+    pooled = backbones.create("efficientnet_lite0", 4, features="pooled").eval()
     torch.nn.init.normal_(pooled.head[1].weight, std=0.05)
     photos = torch.stack([eval_transform(card.preprocessing)(load_rgb(p))
                           for p in sorted(elpv_small.rglob("*.png"))[::20]])
     with torch.inference_mode():
         feats = pooled.backbone(photos)
-        plain = models.create("efficientnet_lite0", 4, freeze="partial").eval()
-        plain.load_state_dict(models.drop_taps(pooled.state_dict(), feats.mean(0), pooled.backbone.summary_dim))
+        plain = backbones.create("efficientnet_lite0", 4, freeze="partial").eval()
+        plain.load_state_dict(backbones.drop_taps(pooled.state_dict(), feats.mean(0), pooled.backbone.summary_dim))
         at_mean = feats.clone()
         at_mean[:, :-1280] = feats[:, :-1280].mean(0)
         assert torch.allclose(plain(photos), pooled.head(at_mean), atol=1e-4)
         assert not torch.allclose(plain(photos), pooled.head(feats), atol=1e-2)  # the earlier blocks did count
         # a rich run's (a time limit with --features rich) loads the same way
-        rich = models.create("efficientnet_lite0", 4, features="rich")
-        plain.load_state_dict(models.drop_taps(rich.state_dict(), feats.mean(0), rich.backbone.summary_dim))
+        rich = backbones.create("efficientnet_lite0", 4, features="rich")
+        plain.load_state_dict(backbones.drop_taps(rich.state_dict(), feats.mean(0), rich.backbone.summary_dim))

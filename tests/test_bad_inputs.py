@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ELPV, ROOT, make_subset, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from conftest import ELPV, ROOT, make_subset, run_cli
-from core import data
-from core.images import MAX_PIXELS, WORK_PIXELS, ImageError, open_image
 from test_dashboard import open_page
+
+from core.data import catalog
+from core.data.images import MAX_PIXELS, WORK_PIXELS, ImageError, open_image
 
 
 @pytest.fixture
@@ -37,19 +37,19 @@ def awkward(tmp_path) -> Path:
 
 
 def test_the_scan_names_every_thing_it_skips_and_keeps_the_rest(awkward):
-    index = data.scan(awkward, use_cache=False)
+    index = catalog.scan(awkward, use_cache=False)
     reasons = dict(zip(index.skipped["path"], index.skipped["reason"]))
     assert reasons == {"stray.png": "not in a class folder", "loop/again": "link to a folder",
                        "shortcut": "link to a folder", "defect_000/pipe.png": "not a regular file",
                        "defect_100/gone.png": "broken link"}
     assert sorted(index.classes) == ["defect_000", "defect_100"]  # no ".graft", no "loop"
     assert len(index.items) == 12
-    split = data.split(index, min_per_class=3)
+    split = catalog.split(index, min_per_class=3)
     assert len(split.manifest) == 12
 
 
 def test_a_folder_with_unreadable_parts_is_scanned_not_crashed():
-    index = data.scan("/proc/1", use_cache=False)  # permission errors and special files, as on `/`
+    index = catalog.scan("/proc/1", use_cache=False)  # permission errors and special files, as on `/`
     assert {"unreadable", "not an image"} & set(index.skipped["reason"])
 
 
@@ -78,13 +78,13 @@ def test_every_file_is_either_an_image_or_a_named_skip(tmp_path_factory, layout)
             path.write_text("notes")
         else:
             Image.new("RGB", (16, 16), (len(folder) * 20, 80, 160)).save(path, "PNG" if name.endswith(".png") else "JPEG")
-    index = data.scan(root, use_cache=False)
+    index = catalog.scan(root, use_cache=False)
     visible = {f"{d}/{n}".lstrip("/") for d, n in layout if not d.startswith(".")}
     seen = set(index.items["path"]) | set(index.skipped["path"])
     for path in visible:  # the file itself, or a folder above it, is named
         assert path in seen or any(path.startswith(folder + "/") for folder in seen), (path, seen)
     assert not set(index.items["path"]) & set(index.skipped["path"])
-    split = data.split(index, min_per_class=1)
+    split = catalog.split(index, min_per_class=1)
     assert sorted(split.manifest["path"]) == sorted(index.items["path"])
 
 
@@ -93,7 +93,7 @@ def test_jpeg_sizes_are_recorded_as_stored_not_at_the_draft_scale(tmp_path):
     folder.mkdir(parents=True)
     Image.new("RGB", (4000, 3000), (90, 120, 30)).save(folder / "a.jpg", quality=80)
     Image.new("RGB", (300, 300), (90, 120, 30)).save(folder / "b.jpg", quality=80)
-    items = data.scan(tmp_path / "photos", use_cache=False).items.set_index("path")
+    items = catalog.scan(tmp_path / "photos", use_cache=False).items.set_index("path")
     assert (items.loc["big/a.jpg", "width"], items.loc["big/a.jpg", "height"]) == (4000, 3000)
     assert (items.loc["big/b.jpg", "width"], items.loc["big/b.jpg", "height"]) == (300, 300)
 
@@ -120,9 +120,8 @@ def test_images_over_the_pixel_budget_are_refused_or_reduced():
 
 PEAK = """
 import io, resource, sys
-sys.path.insert(0, {root!r})
 from PIL import Image
-from core.images import ImageError, fit, open_image
+from core.data.images import ImageError, fit, open_image
 def png(size, mode):
     out = io.BytesIO(); Image.new(mode, size, 1).save(out, "PNG"); return out.getvalue()
 uploads = [png((9000, 9000), "1")] * 6 + [png((7900, 7900), "L")] * 6

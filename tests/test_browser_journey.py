@@ -19,9 +19,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from conftest import ROOT, chromium, make_subset, run_cli, wait_for
-from core.runs import RunStore
+
+from core.runs.store import RunStore
 
 SHOTS = ROOT / "tests" / "artifacts" / "journey"
 
@@ -37,7 +37,7 @@ def server(tmp_path):
     data = make_subset(tmp_path / "solar_cells", 12)
     port = _free_port()
     env = {**os.environ, "GRAFT_HOME": str(tmp_path / "home"), "GRAFT_RUNS": str(tmp_path / "runs"),
-           "GRAFT_DATA_ROOTS": str(tmp_path), "PYTHONPATH": str(ROOT)}
+           "GRAFT_DATA_ROOTS": str(tmp_path)}
     env.pop("GRAFT_SAMPLE", None)
     process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--server.port", str(port),
                                 "--server.headless", "true"], cwd=ROOT, env=env,

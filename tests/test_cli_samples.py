@@ -6,9 +6,9 @@ import shutil
 import sys
 
 import pytest
-
 from conftest import ELPV, run_cli
-from core import samples
+
+from core.data import samples
 
 COMMANDS = ["samples", "scan", "train", "resume", "eval", "predict", "runs", "backbones"]
 

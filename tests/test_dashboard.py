@@ -5,9 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import ROOT, make_split_layout, make_subset
+from streamlit.testing.v1 import AppTest
 
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
          "pages/runs.py"]
@@ -108,7 +107,8 @@ def test_an_exception_in_a_page_is_visible_to_the_tests():
 def test_the_sample_button_and_a_recent_folder_change_the_dataset_and_the_folder_box(elpv_small, tmp_path):
     """Both set the folder box's text from a callback: after the box is drawn, Streamlit refuses it."""
     from conftest import ELPV
-    from core.storage import cache_home
+
+    from core.base.storage import cache_home
 
     sample = cache_home() / "samples" / "elpv"  # the tests' cache: the real sample, linked, not fetched again
     linked = not sample.exists()

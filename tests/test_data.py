@@ -4,38 +4,38 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+from conftest import ELPV, make_split_layout, make_subset
 from PIL import Image
 
-from conftest import ELPV, make_split_layout, make_subset
-from core import data
+from core.data import catalog
 
 
 def test_folder_layout_counts_equal_files_on_disk(elpv_small):
-    index = data.scan(elpv_small)
+    index = catalog.scan(elpv_small)
     assert index.layout == "folders"
     for class_dir in elpv_small.iterdir():
         assert index.counts()[class_dir.name] == len(list(class_dir.glob("*.png")))
 
 
 def test_split_is_stratified_deterministic_and_seeded(elpv_small):
-    index = data.scan(elpv_small)
-    a = data.split(index, seed=0).manifest
-    b = data.split(data.scan(elpv_small, use_cache=False), seed=0).manifest
+    index = catalog.scan(elpv_small)
+    a = catalog.split(index, seed=0).manifest
+    b = catalog.split(catalog.scan(elpv_small, use_cache=False), seed=0).manifest
     assert a.equals(b)
-    c = data.split(index, seed=1).manifest
+    c = catalog.split(index, seed=1).manifest
     assert not a["split"].equals(c["split"])
-    counts = data.split(index, seed=0).counts()
+    counts = catalog.split(index, seed=0).counts()
     assert (counts > 0).all().all()  # every class in every split
     assert 0.55 < counts["train"].sum() / counts.values.sum() < 0.85
 
 
 def test_split_is_stable_when_images_are_added(tmp_path):
     root = make_subset(tmp_path / "ds", 30)
-    before = data.split(data.scan(root), seed=0).manifest.set_index("path")["split"]
+    before = catalog.split(catalog.scan(root), seed=0).manifest.set_index("path")["split"]
     extra = sorted((ELPV / "defect_000").glob("*.png"))[-15:]
     for f in extra:
         shutil.copy2(f, root / "defect_000" / f.name)
-    after = data.split(data.scan(root), seed=0).manifest.set_index("path")["split"]
+    after = catalog.split(catalog.scan(root), seed=0).manifest.set_index("path")["split"]
     assert len(after) == len(before) + len(extra)
     assert after.loc[before.index].equals(before)  # no existing image moved
 
@@ -44,7 +44,7 @@ def test_exact_duplicates_land_in_the_same_split(tmp_path):
     root = make_subset(tmp_path / "ds", 20)
     for f in sorted((root / "defect_100").glob("*.png"))[:10]:
         shutil.copy2(f, root / "defect_100" / f"copy_{f.name}")
-    manifest = data.split(data.scan(root), seed=3).manifest
+    manifest = catalog.split(catalog.scan(root), seed=3).manifest
     by_hash = manifest.groupby("sha1")["split"].nunique()
     assert (by_hash == 1).all()
 
@@ -55,17 +55,17 @@ def test_min_per_class_drops_and_reports(tmp_path):
     tiny.mkdir()
     for i in range(3):
         Image.fromarray(np.full((32, 32), i * 60, np.uint8)).save(tiny / f"{i}.png")
-    result = data.split(data.scan(root), min_per_class=5)
+    result = catalog.split(catalog.scan(root), min_per_class=5)
     assert result.dropped == {"tiny": 3}
     assert "tiny" not in result.classes and len(result.classes) == 4
-    assert "tiny" in data.split(data.scan(root), min_per_class=3).classes
+    assert "tiny" in catalog.split(catalog.scan(root), min_per_class=3).classes
 
 
 def test_given_split_layout_is_used(tmp_path):
     root = make_split_layout(tmp_path / "ds", 12, 8, 2)
-    index = data.scan(root)
+    index = catalog.scan(root)
     assert index.layout == "splits"
-    result = data.split(index)
+    result = catalog.split(index)
     assert result.classes == ["defect_000", "defect_100"]
     assert result.counts().to_dict() == {"train": {"defect_000": 8, "defect_100": 8},
                                          "val": {"defect_000": 2, "defect_100": 2},
@@ -74,18 +74,18 @@ def test_given_split_layout_is_used(tmp_path):
 
 
 def test_manifest_round_trip(tmp_path, elpv_small):
-    result = data.split(data.scan(elpv_small))
-    data.save_manifest(result, tmp_path / "manifest.csv")
-    loaded = data.load_manifest(tmp_path / "manifest.csv")
+    result = catalog.split(catalog.scan(elpv_small))
+    catalog.save_manifest(result, tmp_path / "manifest.csv")
+    loaded = catalog.load_manifest(tmp_path / "manifest.csv")
     assert loaded.manifest.equals(result.manifest)
     assert loaded.classes == result.classes
 
 
 def test_scan_cache_notices_a_changed_file(tmp_path):
     root = make_subset(tmp_path / "ds", 6)
-    first = data.scan(root)
+    first = catalog.scan(root)
     victim = sorted((root / "defect_000").glob("*.png"))[0]
     victim.write_bytes(b"now broken")
-    second = data.scan(root)
+    second = catalog.scan(root)
     assert len(second.items) == len(first.items) - 1
     assert second.skipped["path"].tolist() == [f"defect_000/{victim.name}"]

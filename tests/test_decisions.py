@@ -5,7 +5,6 @@ export."""
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -13,16 +12,16 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
-
 from conftest import ELPV, make_subset, run_cli
-from core.decision import Decision, at_threshold, sweep
-from core.predict import Predictor
-from core.rundir import RunDir
-from core.runs import RunStore
-from core.stats import majority_baseline, mcnemar, wilson
+from scipy.stats import binomtest
 from test_dashboard import open_page
 from test_results_predict import _state
+
+from core.deploy.predict import Predictor
+from core.evaluate.decision import Decision, at_threshold, for_run, sweep
+from core.evaluate.stats import majority_baseline, mcnemar, wilson
+from core.runs.folder import RunDir
+from core.runs.store import RunStore
 
 
 def test_the_interval_and_the_baseline_match_an_independent_computation(trained_run):
@@ -127,7 +126,7 @@ def test_the_pass_inspect_rule_chosen_on_results_changes_predict_cli_and_export(
         at.slider(key=f"inspect_threshold_{run_id}").set_value(round(threshold * 100)).run()  # in percent
         at.button(key="save_decision").click().run()
         assert not at.exception, at.exception
-        saved = run.decision()
+        saved = for_run(run)
         assert saved.inspect == inspect and saved.threshold == pytest.approx(round(threshold, 2))
         # Predict page: the same image, the verdict of the saved rule
         page = open_page("pages/predict.py", str(elpv_small), str(runs), **state)
@@ -143,7 +142,7 @@ def test_the_pass_inspect_rule_chosen_on_results_changes_predict_cli_and_export(
         out = tmp_path / f"export_{expected}"
         assert run_cli("export", str(run.path), str(out), "--format", "onnx").returncode == 0
         fresh = subprocess.run([sys.executable, "graft_predict.py", ".", str(image)], cwd=out, capture_output=True,
-                               text=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+                               text=True)
         assert fresh.returncode == 0, fresh.stderr[-2000:]
         assert fresh.stdout.strip().split("\t")[-1] == expected
     override = run_cli("predict", str(run.path), str(image), "--threshold", "1.0", "--csv", str(tmp_path / "o.csv"))

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from core.runs import RunStore
-from core.storage import load_torch
+
+from core.base.storage import load_torch
+from core.runs.store import RunStore
 
 
 def test_torchrun_two_processes_train_one_run(elpv_small, tmp_path):
@@ -20,7 +21,7 @@ def test_torchrun_two_processes_train_one_run(elpv_small, tmp_path):
            "-m", "core", "train", str(elpv_small), "--freeze", "partial", "--input-size", "64",
            "--epochs", "2", "--batch-size", "8", "--workers", "0", "--runs", str(runs)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     table = RunStore(runs).list()
     assert len(table) == 1 and table["status"].iloc[0] == "completed"  # rank 1 wrote no run of its own

@@ -12,11 +12,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ELPV, ROOT, make_subset, run_cli
-from core.errors import Busy
-from core.rundir import RunDir
-from core.runs import RunStore
+
+from core.base.errors import Busy
+from core.runs.folder import RunDir
+from core.runs.store import RunStore
 
 LIMIT = 2 << 20  # 2 MB: the scan, the run store and the feature cache fit, a Lite0 checkpoint does not
 
@@ -30,7 +30,7 @@ def _limited(limit: int = LIMIT):
 
 def _python(code: str, limit: int = LIMIT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=_limited(limit),
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env=dict(os.environ))
 
 
 def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_keeps_the_previous(trained_run, tmp_path):
@@ -41,8 +41,8 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_keeps_the_prev
     shutil.copytree(runs / run_id, run)
     before = hashlib.sha1((run / "best.pt").read_bytes()).hexdigest()
     result = _python(f"""
-from core.errors import DiskFull
-from core.rundir import RunDir
+from core.base.errors import DiskFull
+from core.runs.folder import RunDir
 run = RunDir({str(run)!r})
 model, _ = run.load_model()
 try:
@@ -62,7 +62,7 @@ def test_training_on_a_full_disk_fails_with_one_clear_line(tmp_path):
     runs = tmp_path / "runs"
     result = subprocess.run([sys.executable, "-m", "core", "train", str(data), "--epochs", "1", "--runs", str(runs),
                              "--min-per-class", "3", "--workers", "0"], capture_output=True, text=True, preexec_fn=_limited(),
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            cwd=ROOT, env=dict(os.environ))
     assert result.returncode != 0
     assert "error: could not write" in result.stderr and ".pt" in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "inline_container" not in result.stderr
@@ -75,12 +75,12 @@ def test_a_feature_cache_that_cannot_be_written_costs_only_the_reuse(elpv_small,
     result = _python(f"""
 import logging, sys
 from pathlib import Path
-from core import models
-from core.features import FeatureCache
-from core.preprocess import eval_transform
+from core.models import backbones
+from core.models.features import FeatureCache
+from core.models.preprocess import eval_transform
 logging.basicConfig(stream=sys.stdout, level=logging.WARNING)
-model = models.create("efficientnet_lite0", 4, "head")
-prep = models.preprocessing_for("efficientnet_lite0")
+model = backbones.create("efficientnet_lite0", 4, "head")
+prep = backbones.preprocessing_for("efficientnet_lite0")
 paths = sorted(Path({str(elpv_small)!r}).rglob("*.png"))[:64]
 import hashlib
 shas = [hashlib.sha1(p.read_bytes()).hexdigest() for p in paths]
@@ -97,7 +97,7 @@ def test_many_starts_at_once_on_a_new_runs_folder_never_see_a_locked_database(tm
     runs = tmp_path / "brand_new"
     code = f"from core.runs import RunStore; print(RunStore({str(runs)!r}).create({{'data': 'x'}}))"
     starts = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(8)]
+                               text=True, env=dict(os.environ)) for _ in range(8)]
     outcomes = [p.communicate(timeout=120) for p in starts]
     assert all(p.returncode == 0 for p in starts), [err for _, err in outcomes]
     assert not any("locked" in err for _, err in outcomes)

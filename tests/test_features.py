@@ -7,24 +7,25 @@ import numpy as np
 import pytest
 import torch
 
-from core import data, models
-from core.decoded import DecodedDataset, cache_dir
-from core.preprocess import tensor_transforms
-from core.evaluate import predict_probs
-from core.rundir import RunDir
-from core.features import FeatureCache
-from core.runs import RunStore
-from core.train import TrainConfig, fit
-from core.preprocess import eval_transform
+from core.data import catalog
+from core.evaluate.metrics import predict_probs
+from core.models import backbones
+from core.models.features import FeatureCache
+from core.models.preprocess import eval_transform, tensor_transforms
+from core.runs.folder import RunDir
+from core.runs.store import RunStore
+from core.train.config import TrainConfig
+from core.train.decoded import DecodedDataset, cache_dir
+from core.train.session import fit
 
 
 @pytest.fixture(scope="module")
 def lite0():
-    return models.create("efficientnet_lite0", 2, freeze="head")
+    return backbones.create("efficientnet_lite0", 2, freeze="head")
 
 
 def _rows(root, n=6):
-    split = data.split(data.scan(root))
+    split = catalog.split(catalog.scan(root))
     rows = split.manifest.head(n)
     return [root / p for p in rows["path"]], rows["sha1"].tolist()
 
@@ -32,7 +33,7 @@ def _rows(root, n=6):
 def test_cached_and_plain_paths_agree_on_held_out_images(trained_run):
     runs, run_id, _ = trained_run
     model, card = RunDir(runs / run_id).load_model()
-    manifest = data.load_manifest(runs / run_id / "manifest.csv").manifest
+    manifest = catalog.load_manifest(runs / run_id / "manifest.csv").manifest
     test = manifest[manifest["split"] == "test"]
     root = card.data_root
     paths = [f"{root}/{p}" for p in test["path"]]
@@ -45,7 +46,7 @@ def test_cached_and_plain_paths_agree_on_held_out_images(trained_run):
 
 def test_cache_is_reused_and_grows_only_by_new_images(tmp_path, elpv_small, lite0):
     paths, shas = _rows(elpv_small, 6)
-    prep = models.preprocessing_for("efficientnet_lite0")
+    prep = backbones.preprocessing_for("efficientnet_lite0")
     first = FeatureCache(lite0.backbone, prep, tmp_path)
     a, ok = first.features(paths[:4], shas[:4], "eval", eval_transform(prep), log=None)
     assert ok.all() and first.computed == 4
@@ -57,7 +58,7 @@ def test_cache_is_reused_and_grows_only_by_new_images(tmp_path, elpv_small, lite
 
 def test_cache_is_invalidated_by_changed_content_preprocessing_or_weights(tmp_path, elpv_small, lite0):
     paths, shas = _rows(elpv_small, 3)
-    prep = models.preprocessing_for("efficientnet_lite0")
+    prep = backbones.preprocessing_for("efficientnet_lite0")
     FeatureCache(lite0.backbone, prep, tmp_path).features(paths, shas, "eval", eval_transform(prep), log=None)
     changed = tmp_path / "changed.png"
     shutil.copy(paths[0], changed)
@@ -71,18 +72,18 @@ def test_cache_is_invalidated_by_changed_content_preprocessing_or_weights(tmp_pa
     same = FeatureCache(lite0.backbone, prep, tmp_path)
     same.features([changed, *paths[1:]], [changed_sha, *shas[1:]], "eval", eval_transform(prep), log=None)
     assert same.computed == 1
-    other_prep = models.preprocessing_for("efficientnet_lite0", input_size=160)
+    other_prep = backbones.preprocessing_for("efficientnet_lite0", input_size=160)
     resized = FeatureCache(lite0.backbone, other_prep, tmp_path)
     assert resized.key != same.key
     resized.features(paths, shas, "eval", eval_transform(other_prep), log=None)
     assert resized.computed == 3
-    other_weights = models.create("efficientnet_lite0", 2, pretrained=False)
+    other_weights = backbones.create("efficientnet_lite0", 2, pretrained=False)
     assert FeatureCache(other_weights.backbone, prep, tmp_path).key != same.key
 
 
 def test_a_corrupt_cache_file_is_rebuilt_not_trusted(tmp_path, elpv_small, lite0):
     paths, shas = _rows(elpv_small, 3)
-    prep = models.preprocessing_for("efficientnet_lite0")
+    prep = backbones.preprocessing_for("efficientnet_lite0")
     cache = FeatureCache(lite0.backbone, prep, tmp_path)
     good, _ = cache.features(paths, shas, "eval", eval_transform(prep), log=None)
     for suffix in ("-wal", "-shm"):
@@ -113,13 +114,13 @@ def test_second_run_on_the_same_data_starts_from_the_cache(tmp_path, elpv_small,
 
 
 def test_decoded_cache_matches_the_eval_transform(tmp_path, elpv_small):
-    prep = models.preprocessing_for("efficientnet_lite0", input_size=96)
+    prep = backbones.preprocessing_for("efficientnet_lite0", input_size=96)
     paths, shas = _rows(elpv_small, 3)
     train_tf, eval_tf = tensor_transforms(prep, "light")
     dataset = DecodedDataset(paths, shas, [0, 1, 0], prep, eval_tf)
     x, label = dataset[1]
     assert (cache_dir(prep) / f"{shas[1]}.npy").is_file()
-    from core.images import load_rgb
+    from core.data.images import load_rgb
 
     reference = eval_transform(prep)(load_rgb(paths[1]))
     assert x.shape == reference.shape and label == 1
@@ -135,7 +136,7 @@ def test_partial_fine_tuning_trains_the_last_stages(tmp_path, elpv_small):
                  tmp_path / "runs", progress=False)
     store = RunStore(tmp_path / "runs")
     assert store.get(run_id)["status"] == "completed"
-    base = models.create("efficientnet_lite0", 4, freeze="partial")
+    base = backbones.create("efficientnet_lite0", 4, freeze="partial")
     trained, _ = RunDir(store.run_dir(run_id)).load_model()
     assert not torch.equal(base.backbone.blocks[6][0].conv_pw.weight, trained.backbone.blocks[6][0].conv_pw.weight)
     assert torch.equal(base.backbone.conv_stem.weight, trained.backbone.conv_stem.weight)

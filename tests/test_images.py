@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import data
-from core.images import ImageError, load_rgb, open_image
+from core.data import catalog
+from core.data.images import ImageError, load_rgb, open_image
+from core.models import preprocess
 
 
 def jpeg_bytes(img: Image.Image, **kw) -> bytes:
@@ -103,12 +104,12 @@ def test_a_greyscale_photo_read_as_one_channel_gives_the_model_the_same_input(ba
     """The cold feature pass keeps greyscale photos as one channel (a third of the resizing); the
     network must see exactly the numbers of their RGB copy. Real ELPV cells, and the 16-bit PNG."""
     import torch
-
     from conftest import ELPV
-    from core import models
-    from core.preprocess import eval_transform
 
-    transform = eval_transform(models.preprocessing_for(models.DEFAULT_BACKBONE))
+    from core.models import backbones
+    from core.models.preprocess import eval_transform
+
+    transform = eval_transform(backbones.preprocessing_for(backbones.DEFAULT_BACKBONE))
     photos = sorted(ELPV.glob("*/*.png"))[:3] + [bad_and_odd / "things" / "deep16.png"]
     for photo in photos:
         grey = load_rgb(photo, grey=True)
@@ -116,26 +117,26 @@ def test_a_greyscale_photo_read_as_one_channel_gives_the_model_the_same_input(ba
         assert torch.equal(transform(grey), transform(load_rgb(photo))), photo
     colour = load_rgb(bad_and_odd / "things" / "good.jpg", grey=True)
     assert colour.mode == "RGB"  # a colour photo is RGB whatever was asked
-    dataset = data.ImageDataset(photos[:1], [0], transform)
+    dataset = preprocess.ImageDataset(photos[:1], [0], transform)
     assert dataset.grey and dataset[0][0].shape == (3, 224, 224)
-    from core.preprocess import train_transform
+    from core.models.preprocess import train_transform
 
-    augmenting = train_transform(models.preprocessing_for(models.DEFAULT_BACKBONE), "light")
-    assert not data.ImageDataset(photos[:1], [0], augmenting).grey  # augmentation gets RGB, as before
+    augmenting = train_transform(backbones.preprocessing_for(backbones.DEFAULT_BACKBONE), "light")
+    assert not preprocess.ImageDataset(photos[:1], [0], augmenting).grey  # augmentation gets RGB, as before
 
 
 def test_the_scan_on_several_threads_gives_the_same_index_in_the_same_order(bad_and_odd, monkeypatch):
     for n in range(12):
         gradient(32 + n, 40).save(bad_and_odd / "things" / f"extra{n:02d}.png")
-    threaded = data.scan(bad_and_odd, use_cache=False)
-    monkeypatch.setattr(data, "SCAN_THREADS", 1)
-    single = data.scan(bad_and_odd, use_cache=False)
+    threaded = catalog.scan(bad_and_odd, use_cache=False)
+    monkeypatch.setattr(catalog, "SCAN_THREADS", 1)
+    single = catalog.scan(bad_and_odd, use_cache=False)
     assert len(threaded.items) == 18 and len(threaded.skipped) == 5
     assert threaded.items.equals(single.items) and threaded.skipped.equals(single.skipped)  # rows, values, order
 
 
 def test_scan_skips_each_bad_file_with_its_reason_and_keeps_the_rest(bad_and_odd):
-    index = data.scan(bad_and_odd)
+    index = catalog.scan(bad_and_odd)
     reasons = dict(zip(index.skipped["path"], index.skipped["reason"]))
     assert reasons == {"things/zero.jpg": "zero bytes", "things/text.jpg": "not an image",
                        "things/corrupt.png": "unreadable", "things/truncated.jpg": "truncated",

@@ -6,14 +6,14 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import run_cli
-from core import dataset_notes
-from core.errors import BadInput
-from core.rundir import RunDir
-from core.runs import RunStore, readable_name
 from test_dashboard import open_page
 from test_results_predict import _state
+
+from core.base.errors import BadInput
+from core.data import notes
+from core.runs.folder import RunDir
+from core.runs.store import RunStore, readable_name
 
 NAMES = {"defect_000": {"name": "flawless", "description": "no visible crack"},
          "defect_100": {"name": "cracked <b>badly</b>", "description": "a crack across the cell"}}
@@ -22,19 +22,19 @@ NAMES = {"defect_000": {"name": "flawless", "description": "no visible crack"},
 @pytest.fixture
 def named_classes(elpv_small):
     """Display names written into the (shared) sample subset, removed afterwards."""
-    dataset_notes.save_class_notes(elpv_small, NAMES)
+    notes.save_class_notes(elpv_small, NAMES)
     yield elpv_small
-    shutil.rmtree(dataset_notes.notes_dir(elpv_small), ignore_errors=True)
+    shutil.rmtree(notes.notes_dir(elpv_small), ignore_errors=True)
 
 
 def test_display_names_are_kept_in_the_hidden_folder_and_the_scan_ignores_it(named_classes):
-    from core import data
+    from core.data import catalog
 
     assert (named_classes / ".graft" / "classes.json").is_file()
-    assert dataset_notes.load_class_notes(named_classes)["defect_100"]["name"] == "cracked <b>badly</b>"
-    assert ".graft" not in data.scan(named_classes, use_cache=False).classes
+    assert notes.load_class_notes(named_classes)["defect_100"]["name"] == "cracked <b>badly</b>"
+    assert ".graft" not in catalog.scan(named_classes, use_cache=False).classes
     with pytest.raises(BadInput, match="same name"):
-        dataset_notes.save_class_notes(named_classes, {"defect_000": {"name": "x"}, "defect_100": {"name": "x"}})
+        notes.save_class_notes(named_classes, {"defect_000": {"name": "x"}, "defect_100": {"name": "x"}})
 
 
 def test_results_predict_and_the_report_speak_in_display_names(named_classes, trained_run, tmp_path):
@@ -65,12 +65,11 @@ def test_the_owner_edits_the_names_and_a_viewer_only_reads_them(named_classes, t
     assert "Save the names" in [b.label for b in at.button]
     monkeypatch.setenv("GRAFT_VIEW_KEY", "view-key-0123456789abcdef")
     monkeypatch.setenv("GRAFT_HOME", str(tmp_path / "home"))
-    from core import settings
+    from core.base import settings
 
     settings.save(dataset=str(named_classes))
-    from streamlit.testing.v1 import AppTest
-
     from conftest import ROOT
+    from streamlit.testing.v1 import AppTest
 
     viewer = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     viewer.query_params["key"] = "view-key-0123456789abcdef"
@@ -92,7 +91,7 @@ def test_runs_get_readable_names_by_default(tmp_path):
 
 
 def test_progress_is_said_in_plain_words_with_an_eta():
-    from core.steps import describe_progress
+    from core.train.steps import describe_progress
 
     fraction, words = describe_progress({"phase": "features train eval", "phase_done": 640, "phase_total": 1823,
                                          "phase_eta": 75.0}, {"epochs": 10}, 30.0)
@@ -136,13 +135,13 @@ def test_a_run_clicked_on_the_runs_page_opens_on_results_and_predict(trained_run
 
 
 def test_a_probability_never_reads_as_certain_unless_it_is():
-    from core.stats import chance
+    from core.evaluate.stats import chance
 
     assert [chance(p) for p in (0.997, 1.0, 0.003, 0.0, 0.5, 0.994)] == [">99%", "100%", "<1%", "0%", "50%", "99%"]
 
 
 def test_the_training_curves_legend_names_only_the_lines_drawn(trained_run):
-    from core import charts
+    from core.present import charts
 
     runs, run_id, _ = trained_run
     spec = charts.curves(RunStore.open(runs).epochs(run_id)).to_dict()
@@ -154,12 +153,13 @@ def test_the_training_curves_legend_names_only_the_lines_drawn(trained_run):
 
 
 def test_the_model_kept_is_named_in_plain_words():
-    from core import stages
+    from core.present import words
+    from core.train import stages
 
     record = [{"stage": 1, "words": stages.FIRST_WORDS, "val_acc": 0.78, "kept": False},
               {"stage": 2, "words": stages.RICH_WORDS, "best_val_acc": 0.811, "kept": True},
               {"stage": 3, "words": "fine-tuning", "epochs": 0, "skipped": True}]
-    assert stages.kept_sentence(record, None) == f"The model kept comes from stage 2, {stages.RICH_WORDS} (validation accuracy 81%)."
+    assert words.kept_sentence(record, None) == f"The model kept comes from stage 2, {stages.RICH_WORDS} (validation accuracy 81%)."
     fit = {"chosen": "converged", "val_acc": 0.778, "loop_val_acc": 0.74}
-    assert "78%, against 74% at the best epoch" in stages.kept_sentence(None, fit)
-    assert stages.kept_sentence(None, None) is None
+    assert "78%, against 74% at the best epoch" in words.kept_sentence(None, fit)
+    assert words.kept_sentence(None, None) is None

@@ -1,9 +1,9 @@
 """Results page, report, Grad-CAM, Predict page and export — on a real trained run."""
 from __future__ import annotations
 
+import ast
 import html.parser
 import io
-import os
 import subprocess
 import sys
 import zipfile
@@ -11,19 +11,19 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import chart_data, run_cli
 from PIL import Image
 from sklearn.datasets import load_sample_images
-
-from conftest import chart_data, run_cli
-from core.evaluate import evaluate_run
-from core.rundir import RunDir
-from core.stats import chance
-from core.explain import gradcam
-from core.images import load_rgb
-from pages.common import escape_markdown as md
-from core.predict import Predictor, extract_zip
-from core.storage import read_json
 from test_dashboard import open_page
+
+from core.base.storage import read_json
+from core.data.images import load_rgb
+from core.deploy.predict import Predictor, extract_zip
+from core.evaluate.metrics import evaluate_run
+from core.evaluate.stats import chance
+from core.runs.folder import RunDir
+from core.trust.explain import gradcam
+from pages.common import escape_markdown as md
 
 
 def _state(trained_run):
@@ -181,7 +181,7 @@ def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elp
     for fmt in ("torchscript", "onnx"):
         assert card["parity"][fmt]["ok"] and card["parity"][fmt]["max_abs_diff"] <= 1e-4
     assert card["labels"] and card["preprocessing"]["mean"] and card["version"]
-    from core.export import export_zip
+    from core.deploy.export import export_zip
 
     names = set(zipfile.ZipFile(io.BytesIO(export_zip(out))).namelist())  # the dashboard's download
     assert {"model.onnx", "model.ts", "model.json", "graft_predict.py"} <= names
@@ -190,9 +190,11 @@ def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elp
 
     house_drawing().save(tmp_path / "house.png")
     files = [str(p) for p in sorted(elpv_small.rglob("*.png"))[:12]] + [str(tmp_path / "house.png")]
-    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    fresh = subprocess.run([sys.executable, "graft_predict.py", ".", *files], cwd=out, capture_output=True,
-                           text=True, env=clean_env)
+    tree = ast.parse((out / "graft_predict.py").read_text())
+    loader_imports = ({a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+                      | {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module})
+    assert "core" not in loader_imports and {"numpy", "PIL"} <= loader_imports  # it needs no Graft to run
+    fresh = subprocess.run([sys.executable, "graft_predict.py", ".", *files], cwd=out, capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     standalone = pd.read_csv(io.StringIO(fresh.stdout), sep="\t", dtype=str)
     assert list(standalone.columns[:5]) == ["file", "label", "prob", "uncertain", "unfamiliar"]

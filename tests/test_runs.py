@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from core.runs import RunStore
-from core.storage import atomic_write, read_json, write_json
+from core.base.storage import atomic_write, read_json, write_json
+from core.runs.store import RunStore
 
 
 def test_store_is_wal_and_round_trips(tmp_path):
@@ -66,7 +66,7 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
 def test_a_checkpoint_that_is_not_a_state_dict_gives_a_clear_error(trained_run, tmp_path):
     import shutil
 
-    from core.rundir import RunDir
+    from core.runs.folder import RunDir
 
     runs, run_id, _ = trained_run
     copy = tmp_path / run_id

@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ELPV, ROOT, chromium, run_cli
 from streamlit.testing.v1 import AppTest
 
-from conftest import ELPV, ROOT, chromium, run_cli
-from core import access, settings
-from core.errors import BadInput
+from core.base import access, settings
+from core.base.errors import BadInput
 
 VIEW, OWNER = "view-key-for-the-tests-0123456789", "owner-key-for-the-tests-9876543210"
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",

@@ -11,20 +11,21 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import ELPV, make_subset, wait_for
 from PIL import Image
 from sklearn.datasets import load_sample_images
-
-from conftest import ELPV, make_subset, wait_for
-from core import jobs
-from core.errors import GraftError
-from core.explain import Explainer
-from core.export import export
-from core.predict import Predictor, uploads_root
-from core.preprocess import Preprocessing, crop_box, eval_transform, numpy_input
-from core.report import build
-from core.runs import RunStore
-from core.train import TrainConfig, fit
 from test_dashboard import open_page
+
+from core.base.errors import GraftError
+from core.deploy.export import export, numpy_input
+from core.deploy.predict import Predictor, uploads_root
+from core.models.preprocess import Preprocessing, crop_box, eval_transform
+from core.present.report import build
+from core.runs.store import RunStore
+from core.train import jobs
+from core.train.config import TrainConfig
+from core.train.session import fit
+from core.trust.explain import Explainer
 
 TINY = dict(epochs=2, batch_size=16, min_per_class=3)
 

@@ -11,20 +11,22 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ELPV, ROOT, run_cli, wait_for
-from core import data
-from core.evaluate import evaluate_run
-from core.predict import Predictor
-from core.runs import RunStore
-from core.storage import load_torch, read_json
-from core.train import TrainConfig, class_weights, fit
+
+from core.base.storage import load_torch, read_json
+from core.deploy.predict import Predictor
+from core.evaluate.metrics import evaluate_run
+from core.models import preprocess
+from core.runs.store import RunStore
+from core.train.config import TrainConfig
+from core.train.loop import class_weights
+from core.train.session import fit
 
 FAST = dict(epochs=40, patience=1000, input_size=64, cache=False, batch_size=16, workers=0)
 
 
 def test_cli_train_learns_above_chance(trained_run, elpv_small):
-    from core.images import load_rgb
+    from core.data.images import load_rgb
 
     runs, run_id, stdout = trained_run
     last = stdout.strip().splitlines()[-1]
@@ -136,7 +138,7 @@ def test_killed_run_is_failed_then_resumes_from_its_last_epoch(elpv_small, tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--config", str(config_file),
                              "--run-id", run_id, "--runs", str(runs)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env=dict(os.environ))
     assert wait_for(lambda: store.get(run_id)["epochs_done"] >= 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -160,8 +162,8 @@ def test_a_file_broken_after_the_scan_is_skipped_not_fatal(tmp_path, elpv_small)
     files = sorted(elpv_small.rglob("*.png"))[:3]
     broken = tmp_path / "broken.png"
     broken.write_bytes(files[0].read_bytes()[:300])
-    dataset = data.ImageDataset([files[1], broken, files[2]], [0, 1, 2],
+    dataset = preprocess.ImageDataset([files[1], broken, files[2]], [0, 1, 2],
                                 lambda img: np.asarray(img.resize((8, 8)), dtype=np.float32))
     assert dataset[1] is None
-    batch = data.collate_skip_none([dataset[i] for i in range(3)])
+    batch = preprocess.collate_skip_none([dataset[i] for i in range(3)])
     assert batch[0].shape == (2, 8, 8, 3) and batch[1].tolist() == [0, 2]

@@ -2,17 +2,14 @@
 run store, Stop, a killed process, one training at a time, and comparison of runs."""
 from __future__ import annotations
 
-
-import pytest
-
-from core import jobs
-from core.runs import RunStore
-from core.train import TrainConfig
 import pandas as pd
-
+import pytest
 from conftest import chart_data, run_cli, wait_for
 from test_dashboard import open_page
 
+from core.runs.store import RunStore
+from core.train import jobs
+from core.train.config import TrainConfig
 
 
 def start_button(at):
@@ -90,7 +87,7 @@ def test_a_killed_training_process_shows_as_failed(elpv_small, tmp_path):
 
 
 def test_runs_page_lists_and_compares(trained_run, elpv_small, tmp_path):
-    from core.train import fit
+    from core.train.session import fit
 
     runs, run_id, _ = trained_run
     second = fit(TrainConfig(data=str(elpv_small), epochs=2, head="mlp", name="mlp head"), runs, progress=False)
@@ -107,10 +104,10 @@ def test_runs_page_lists_and_compares(trained_run, elpv_small, tmp_path):
 
 def test_the_time_estimate_counts_only_the_photos_not_read_before(tmp_path):
     """A frozen run reads only the photos whose features are not cached: the Train page's estimate says so."""
+    from conftest import make_subset
     from PIL import Image
 
-    from conftest import make_subset
-    from core.train import fit
+    from core.train.session import fit
 
     folder = make_subset(tmp_path / "fresh", 6)  # real ELPV cells (greyscale), copied...
     for image in sorted(folder.rglob("*.png")):  # ...and one pixel changed: photos no other test has cached

@@ -11,15 +11,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ELPV, run_cli
 from PIL import Image, ImageDraw
 from sklearn.datasets import load_sample_images
-
-from conftest import ELPV, run_cli
-from core import data, dataset_notes, evaluate, familiar, learning_curve, report
-from core.predict import Predictor
-from core.rundir import RunDir
 from test_dashboard import open_page
 from test_results_predict import _state
+
+from core.data import catalog, notes
+from core.deploy.predict import Predictor
+from core.evaluate import learning_curve, metrics
+from core.present import report
+from core.runs.folder import RunDir
+from core.trust import familiar
 
 
 def house_drawing() -> Image.Image:
@@ -134,26 +137,26 @@ def test_the_label_check_ranks_the_misfiled_photos_first_in_its_csv(mislabelled,
 def test_the_owners_corrections_are_kept_in_graft_and_the_split_respects_them(mislabelled):
     root, wrong = mislabelled
     cell_in_photos, other_cell_in_photos = sorted(w for w in wrong if w.startswith("photos/"))
-    before = data.scan(root)
+    before = catalog.scan(root)
     sha = dict(zip(before.items["path"], before.items["sha1"]))
-    dataset_notes.save_corrections(root, {
+    notes.save_corrections(root, {
         cell_in_photos: {"action": "relabel", "label": "cells", "sha1": sha[cell_in_photos]},
         other_cell_in_photos: {"action": "exclude", "sha1": sha[other_cell_in_photos]}})
     try:
         assert (root / ".graft" / "corrections.json").is_file()
         assert (root / cell_in_photos).is_file() and (root / other_cell_in_photos).is_file()  # nothing moved
-        index = data.scan(root)
+        index = catalog.scan(root)
         labels = dict(zip(index.items["path"], index.items["label"]))
         assert labels[cell_in_photos] == "cells" and other_cell_in_photos not in labels
         skipped = index.skipped.set_index("path")
         assert skipped.loc[other_cell_in_photos, "reason"] == "left out by the owner"
-        manifest = data.split(index, min_per_class=2).manifest
+        manifest = catalog.split(index, min_per_class=2).manifest
         assert other_cell_in_photos not in set(manifest["path"])
         assert manifest.set_index("path").loc[cell_in_photos, "label"] == "cells"
-        assert data.signature(root) != () and index.counts()["cells"] == 20
+        assert catalog.signature(root) != () and index.counts()["cells"] == 20
     finally:
-        dataset_notes.save_corrections(root, {cell_in_photos: None, other_cell_in_photos: None})
-    assert len(data.scan(root).items) == 39
+        notes.save_corrections(root, {cell_in_photos: None, other_cell_in_photos: None})
+    assert len(catalog.scan(root).items) == 39
 
 
 def test_the_dataset_page_shows_the_gallery_and_keeps_the_owners_choice(mislabelled, tmp_path):
@@ -170,11 +173,11 @@ def test_the_dataset_page_shows_the_gallery_and_keeps_the_owners_choice(mislabel
     next(b for b in at.button if "Save these decisions" in str(b.label)).click().run()
     assert not at.exception, at.exception
     try:
-        kept = dataset_notes.load_corrections(root)
+        kept = notes.load_corrections(root)
         assert len(kept) == 1 and next(iter(kept.values()))["action"] == "exclude" and next(iter(kept)) in wrong
         assert any("Decisions kept for this dataset (1)" in e.label for e in at.expander)
     finally:
-        dataset_notes.save_corrections(root, {p: None for p in dataset_notes.load_corrections(root)})
+        notes.save_corrections(root, {p: None for p in notes.load_corrections(root)})
 
 
 # ---------------------------------------------------------------------- part 3: the learning curve
@@ -218,6 +221,6 @@ def test_scoring_another_folder_says_how_many_photos_look_unfamiliar(trained_run
         shutil.copy(cell, folder / "defect_000" / cell.name)
     for i, crop in enumerate(photo_crops(3)):
         crop.save(folder / "defect_000" / f"photo_{i}.png")
-    result = evaluate.check_folder(runs / run_id, folder)
+    result = metrics.check_folder(runs / run_id, folder)
     assert result["n"] == 9 and result["unfamiliar"] >= 3 and result["unfamiliar_share"] == result["unfamiliar"] / 9
-    assert evaluate.unfamiliar_sentence(result).startswith(f"{result['unfamiliar']} of 9 photos")
+    assert metrics.unfamiliar_sentence(result).startswith(f"{result['unfamiliar']} of 9 photos")
