@@ -48,20 +48,21 @@ def shell():
 
 
 def ensure_navigation() -> None:
-    """Send a page that Streamlit ran without app.py back through app.py.
+    """Run a page that Streamlit started without app.py inside app.py's frame instead.
 
     Streamlit treats a `pages/` folder beside the entrypoint as an old-style multipage app until
     a run of app.py has called `st.navigation`: the first request for /predict on a freshly
-    started server runs pages/predict.py alone (no sidebar, every file listed as a page, and
-    widget state that the next rerun loses). Each page calls this first; in that case it turns
-    the old behaviour off for the server and reruns, now through app.py. Through app.py it
-    does nothing.
+    started server runs pages/predict.py alone (no sidebar, every file listed as a page). Each
+    page calls this first; in that case it turns the old behaviour off for the server and runs the
+    frame, which runs this page again within the same script run (so a button pressed in this run
+    still counts), then stops. Through app.py it does nothing.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        shell().run()
+        st.stop()
 
 
 @st.cache_resource(show_spinner=False)

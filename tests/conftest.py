@@ -45,25 +45,6 @@ def isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def served_app_state(monkeypatch):
-    """AppTest as in a running server after its first request.
-
-    AppTest resets Streamlit's old-style `pages/` auto-discovery flag before every run, as if
-    each run were the first request of a new server; pages/common.ensure_navigation would then
-    rerun every time (losing button clicks). A real server clears the flag once, for good.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import app_test
-
-    class Served(PagesManager):
-        def __init__(self, *args, **kwargs):
-            PagesManager.uses_pages_directory = False
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(app_test, "PagesManager", Served)
-
-
-@pytest.fixture(autouse=True)
 def no_stray_training():
     """A training process a test started (through `jobs.start`) ends with the test, even when the test
     failed before it could stop it: no worker keeps the CPUs busy for the tests after it."""
