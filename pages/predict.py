@@ -13,10 +13,9 @@ from core.data.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
 from core.data.notes import display_names, load_class_notes
 from core.deploy.export import export, export_zip
 from core.deploy.predict import expand_inputs, remove_upload, unpack_upload
-from core.evaluate.stats import chance
-from core.present import charts
+from core.present import charts, words
 from core.trust.explain import NotSupported
-from pages import common
+from pages import common, current_run
 from pages.common import escape_markdown as md
 
 common.ensure_navigation()
@@ -24,11 +23,11 @@ common.ensure_navigation()
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 
 st.title("Predict")
-run_dir = common.pick_finished_run("Model (run)", "predict_run")
+run_dir = current_run.pick_finished_run("Model (run)", "predict_run")
 
 
 try:
-    model = common.predictor(run_dir)
+    model = current_run.predictor(run_dir)
 except GraftError as err:
     common.show_error(err, "This run's model cannot be loaded")
     st.stop()
@@ -36,7 +35,7 @@ default_threshold = float(model.threshold or 0.5)
 c1, c2 = st.columns([3, 1])
 threshold = c1.slider("Below this top probability, say 'uncertain'", 0.0, 1.0,
                       value=round(default_threshold, 3), step=0.01, key="threshold",
-                      help=f"Default {default_threshold:.3f}: 90% of the correct validation predictions are above it.")
+                      help=words.threshold_help(default_threshold))
 top_k = c2.number_input("Top-k", 1, len(model.labels), min(3, len(model.labels)), key="predict_top_k")
 
 
@@ -46,28 +45,18 @@ except GraftError:
     names = {label: label for label in model.labels}
 
 
-decision = common.decision_of(run_dir)
+decision = current_run.decision_of(run_dir)
 if decision:
-    st.caption(md(f"Pass or inspect: images go to inspection when the chance of "
-                  f"{' / '.join(names.get(c, c) for c in decision.inspect)} "
-                  f"is at least {decision.threshold:.0%} (set on the Results page)."))
+    st.caption(md(words.decision_rule(decision, names)))
 
 
 def verdict(result: dict) -> str:
-    """Two separate warnings: unfamiliar (not like the training photos at all) and uncertain (like
-    them, but between two classes)."""
-    label = names.get(result["label"], result["label"])
-    if result.get("unfamiliar"):
-        return (f"unfamiliar — this does not look like the training photos, so no label can be trusted "
-                f"(the closest class would be {label}, {chance(result['confidence'])})")
-    if result["confidence"] < threshold:
-        return f"uncertain — looks like the training photos, but between classes (best guess {label}, " \
-               f"{chance(result['confidence'])})"
-    return f"{label} ({chance(result['confidence'])})"
+    return words.verdict(result, names, threshold)
 
 
 def inspection(result: dict) -> str:
-    return decision.sentence(result["probabilities"], names) if decision and "probabilities" in result else ""
+    return words.decision_sentence(decision, result["probabilities"], names) \
+        if decision and "probabilities" in result else ""
 
 
 # ------------------------------------------------------------------ single images
@@ -80,8 +69,8 @@ for i, upload in enumerate(uploads or []):
     except ImageError as err:
         st.error(md(f"{upload.name}: {err.reason}" + (f" ({err.detail})" if err.detail else "")))
         continue
-    key, stamp = hashlib.sha1(data).hexdigest(), common.model_stamp(run_dir)
-    result = common.predict_image(str(run_dir), stamp, key, int(top_k), loaded.image)
+    key, stamp = hashlib.sha1(data).hexdigest(), current_run.model_stamp(run_dir)
+    result = current_run.predict_image(str(run_dir), stamp, key, int(top_k), loaded.image)
     shown_image = fit(loaded.image)  # what the browser gets and Grad-CAM explains
     left, mid, right = st.columns([2, 3, 2])
     left.image(shown_image, caption=upload.name + (" (EXIF-rotated)" if "exif-rotated" in loaded.conversions else ""),
@@ -90,13 +79,13 @@ for i, upload in enumerate(uploads or []):
     if decision:
         (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
     common.chart(mid, charts.top_k_bars, [(names.get(c, c), p) for c, p in result["top"]], key=f"topk_{i}")
-    common.nearest_photos(mid, result, names, model.data_root)
+    current_run.nearest_photos(mid, result, names, model.data_root)
     if result.get("unfamiliar"):
         right.info("No explanation offered: a heatmap of why it chose a class means little for a photo "
                    "unlike anything it was trained on.")
     elif right.toggle("Grad-CAM", key=f"gradcam_{i}"):
         try:
-            shown, explained = common.gradcam_overlay(str(run_dir), stamp, key, shown_image)
+            shown, explained = current_run.gradcam_overlay(str(run_dir), stamp, key, shown_image)
             right.image(shown, caption=f"why '{explained}'", width="stretch")
         except NotSupported as err:
             right.info(md(str(err)))
@@ -122,7 +111,7 @@ if archive is None and folder.strip():
         if chosen.is_dir():
             paths = expand_inputs([chosen])
         else:
-            st.error(f"{md(folder)} is not a folder.")
+            st.error(words.not_a_folder(md(folder), hint=False))
 for name, reason in problems:
     st.warning(md(f"{name}: {reason}"))
 if paths:
@@ -171,17 +160,12 @@ exported = st.session_state.get("exported")
 if exported and exported[0] == str(run_dir):
     card = exported[1]
     checks = {k: v for k, v in card["parity"].items() if isinstance(v, dict)}
-    if all(c["ok"] for c in checks.values()):
-        st.success(f"Exported: the exported model gives the same answers as this dashboard on all "
-                   f"{card['parity']['images']} validation photos checked.")
-    else:
-        st.error("The exported model does not give the same answers as this dashboard: do not ship it "
-                 "(the details below say where it differs).")
+    same = all(c["ok"] for c in checks.values())
+    (st.success if same else st.error)(words.exported_sentence(card["parity"], same))
     st.download_button("Download the model (zip)", export_archive(str(run_dir.export_dir), card["exported"]),
                        file_name=f"{run_dir.id}-model.zip",
                        mime="application/zip", key="export_download", type="primary")
     with st.expander("Details for engineers (parity figures, files)"):
         for name, check in checks.items():
-            st.write(f"{name}: max probability difference {check['max_abs_diff']:.1e}"
-                     + (f", same top-1: {check['same_top1']}" if "same_top1" in check else ""))
-        st.write(f"Written to {md(str(run_dir.export_dir))} (model, model.json, graft_predict.py).")
+            st.write(words.parity_line(name, check))
+        st.write(words.written_to(md(str(run_dir.export_dir))))

@@ -6,23 +6,24 @@ import streamlit as st
 
 from core.base import access
 from core.base.errors import GraftError
-from core.data.images import ImageError, load_rgb
+from core.data.images import load_rgb
 from core.data.notes import display_names, load_class_notes, relabel_metrics
 from core.evaluate import learning_curve
 from core.evaluate.decision import Decision, at_threshold, sweep
-from core.evaluate.metrics import check_folder, evaluate_run, needs_evaluation, unfamiliar_sentence
-from core.evaluate.stats import accuracy_sentence, chance, percent
+from core.evaluate.metrics import check_folder, evaluate_run, needs_evaluation
+from core.evaluate.words import more_photos_sentence
 from core.present import charts, report, words
+from core.present.words import chance, percent
 from core.runs.folder import RunDir
 from core.trust.explain import NotSupported
-from pages import common
+from pages import common, current_run
 from pages.common import escape_markdown as md
 
 common.ensure_navigation()
 
 st.title("Results")
 store = common.store()
-run_dir = common.pick_finished_run("Run", "results_run")
+run_dir = current_run.pick_finished_run("Run", "results_run")
 run_id = run_dir.id
 
 
@@ -33,11 +34,11 @@ def read_metrics(path: str, stamp: float) -> dict:
 
 
 try:
-    metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
+    metrics = read_metrics(str(run_dir), current_run.mtime(run_dir.metrics_file))
     if needs_evaluation(metrics):  # evaluated once (again for an older format), outside any cache
         with st.spinner("Evaluating on the test images…"):
             evaluate_run(run_dir, store=store, run_id=run_id)
-        metrics = read_metrics(str(run_dir), common.mtime(run_dir.metrics_file))
+        metrics = read_metrics(str(run_dir), current_run.mtime(run_dir.metrics_file))
     card = run_dir.card()
 except GraftError as err:
     common.show_error(err, "This run cannot be evaluated")
@@ -45,28 +46,25 @@ except GraftError as err:
 root = card.data_root
 names = display_names(load_class_notes(root), metrics["labels"])  # what people read (Dataset page sets them)
 shown_metrics = relabel_metrics(metrics, names)
-predictions = common.table(run_dir.predictions_file).copy()
+predictions = current_run.table(run_dir.predictions_file).copy()
 predictions["correct"] = predictions["correct"].astype(str) == "True"
-manifest = common.table(run_dir.manifest_file)
+manifest = current_run.table(run_dir.manifest_file)
 sha = dict(zip(manifest["path"], manifest["sha1"]))
 
 # ------------------------------------------------------------------ headline
 split_word = "test" if shown_metrics["split"] == "test" else "validation"
-st.markdown("#### " + md(accuracy_sentence(shown_metrics, split_word)))
-st.caption(f"Measured on the run's held-out {split_word} images, never used in training"
-           + ("" if shown_metrics["split"] == "test" else " (this dataset has no test split)") + ".")
+st.markdown("#### " + md(words.accuracy_sentence(shown_metrics, split_word)))
+st.caption(words.measured_on(split_word, shown_metrics["split"] == "test"))
 lo, hi = shown_metrics["accuracy_ci"]
 cols = st.columns(5)
 cols[0].metric("Accuracy", percent(shown_metrics["accuracy"]),
-               help=f"Share of the {shown_metrics['n']} {split_word} images labelled correctly; with this many images the "
-                    f"true figure is between {percent(lo)} and {percent(hi)} (95 % interval).")
+               help=words.accuracy_help(shown_metrics["n"], split_word, lo, hi))
 cols[1].metric("Balanced accuracy", percent(shown_metrics["balanced_accuracy"]),
                help="The average of the per-class accuracies: every class counts the same, however many images it has. "
                     "Far below the accuracy means the rare classes are the weak ones.")
 cols[2].metric("Always one class", percent(shown_metrics["baseline"]["accuracy"]),
-               help=f"The best a model that always gives the same answer could score on these images (always "
-                    f"{md(names.get(shown_metrics['baseline']['class'], shown_metrics['baseline']['class']))}, their most common "
-                    "class): the figure to beat.")
+               help=words.baseline_help(md(names.get(shown_metrics["baseline"]["class"],
+                                                     shown_metrics["baseline"]["class"]))))
 cols[3].metric(f"{split_word.capitalize()} images", shown_metrics["n"],
                help="How many held-out images the figures rest on: fewer images, wider intervals.")
 if "tta" in shown_metrics:
@@ -79,8 +77,7 @@ if "tta" in shown_metrics:
 elif common.is_owner() and cols[4].button("Try 5 views per image", key="compute_tta",
                                           help="Scores each test photo 5 times, slightly changed, and averages: "
                                                "sometimes a little more accurate, 5 times slower to predict."):
-    with st.spinner(f"Scoring each of the {metrics['n']} test photos 4 more times (about "
-                    f"{max(10, round(4 * metrics['n'] / 25 / 10) * 10)} s on this machine)…"):
+    with st.spinner(words.tta_spinner(metrics["n"])):
         evaluate_run(run_dir, tta=5, store=store, run_id=run_id)
     st.rerun()
 
@@ -117,7 +114,7 @@ def grid(rows: pd.DataFrame, per_row: int = 6) -> None:
     for start in range(0, len(rows), per_row):
         cells = st.columns(per_row)
         for cell, row in zip(cells, rows.iloc[start:start + per_row].itertuples()):
-            data = common.thumbnail(str(root / row.path), sha.get(row.path, row.path.replace("/", "_")))
+            data = current_run.thumbnail(str(root / row.path), sha.get(row.path, row.path.replace("/", "_")))
             if data:
                 cell.image(data, width="stretch")
             mark = ":green[✓" if row.correct else ":red[✗"
@@ -135,7 +132,7 @@ if true_filter != "any":
     mistakes = mistakes[mistakes["label"] == true_filter]
 if pred_filter != "any":
     mistakes = mistakes[mistakes["predicted"] == pred_filter]
-st.caption(f"{len(mistakes)} misclassified images, highest loss first.")
+st.caption(words.mistakes_caption(len(mistakes)))
 grid(mistakes.head(24))
 
 
@@ -148,27 +145,25 @@ if len(mistakes):
         a.image(image, caption=f"{picked} — true {names.get(row['label'], row['label'])}", width="stretch")
         top = sorted(((names[cls], float(row[f"p_{cls}"])) for cls in labels_all), key=lambda t: -t[1])[:5]
         common.chart(b, charts.top_k_bars, top, key="mistake_topk")
-        common.nearest_photos(b, common.predict_image(str(run_dir), common.model_stamp(run_dir),
+        current_run.nearest_photos(b, current_run.predict_image(str(run_dir), current_run.model_stamp(run_dir),
                                                       f"{root / picked}:{sha.get(picked, '')}", 4, image),
                               names, root)
         try:
-            shown, explained = common.gradcam_overlay(str(run_dir), common.model_stamp(run_dir),
+            shown, explained = current_run.gradcam_overlay(str(run_dir), current_run.model_stamp(run_dir),
                                                       f"{root / picked}:{sha.get(picked, '')}", image)
             c.image(shown, caption=f"Grad-CAM for '{explained}'", width="stretch")
         except NotSupported as err:
             c.info(md(str(err)))
-    except (ImageError, GraftError) as err:
+    except GraftError as err:  # an unreadable image (ImageError) among them
         st.warning(md(str(err)))
 
 st.header("Predictions for a category")
 category = st.selectbox("Class", labels_all, key="category_pick", format_func=names.get)
 grid(predictions[predictions["label"] == category].head(36))
 
-# ------------------------------------------------------------------ would more photos help? (issue 13, part 3)
+# ------------------------------------------------------------------ would more photos help?
 st.header("Would more photos help?")
-st.caption("A quick model on this run's view of the photos, trained on 10, 25, 50 and 100 % of the training photos "
-           f"and scored on the same {split_word} photos: a line still rising means more photos of that class would "
-           "pay; a flat line means more of the same will not.")
+st.caption(words.learning_curve_caption(split_word))
 curve = learning_curve.load(run_dir)
 if curve is None and common.is_owner() and st.button("Draw the learning curve", key="compute_learning_curve",
                                                       help="Seconds for a frozen network (its features are kept)."):
@@ -176,7 +171,7 @@ if curve is None and common.is_owner() and st.button("Draw the learning curve", 
         learning_curve.learning_curve(run_dir)
     st.rerun()  # drawn without the button, which would only offer the same curve again
 if curve is not None:
-    st.markdown(md(learning_curve.sentence(curve["points"], curve["classes"], names)))
+    st.markdown(md(more_photos_sentence(curve["points"], curve["classes"], names)))
     common.chart(st, charts.learning_curve, curve, names, key="learning_curve_chart")
     lc_table = learning_curve.table(curve, names)
     common.percent_table(st, lc_table, [c for c in lc_table.columns if c != "training photos"], hide_index=True,
@@ -205,7 +200,7 @@ with right.expander("Details for engineers (the run's settings)"):
 st.header("Pass or inspect")
 st.caption("Group the classes into the ones that go to a person for inspection and the ones that pass, then move "
            "the line: how many defects are caught, and how many good parts are sent to inspection with them.")
-saved = common.decision_of(run_dir)
+saved = current_run.decision_of(run_dir)
 baseline_class = metrics["baseline"].get("train_class", metrics["baseline"]["class"])  # the usual 'good' class
 inspect = st.multiselect("Send to inspection when the model sees", labels_all, key=f"inspect_{run_id}", format_func=names.get,
                          default=saved.inspect if saved else [c for c in labels_all if c != baseline_class])
@@ -222,11 +217,11 @@ if inspect and len(inspect) < len(labels_all):
     costs = (cost_miss, cost_inspection) if cost_miss or cost_inspection else (None, None)
     tables = {"test": predictions}
     if run_dir.val_predictions_file.is_file():  # read once per change, like the test predictions
-        tables = {"validation": common.table(run_dir.val_predictions_file), **tables}
+        tables = {"validation": current_run.table(run_dir.val_predictions_file), **tables}
     rows = [{"images": name, **at_threshold(table, inspect, threshold, *costs)} for name, table in tables.items()]
     shown_rows = pd.DataFrame([{
-        "images": r["images"], "defects caught": f"{r['caught']} of {r['defects']} ({percent(r['caught_share'])})",
-        "good parts sent to inspection": f"{r['good_sent']} of {r['good']} ({percent(r['good_sent_share'])})",
+        "images": r["images"], "defects caught": words.count_of(r["caught"], r["defects"], r["caught_share"]),
+        "good parts sent to inspection": words.count_of(r["good_sent"], r["good"], r["good_sent_share"]),
         "inspections": r["inspections"], **({"total cost": round(r["cost"], 2)} if "cost" in r else {})} for r in rows])
     left, right = st.columns([3, 2])
     curve = sweep(tables.get("validation", predictions), inspect)
@@ -256,12 +251,11 @@ checks = run_dir.checks()
 if checks:
     names = {i: f"{c['name']} ({c['n']} images)" for i, c in enumerate(checks)}
     picked_check = checks[st.selectbox("Folder", list(names), format_func=names.get, key="check_pick")]
-    st.markdown(md(accuracy_sentence(picked_check, "")))
-    if unfamiliar_sentence(picked_check):
-        (st.warning if picked_check["unfamiliar_share"] > 0.15 else st.caption)(md(unfamiliar_sentence(picked_check)))
+    st.markdown(md(words.accuracy_sentence(picked_check, "")))
+    if words.unfamiliar_sentence(picked_check):
+        (st.warning if picked_check["unfamiliar_share"] > 0.15 else st.caption)(md(words.unfamiliar_sentence(picked_check)))
     if picked_check["skipped_classes"]:
-        st.info("Skipped (this run does not know these classes): " + md(", ".join(
-            f"{k} ({v} images)" for k, v in picked_check["skipped_classes"].items())))
+        st.info(md(words.skipped_classes_sentence(picked_check["skipped_classes"])))
     left, right = st.columns([3, 2])
     common.chart(left, charts.confusion, picked_check, key="check_confusion")
     common.percent_table(right, pd.DataFrame(picked_check["per_class"])[["class", "support", "correct", "accuracy"]]

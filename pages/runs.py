@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from core.base.errors import GraftError
-from core.evaluate.stats import difference_sentence, mcnemar, percent
-from core.models.choices import FREEZE_WORDS, backbone_title
+from core.evaluate.stats import mcnemar
 from core.present import charts
+from core.present.words import difference_sentence, percent
 from core.train.config import setting_words
 from pages import common
 from pages.common import escape_markdown as md
@@ -38,13 +38,17 @@ def evaluation(run_id: str) -> dict:
         return {}
 
 
+def in_words(key: str) -> tuple[str, pd.Series]:
+    """A setting's column as people read it (core.train.config's description): ('what trains', 'head only')."""
+    return setting_words(key, None)[0], runs[key].map(lambda value: setting_words(key, value)[1])
+
+
 evaluations = {r: evaluation(r) for r in runs["id"]}
 checks = {r: store.run_dir(r).checks() for r in runs["id"]}
 table = pd.DataFrame({
     "name": runs["name"], "date": runs["created"].map(when),
     "dataset": runs["dataset"].map(lambda p: str(p).rstrip("/").rsplit("/", 1)[-1]),
-    "model": runs["backbone"].map(backbone_title),
-    "what trains": runs["freeze"].map(lambda f: FREEZE_WORDS.get(f, f)),
+    **dict([in_words("backbone"), in_words("freeze")]),
     "epochs": runs["epochs_done"], "status": runs["status"],
     "best val acc": runs["best_val_acc"], "test acc": runs["test_acc"],
     "test balanced acc": [evaluations[r].get("balanced_accuracy") for r in runs["id"]],

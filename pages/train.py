@@ -6,13 +6,12 @@ import streamlit as st
 
 from core.base.errors import GraftError
 from core.models import backbones
-from core.models.choices import AUG_LEVELS, backbone_title
+from core.models.choices import backbone_title
 from core.present import charts
-from core.present.words import kept_sentence
+from core.present.words import describe_progress, kept_sentence
 from core.runs.store import LiveMetrics
 from core.train import estimate, jobs
-from core.train.config import CLASS_WEIGHTS, TrainConfig, default_features
-from core.train.steps import describe_progress
+from core.train.config import TrainConfig, default_features, setting
 from pages import common
 from pages.common import escape_markdown as md
 
@@ -68,64 +67,53 @@ running = jobs.active(runs_root)
 owner = common.is_owner()
 
 
+def about(name: str) -> dict:
+    """A setting's caption and help, as core.train.config describes it (the page only places them)."""
+    described = setting(name)
+    return {"label": described.title, "help": described.help}
+
+
+def number(place, name: str, key: str):
+    """A whole-number setting: its caption, help, range and default from its description."""
+    low, high = setting(name).between or (0, 2**31 - 1)
+    return place.number_input(**about(name), min_value=int(low), max_value=int(high), value=setting(name).default,
+                              key=key)
+
+
+def choice(place, name: str, key: str):
+    """A setting with choices, each in words, its default chosen."""
+    described = setting(name)
+    return place.selectbox(**about(name), options=described.choices, index=described.choices.index(described.default),
+                           format_func=described.option, key=key)
+
+
 def launch_form() -> None:
     """The training form (the owner only)."""
     with st.form("train_form"):
         st.caption(f"{len(split.classes)} classes · {n_train} training and {n_val} validation images "
                    f"(min {min_per_class} per class)")
         c1, c2, c3 = st.columns([3, 2, 1])
-        backbone = c1.selectbox("Model", [s.name for s in backbones.list_backbones()], format_func=describe,
-                                key="tr_backbone", help="An ImageNet-pretrained network: larger ones are a little more "
-                                "accurate and slower. The first one is the fast default.")
-        freeze = c2.selectbox("What trains", backbones.FREEZE_MODES, key="tr_freeze",
-                              format_func={"head": "only the last layer (fastest)",
-                                           "partial": "the last stages too (slower, often better)",
-                                           "full": "the whole network (slowest)"}.get,
-                              help="Only the last layer: the pretrained network reads each photo once, then training takes "
-                                   "seconds. Training more of it adapts it to your photos but takes minutes to hours on a CPU.")
-        epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs",
-                                 help="Passes over the training photos. Training stops earlier when the validation "
-                                      "figures stop improving.")
+        backbone = c1.selectbox(**about("backbone"), options=[s.name for s in backbones.list_backbones()],
+                                format_func=describe, key="tr_backbone")
+        freeze = choice(c2, "freeze", "tr_freeze")
+        epochs = number(c3, "epochs", "tr_epochs")
         c1, c2 = st.columns([3, 2])
-        name = c1.text_input("Name (optional)", "", key="tr_name",
-                             placeholder="a name for the run; by default the model, what trains, epochs and the date")
-        minutes = c2.selectbox("How long", (0, 5, 15, 30), key="tr_minutes",  # 0, not None: no clear (×) button
+        name = c1.text_input(**about("name"), value="", key="tr_name", placeholder="optional")
+        minutes = c2.selectbox(**about("time_limit"), options=(0, 5, 15, 30), key="tr_minutes",  # 0: no clear (×)
                                format_func=lambda m: "the epochs set here" if not m else
-                               f"the best model within {m} minutes",
-                               help="Within a time: the last layer first (a usable model within a minute), then "
-                                    "the last layer on a richer view of the photos when reading them in 8 orientations fits, "
-                                    "then the last layers of the network are fine-tuned on smaller photos, then at "
-                                    "full size, "
-                                    "as long as time allows; the best on the validation photos is kept at every "
-                                    "moment, and the time includes scoring it.")
+                               f"the best model within {m} minutes")
         with st.expander("Advanced settings"):
             c1, c2, c3 = st.columns(3)
-            batch_size = c1.number_input("Batch size", 1, 1024, 32, key="tr_batch",
-                                         help="Photos per training step. 32 suits a CPU; lower it if memory runs out.")
-            lr = c2.number_input("Learning rate (0 = automatic)", 0.0, 1.0, 0.0, format="%.4f", key="tr_lr",
-                                 help="How big each training step is. Automatic picks a value suited to what trains.")
-            aug = c3.selectbox("Augmentation", ("auto", *AUG_LEVELS), key="tr_aug",
-                               help="Varied copies of the training photos (flips, crops, colour): helps small datasets. "
-                                    "Automatic chooses by dataset size and what trains.")
+            batch_size = number(c1, "batch_size", "tr_batch")
+            low, high = setting("lr").between
+            lr = c2.number_input(**about("lr"), min_value=low, max_value=high, value=None, format="%g", key="tr_lr",
+                                 placeholder=setting("lr").unset)
+            aug = choice(c3, "aug", "tr_aug")
             c1, c2, c3 = st.columns(3)
-            weights = c1.selectbox("Class weights", CLASS_WEIGHTS, key="tr_class_weights",
-                                   help="Give rare classes more weight so the model does not ignore them. "
-                                        "Automatic applies a mild weighting when the classes are unbalanced.")
-            patience = c2.number_input("Stop after this many epochs without improvement", 1, 500, 5, key="tr_patience",
-                                       help="Early stopping: the best epoch's model is kept.")
-            seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed",
-                                   help="Fixes the random choices (split, order, augmentation) so a run can be repeated.")
-            features = st.selectbox("What the last layer sees", ("auto", *backbones.FEATURES), key="tr_features",
-                                    format_func={"auto": "automatic: the best view that costs one reading",
-                                                 "plain": "the network's summary of each photo",
-                                                 "pooled": "the summary and earlier layers' patterns (same time)",
-                                                 "rich": "earlier layers too, each photo in 8 orientations "
-                                                         "(about 5× the reading time)"}.get,
-                                    help="Automatic: with 'only the last layer' and an EfficientNet-Lite model, the "
-                                         "earlier layers' patterns beside the summary (on the solar-cell sample right "
-                                         "on 79 photos in 100 against 77), else the summary. The 8 orientations suit "
-                                         "photos with no up or down (cells, parts, tissue, textures): on the solar-cell "
-                                         "sample 82 in 100. Both need 'only the last layer' and an EfficientNet-Lite model.")
+            weights = choice(c1, "class_weights", "tr_class_weights")
+            patience = number(c2, "patience", "tr_patience")
+            seed = number(c3, "seed", "tr_seed")
+            features = choice(st, "features", "tr_features")
         st.caption(time_words(backbone, freeze, features))
         submitted = st.form_submit_button("Start training", type="primary", disabled=running is not None)
 
@@ -135,9 +123,10 @@ def launch_form() -> None:
     if submitted:
         try:
             config = TrainConfig(data=folder, backbone=backbone, freeze=freeze, epochs=int(epochs),
-                                 batch_size=int(batch_size), lr=float(lr) or None, aug=aug, class_weights=weights,
-                                 patience=int(patience), seed=int(seed), name=name or None, min_per_class=min_per_class,
-                                 time_limit=60.0 * minutes if minutes else None, features=features)
+                                 batch_size=int(batch_size), lr=None if lr is None else float(lr), aug=aug,
+                                 class_weights=weights, patience=int(patience), seed=int(seed), name=name or None,
+                                 min_per_class=min_per_class, time_limit=60.0 * minutes if minutes else None,
+                                 features=features)
         except GraftError as err:  # a setting that cannot apply, refused with the reason
             common.show_error(err)
             return

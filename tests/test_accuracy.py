@@ -108,6 +108,7 @@ def test_the_two_layer_head_is_two_scikit_learn_networks_folded_into_the_mlp_hea
     assert small.kind == "linear" and {t["kind"] for t in small.tried} == {"linear"}
 
 
+@pytest.mark.slow
 def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(trained_run):
     runs, run_id, _ = trained_run
     run = RunDir(runs / run_id)
@@ -131,17 +132,31 @@ def test_the_run_keeps_the_better_head_by_validation_and_best_pt_holds_it(traine
     assert card.head == (record["kind"] if record["chosen"] == "converged" else "linear")  # and its card says so
 
 
+def test_the_deadline_step_stops_between_batches_and_before_an_epoch_that_would_not_fit():
+    from core.train.steps import Deadline, EpochRow, LoopState, StopTraining
+
+    state = LoopState(epochs=10)
+    ahead = Deadline(time.monotonic() + 3600)
+    ahead.on_batch(state, 0.5)  # an hour left: training goes on
+    ahead.on_epoch(state, EpochRow(1, 0.5, 0.8, 0.6, 0.7, 1e-3, seconds=60.0))
+    assert not ahead.reached and state.stop_reason is None
+    ahead.on_epoch(state, EpochRow(2, 0.5, 0.8, 0.6, 0.7, 1e-3, seconds=7200.0))  # the next epoch would not fit
+    assert ahead.reached and "would not finish in time" in state.stop_reason
+    passed, state = Deadline(time.monotonic() - 1), LoopState(epochs=10)
+    with pytest.raises(StopTraining):
+        passed.on_batch(state, 0.5)
+    assert passed.reached and state.stop_reason == "time limit reached"
+
+
+@pytest.mark.slow
 def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(elpv_small, tmp_path):
     from core.evaluate.metrics import predict_probs
     from core.runs.store import RunStore
     from core.train.config import TrainConfig
     from core.train.session import fit
 
-    limit = 60.0
-    started = time.perf_counter()
-    run_id = fit(TrainConfig(data=str(elpv_small), time_limit=limit), tmp_path / "runs", progress=False)
-    seconds = time.perf_counter() - started
-    assert seconds <= 1.1 * limit, seconds  # evaluation included
+    # how long it took is measured by bench/accuracy_per_minute.py, not asserted here
+    run_id = fit(TrainConfig(data=str(elpv_small), time_limit=60.0), tmp_path / "runs", progress=False)
     store = RunStore.open(tmp_path / "runs")
     assert store.get(run_id)["status"] == "completed"
     epochs = store.epochs(run_id)
@@ -171,7 +186,7 @@ def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(
     assert float((probs.argmax(1) == truth)[ok].mean()) == pytest.approx(best_val, abs=1e-6)
     assert store.get(run_id)["best_val_acc"] == pytest.approx(best_val, abs=1e-6)
     # the Results page's engineer details say which stage's model is the one shown
-    from test_dashboard import open_page
+    from helpers import open_page
 
     at = open_page("pages/results.py", str(elpv_small), str(tmp_path / "runs"), results_run=run_id)
     assert not at.exception, at.exception
@@ -201,15 +216,16 @@ def test_the_rich_view_is_the_mean_over_8_orientations_of_earlier_and_last_stage
             TrainConfig(data=".", backbone=backbone, freeze=freeze, features="rich")
 
 
+@pytest.mark.slow
 def test_a_rich_view_run_trains_predicts_exports_and_explains(tmp_path):
-    from conftest import make_subset
-
     from core.data.images import load_rgb
     from core.deploy.predict import Predictor
     from core.evaluate.metrics import predict_probs
     from core.train.config import TrainConfig
     from core.train.session import fit
     from core.trust.explain import Explainer
+
+    from helpers import make_subset
 
     photos = make_subset(tmp_path / "data", 12)
     run_id = fit(TrainConfig(data=str(photos), features="rich", epochs=3), tmp_path / "runs", progress=False)

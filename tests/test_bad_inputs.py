@@ -11,21 +11,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ELPV, ROOT, make_subset, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_dashboard import open_page
 
 from core.data import catalog
 from core.data.images import MAX_PIXELS, WORK_PIXELS, ImageError, open_image
+
+from helpers import ROOT, elpv, make_subset, open_page, run_cli
 
 
 @pytest.fixture
 def awkward(tmp_path) -> Path:
     """A dataset with every kind of thing that is not a class folder of images."""
     root = make_subset(tmp_path / "awkward", 6, classes=("defect_000", "defect_100"))
-    shutil.copy2(next((ELPV / "defect_000").glob("*.png")), root / "stray.png")  # outside a class folder
+    shutil.copy2(next((elpv() / "defect_000").glob("*.png")), root / "stray.png")  # outside a class folder
     (root / "loop").mkdir()
     (root / "loop" / "again").symlink_to(root / "loop")  # a link that loops
     (root / "shortcut").symlink_to(root / "defect_000")  # a link to a class folder
@@ -146,7 +146,7 @@ def test_large_uploads_keep_the_peak_memory_bounded():
 
 
 def test_the_predict_page_refuses_an_oversized_upload_by_name(trained_run, elpv_small):
-    from test_results_predict import _state
+    from helpers import run_state as _state
 
     state, runs, _ = _state(trained_run)
     at = open_page("pages/predict.py", str(elpv_small), str(runs), **state)
@@ -191,6 +191,6 @@ def test_a_damaged_model_card_is_refused_with_its_reason(damage, trained_run, tm
     else:
         card.update(damage)
     card_file.write_text(json.dumps(card))
-    result = run_cli("predict", str(copy), str(next(ELPV.rglob("*.png"))))
+    result = run_cli("predict", str(copy), str(next(elpv().rglob("*.png"))))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "model.json" in result.stderr

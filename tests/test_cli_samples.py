@@ -6,9 +6,10 @@ import shutil
 import sys
 
 import pytest
-from conftest import ELPV, run_cli
 
 from core.data import samples
+
+from helpers import elpv, run_cli
 
 COMMANDS = ["samples", "scan", "train", "resume", "eval", "predict", "runs", "backbones"]
 
@@ -20,13 +21,13 @@ def test_every_command_has_help(command):
 
 
 def test_elpv_sample_is_the_real_folder_per_class_set():
-    counts = {d.name: len(list(d.glob("*.png"))) for d in ELPV.iterdir() if d.is_dir()}
+    counts = {d.name: len(list(d.glob("*.png"))) for d in elpv().iterdir() if d.is_dir()}
     assert counts == {"defect_000": 1508, "defect_033": 295, "defect_067": 106, "defect_100": 715}
 
 
 def test_fetch_is_idempotent(tmp_path):
     dest = tmp_path / "elpv"
-    shutil.copytree(ELPV, dest)
+    shutil.copytree(elpv(), dest)
     stamp = (dest / samples.MARKER).stat().st_mtime_ns
     victim = next((dest / "defect_067").glob("*.png"))
     victim.unlink()
@@ -42,6 +43,7 @@ def test_fashion_mnist_without_apt_says_so(tmp_path):
     assert "apt-get" in result.stderr and "dataset-fashion-mnist" in result.stderr
 
 
+@pytest.mark.slow
 def test_scan_and_runs_commands(elpv_small, trained_run):
     result = run_cli("scan", str(elpv_small))
     assert result.returncode == 0

@@ -5,24 +5,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_split_layout, make_subset
 from streamlit.testing.v1 import AppTest
+
+from helpers import make_split_layout, make_subset, open_page
 
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
          "pages/runs.py"]
-
-
-def open_page(page: str, dataset: str, runs: str, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["dataset"] = dataset
-    at.session_state["runs_dir"] = runs
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    if page != "pages/home.py":
-        at.switch_page(page)
-        at.run()
-    return at
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -104,17 +92,18 @@ def test_an_exception_in_a_page_is_visible_to_the_tests():
     assert [e.message for e in at.exception] == ["boom"]
 
 
+@pytest.mark.slow
 def test_the_sample_button_and_a_recent_folder_change_the_dataset_and_the_folder_box(elpv_small, tmp_path):
     """Both set the folder box's text from a callback: after the box is drawn, Streamlit refuses it."""
-    from conftest import ELPV
-
     from core.base.storage import cache_home
+
+    from helpers import elpv
 
     sample = cache_home() / "samples" / "elpv"  # the tests' cache: the real sample, linked, not fetched again
     linked = not sample.exists()
     if linked:
         sample.parent.mkdir(parents=True, exist_ok=True)
-        sample.symlink_to(ELPV, target_is_directory=True)
+        sample.symlink_to(elpv(), target_is_directory=True)
     try:
         at = open_page("pages/home.py", str(tmp_path), str(tmp_path / "runs"))
         at.text_input(key="dataset_input").set_value(str(elpv_small)).run()
@@ -122,7 +111,7 @@ def test_the_sample_button_and_a_recent_folder_change_the_dataset_and_the_folder
         assert not at.exception and at.session_state["dataset"] == mine, at.exception
         at.button(key="use_sample").click().run()
         assert not at.exception, at.exception
-        assert at.session_state["dataset"] == str(ELPV.resolve()) == at.text_input(key="dataset_input").value
+        assert at.session_state["dataset"] == str(elpv().resolve()) == at.text_input(key="dataset_input").value
         at.selectbox(key="recent_pick").set_value(mine).run()
         assert not at.exception, at.exception
         assert at.session_state["dataset"] == mine == at.text_input(key="dataset_input").value

@@ -4,10 +4,11 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-from conftest import ELPV, make_split_layout, make_subset
 from PIL import Image
 
 from core.data import catalog
+
+from helpers import elpv, make_split_layout, make_subset
 
 
 def test_folder_layout_counts_equal_files_on_disk(elpv_small):
@@ -32,7 +33,7 @@ def test_split_is_stratified_deterministic_and_seeded(elpv_small):
 def test_split_is_stable_when_images_are_added(tmp_path):
     root = make_subset(tmp_path / "ds", 30)
     before = catalog.split(catalog.scan(root), seed=0).manifest.set_index("path")["split"]
-    extra = sorted((ELPV / "defect_000").glob("*.png"))[-15:]
+    extra = sorted((elpv() / "defect_000").glob("*.png"))[-15:]
     for f in extra:
         shutil.copy2(f, root / "defect_000" / f.name)
     after = catalog.split(catalog.scan(root), seed=0).manifest.set_index("path")["split"]

@@ -12,16 +12,16 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ELPV, make_subset, run_cli
 from scipy.stats import binomtest
-from test_dashboard import open_page
-from test_results_predict import _state
 
 from core.deploy.predict import Predictor
 from core.evaluate.decision import Decision, at_threshold, for_run, sweep
 from core.evaluate.stats import majority_baseline, mcnemar, wilson
 from core.runs.folder import RunDir
 from core.runs.store import RunStore
+
+from helpers import elpv, make_subset, open_page, run_cli
+from helpers import run_state as _state
 
 
 def test_the_interval_and_the_baseline_match_an_independent_computation(trained_run):
@@ -60,7 +60,7 @@ def test_mcnemar_equals_the_exact_binomial_by_hand():
 
 
 def _clone_run(store: RunStore, source: RunDir, name: str, val: float, test: float) -> str:
-    run_id = store.create({"data": str(ELPV)}, name)
+    run_id = store.create({"data": str(elpv())}, name)
     target = store.run_dir(run_id)
     for item in source.path.iterdir():
         if item.is_file() and item.name not in ("config.json",):
@@ -80,6 +80,7 @@ def test_the_default_pick_is_by_validation_never_by_test(trained_run, elpv_small
     assert at.selectbox(key="predict_run").value == better_on_val
 
 
+@pytest.mark.slow
 def test_eval_on_another_folder_names_an_unknown_class_and_scores_the_rest(trained_run, tmp_path):
     runs, run_id, _ = trained_run
     other = make_subset(tmp_path / "other_line", 5, classes=("defect_000", "defect_100"))
@@ -98,6 +99,7 @@ def test_eval_on_another_folder_names_an_unknown_class_and_scores_the_rest(train
     assert sum(map(sum, check["confusion_matrix"])) == 10
 
 
+@pytest.mark.slow
 def test_an_unwritable_or_foreign_folder_is_a_clear_error(trained_run, tmp_path):
     runs, run_id, _ = trained_run
     foreign = make_subset(tmp_path / "foreign", 3, classes=("defect_033",))
@@ -111,6 +113,7 @@ def _png(path) -> bytes:
     return open(path, "rb").read()
 
 
+@pytest.mark.slow
 def test_the_pass_inspect_rule_chosen_on_results_changes_predict_cli_and_export(trained_run, elpv_small, tmp_path):
     state, runs, run_id = _state(trained_run)
     run = RunDir(runs / run_id)

@@ -6,12 +6,15 @@ import socket
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
 
 from core.base.storage import load_torch
 from core.runs.store import RunStore
 
+from helpers import ROOT
 
+
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_run(elpv_small, tmp_path):
     runs = tmp_path / "runs"
     with socket.socket() as probe:  # a free port for the rendezvous

@@ -12,11 +12,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ELPV, ROOT, make_subset, run_cli
 
 from core.base.errors import Busy
 from core.runs.folder import RunDir
 from core.runs.store import RunStore
+
+from helpers import ROOT, elpv, make_subset, run_cli
 
 LIMIT = 2 << 20  # 2 MB: the scan, the run store and the feature cache fit, a Lite0 checkpoint does not
 
@@ -33,6 +34,7 @@ def _python(code: str, limit: int = LIMIT) -> subprocess.CompletedProcess:
                           env=dict(os.environ))
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_keeps_the_previous(trained_run, tmp_path):
     import shutil
 
@@ -57,6 +59,7 @@ except DiskFull as err:
     assert not list(run.glob(".best.pt.*"))  # no half-written temp file left
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_fails_with_one_clear_line(tmp_path):
     data = make_subset(tmp_path / "photos", 6, classes=("defect_000", "defect_100"))
     runs = tmp_path / "runs"
@@ -71,6 +74,7 @@ def test_training_on_a_full_disk_fails_with_one_clear_line(tmp_path):
     assert run["status"] == "failed" and "disk is full" in store.get(run["id"])["error"]
 
 
+@pytest.mark.slow
 def test_a_feature_cache_that_cannot_be_written_costs_only_the_reuse(elpv_small, tmp_path):
     result = _python(f"""
 import logging, sys
@@ -93,9 +97,10 @@ print("features", feats.shape[0], int(ok.sum()))
     assert "could not write the feature cache" in result.stdout and "training goes on" in result.stdout
 
 
+@pytest.mark.slow
 def test_many_starts_at_once_on_a_new_runs_folder_never_see_a_locked_database(tmp_path):
     runs = tmp_path / "brand_new"
-    code = f"from core.runs import RunStore; print(RunStore({str(runs)!r}).create({{'data': 'x'}}))"
+    code = f"from core.runs.store import RunStore; print(RunStore({str(runs)!r}).create({{'data': 'x'}}))"
     starts = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=dict(os.environ)) for _ in range(8)]
     outcomes = [p.communicate(timeout=120) for p in starts]
@@ -104,6 +109,7 @@ def test_many_starts_at_once_on_a_new_runs_folder_never_see_a_locked_database(tm
     assert len(RunStore(runs).list()) == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cut", [0, 100])
 def test_a_torn_checkpoint_is_a_clear_error_not_a_traceback(trained_run, tmp_path, cut):
     import shutil
@@ -113,11 +119,12 @@ def test_a_torn_checkpoint_is_a_clear_error_not_a_traceback(trained_run, tmp_pat
     shutil.copytree(runs / run_id, run)
     best = run / "best.pt"
     best.write_bytes(best.read_bytes()[:cut])
-    result = run_cli("predict", str(run), str(next(ELPV.rglob("*.png"))))
+    result = run_cli("predict", str(run), str(next(elpv().rglob("*.png"))))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "best.pt" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_training_slot_refuses_resume_and_delete_while_a_run_trains(trained_run, elpv_small, tmp_path):
     runs, run_id, _ = trained_run
     store = RunStore.open(tmp_path / "runs")
@@ -129,7 +136,7 @@ def test_the_training_slot_refuses_resume_and_delete_while_a_run_trains(trained_
         store.claim(other, os.getpid() + 1)
     with pytest.raises(Busy, match="stop it first"):
         store.delete(busy)
-    from conftest import run_cli
+    from helpers import run_cli
 
     shutil.copytree(RunStore(runs).run_dir(run_id).path, store.root / "copied")
     result = run_cli("resume", str(store.root / "copied"))

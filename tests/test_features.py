@@ -131,6 +131,7 @@ def test_decoded_cache_matches_the_eval_transform(tmp_path, elpv_small):
     assert augmented.shape == x.shape
 
 
+@pytest.mark.slow
 def test_partial_fine_tuning_trains_the_last_stages(tmp_path, elpv_small):
     run_id = fit(TrainConfig(data=str(elpv_small), freeze="partial", epochs=1, input_size=96, batch_size=16),
                  tmp_path / "runs", progress=False)

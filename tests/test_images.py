@@ -104,13 +104,14 @@ def test_a_greyscale_photo_read_as_one_channel_gives_the_model_the_same_input(ba
     """The cold feature pass keeps greyscale photos as one channel (a third of the resizing); the
     network must see exactly the numbers of their RGB copy. Real ELPV cells, and the 16-bit PNG."""
     import torch
-    from conftest import ELPV
 
     from core.models import backbones
     from core.models.preprocess import eval_transform
 
+    from helpers import elpv
+
     transform = eval_transform(backbones.preprocessing_for(backbones.DEFAULT_BACKBONE))
-    photos = sorted(ELPV.glob("*/*.png"))[:3] + [bad_and_odd / "things" / "deep16.png"]
+    photos = sorted(elpv().glob("*/*.png"))[:3] + [bad_and_odd / "things" / "deep16.png"]
     for photo in photos:
         grey = load_rgb(photo, grey=True)
         assert grey.mode == "L"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import run_cli
-from test_dashboard import open_page
-from test_results_predict import _state
 
 from core.base.errors import BadInput
 from core.data import notes
 from core.runs.folder import RunDir
 from core.runs.store import RunStore, readable_name
+
+from helpers import open_page, run_cli
+from helpers import run_state as _state
 
 NAMES = {"defect_000": {"name": "flawless", "description": "no visible crack"},
          "defect_100": {"name": "cracked <b>badly</b>", "description": "a crack across the cell"}}
@@ -37,6 +37,7 @@ def test_display_names_are_kept_in_the_hidden_folder_and_the_scan_ignores_it(nam
         notes.save_class_notes(named_classes, {"defect_000": {"name": "x"}, "defect_100": {"name": "x"}})
 
 
+@pytest.mark.slow
 def test_results_predict_and_the_report_speak_in_display_names(named_classes, trained_run, tmp_path):
     state, runs, run_id = _state(trained_run)
     at = open_page("pages/results.py", str(named_classes), str(runs), **state)
@@ -68,8 +69,9 @@ def test_the_owner_edits_the_names_and_a_viewer_only_reads_them(named_classes, t
     from core.base import settings
 
     settings.save(dataset=str(named_classes))
-    from conftest import ROOT
     from streamlit.testing.v1 import AppTest
+
+    from helpers import ROOT
 
     viewer = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     viewer.query_params["key"] = "view-key-0123456789abcdef"
@@ -91,7 +93,7 @@ def test_runs_get_readable_names_by_default(tmp_path):
 
 
 def test_progress_is_said_in_plain_words_with_an_eta():
-    from core.train.steps import describe_progress
+    from core.present.words import describe_progress
 
     fraction, words = describe_progress({"phase": "features train eval", "phase_done": 640, "phase_total": 1823,
                                          "phase_eta": 75.0}, {"epochs": 10}, 30.0)
@@ -135,7 +137,7 @@ def test_a_run_clicked_on_the_runs_page_opens_on_results_and_predict(trained_run
 
 
 def test_a_probability_never_reads_as_certain_unless_it_is():
-    from core.evaluate.stats import chance
+    from core.present.words import chance
 
     assert [chance(p) for p in (0.997, 1.0, 0.003, 0.0, 0.5, 0.994)] == [">99%", "100%", "<1%", "0%", "50%", "99%"]
 

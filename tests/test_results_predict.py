@@ -11,24 +11,20 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import chart_data, run_cli
 from PIL import Image
 from sklearn.datasets import load_sample_images
-from test_dashboard import open_page
 
 from core.base.storage import read_json
 from core.data.images import load_rgb
 from core.deploy.predict import Predictor, extract_zip
 from core.evaluate.metrics import evaluate_run
-from core.evaluate.stats import chance
+from core.present.words import chance
 from core.runs.folder import RunDir
 from core.trust.explain import gradcam
 from pages.common import escape_markdown as md
 
-
-def _state(trained_run):
-    runs, run_id, _ = trained_run
-    return dict(results_run=run_id, predict_run=run_id), runs, run_id
+from helpers import chart_data, open_page, run_cli
+from helpers import run_state as _state
 
 
 def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
@@ -61,6 +57,7 @@ def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
     assert wrong  # a real run on ELPV makes mistakes to show
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_html_with_the_headline(trained_run, tmp_path):
     _, runs, run_id = _state(trained_run)
     result = run_cli("report", run_id, str(tmp_path / "r.html"), "--runs", str(runs))
@@ -172,6 +169,7 @@ def test_zip_slip_writes_nothing_outside(tmp_path, elpv_small):
     assert not (tmp_path / "evil.png").exists() and not list(tmp_path.glob("**/evil2.png"))
 
 
+@pytest.mark.slow
 def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elpv_small, tmp_path):
     _, runs, run_id = _state(trained_run)
     out = tmp_path / "export"
@@ -186,7 +184,7 @@ def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elp
     names = set(zipfile.ZipFile(io.BytesIO(export_zip(out))).namelist())  # the dashboard's download
     assert {"model.onnx", "model.ts", "model.json", "graft_predict.py"} <= names
     assert "familiar.npy" in names and card["familiarity"]["threshold"] > 0  # the unfamiliar-photo detector too
-    from test_trust import house_drawing
+    from helpers import house_drawing
 
     house_drawing().save(tmp_path / "house.png")
     files = [str(p) for p in sorted(elpv_small.rglob("*.png"))[:12]] + [str(tmp_path / "house.png")]

@@ -6,11 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ELPV, ROOT, chromium, run_cli
 from streamlit.testing.v1 import AppTest
 
 from core.base import access, settings
 from core.base.errors import BadInput
+
+from helpers import ROOT, chromium, elpv, run_cli
 
 VIEW, OWNER = "view-key-for-the-tests-0123456789", "owner-key-for-the-tests-9876543210"
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
@@ -179,13 +180,14 @@ def test_share_prints_a_view_link_and_an_owner_link():
 HOSTILE = ["<img src=x onerror=alert(1)>", "\"><svg onload=alert(2)>"]
 
 
+@pytest.mark.browser
 def test_the_report_with_hostile_class_names_runs_no_script_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
     data = tmp_path / "hostile"
     for name, source in zip(HOSTILE, ("defect_000", "defect_100")):
         (data / name).mkdir(parents=True)
-        for f in sorted((ELPV / source).glob("*.png"))[:12]:
+        for f in sorted((elpv() / source).glob("*.png"))[:12]:
             shutil.copy2(f, data / name / f.name)
     runs = tmp_path / "runs"
     trained = run_cli("train", str(data), "--epochs", "2", "--runs", str(runs), "--name", "<b>bold</b> run")

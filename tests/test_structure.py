@@ -11,10 +11,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import ELPV, make_subset, wait_for
 from PIL import Image
 from sklearn.datasets import load_sample_images
-from test_dashboard import open_page
 
 from core.base.errors import GraftError
 from core.deploy.export import export, numpy_input
@@ -27,13 +25,15 @@ from core.train.config import TrainConfig
 from core.train.session import fit
 from core.trust.explain import Explainer
 
+from helpers import elpv, make_subset, open_page, wait_for
+
 TINY = dict(epochs=2, batch_size=16, min_per_class=3)
 
 
 def _images() -> list[Image.Image]:
     """Real images of several shapes: ELPV cells (square greyscale → RGB) and colour photos, portrait
     and landscape, odd sizes."""
-    cells = [Image.open(p).convert("RGB") for p in sorted(ELPV.rglob("*.png"))[:4]]
+    cells = [Image.open(p).convert("RGB") for p in sorted(elpv().rglob("*.png"))[:4]]
     china, flower = (Image.fromarray(a) for a in load_sample_images().images)
     return cells + [china, flower, china.crop((0, 0, 301, 427)), flower.resize((333, 199))]
 
@@ -74,6 +74,7 @@ def home_run(tmp_path_factory):
         os.environ["HOME"] = old or ""
 
 
+@pytest.mark.slow
 def test_a_home_relative_dataset_reaches_results_report_and_export(home_run, tmp_path):
     home, runs, run_id = home_run
     run = RunStore(runs).run_dir(run_id)
@@ -150,6 +151,7 @@ def test_a_zip_is_unpacked_once_per_upload_and_removed_when_replaced(home_run):
     assert len(remaining) == 1 and remaining != folders  # the first upload's files are gone
 
 
+@pytest.mark.slow
 def test_a_training_started_like_the_train_page_from_another_folder_completes(tmp_path, monkeypatch):
     make_subset(tmp_path / "elsewhere" / "photos", 6, classes=("defect_000", "defect_100"))
     monkeypatch.chdir(tmp_path / "elsewhere")  # the server was started here, not in the project

@@ -11,7 +11,6 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ELPV, ROOT, run_cli, wait_for
 
 from core.base.storage import load_torch, read_json
 from core.deploy.predict import Predictor
@@ -22,9 +21,12 @@ from core.train.config import TrainConfig
 from core.train.loop import class_weights
 from core.train.session import fit
 
+from helpers import ROOT, elpv, make_subset, run_cli, wait_for
+
 FAST = dict(epochs=40, patience=1000, input_size=64, cache=False, batch_size=16, workers=0)
 
 
+@pytest.mark.slow
 def test_cli_train_learns_above_chance(trained_run, elpv_small):
     from core.data.images import load_rgb
 
@@ -39,7 +41,7 @@ def test_cli_train_learns_above_chance(trained_run, elpv_small):
     predictor, right = Predictor.from_run(runs / run_id), []
     for label in predictor.labels:
         seen = {f.name for f in (elpv_small / label).glob("*.png")}
-        files = [f for f in sorted((ELPV / label).glob("*.png"))[1::2] if f.name not in seen][:40]
+        files = [f for f in sorted((elpv() / label).glob("*.png"))[1::2] if f.name not in seen][:40]
         predicted = predictor.probabilities([load_rgb(f) for f in files]).argmax(1).tolist()
         right += [p == predictor.labels.index(label) for p in predicted]
     assert len(right) == 160 and np.mean(right) > 0.34  # by chance above 0.34: probability 0.5 %
@@ -58,6 +60,7 @@ def test_checkpoints_are_plain_state_dicts(trained_run):
     assert set(last) >= {"model", "optimizer", "scheduler", "epoch"}
 
 
+@pytest.mark.slow
 def test_saved_run_predicts_the_same_in_a_fresh_process(trained_run, elpv_small, tmp_path):
     runs, run_id, _ = trained_run
     out = tmp_path / "pred.csv"
@@ -128,10 +131,12 @@ def test_stop_request_ends_the_run_as_stopped_and_keeps_the_best(elpv_small, tmp
     assert Predictor.from_run(store.run_dir(run_id)).predict(sorted(elpv_small.rglob("*.png"))[:2])[0]["label"]
 
 
-def test_killed_run_is_failed_then_resumes_from_its_last_epoch(elpv_small, tmp_path):
+@pytest.mark.slow
+def test_killed_run_is_failed_then_resumes_from_its_last_epoch(tmp_path):
     runs = tmp_path / "runs"
     store = RunStore(runs)
-    config = TrainConfig(data=str(elpv_small), **{**FAST, "epochs": 12})
+    photos = make_subset(tmp_path / "photos", 10)  # 40 real photos: epochs of a second or two
+    config = TrainConfig(data=str(photos), **{**FAST, "epochs": 12, "min_per_class": 3})
     run_id = store.create(vars(config))
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(vars(config)))

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import chart_data, run_cli, wait_for
-from test_dashboard import open_page
 
 from core.runs.store import RunStore
 from core.train import jobs
 from core.train.config import TrainConfig
+
+from helpers import chart_data, open_page, run_cli, wait_for
 
 
 def start_button(at):
     return next(b for b in at.button if b.label == "Start training")
 
 
+@pytest.mark.slow
 def test_form_starts_one_real_run_and_the_page_shows_its_metrics(elpv_small, tmp_path):
     runs = tmp_path / "runs"
     at = open_page("pages/train.py", str(elpv_small), str(runs), tr_epochs=3)
@@ -57,6 +58,7 @@ def test_form_starts_one_real_run_and_the_page_shows_its_metrics(elpv_small, tmp
 SLOW = dict(epochs=200, patience=1000, input_size=64, cache=False, batch_size=8, workers=0)
 
 
+@pytest.mark.slow
 def test_stop_button_ends_the_run_as_stopped(elpv_small, tmp_path):
     runs = tmp_path / "runs"
     run_id = jobs.start(TrainConfig(data=str(elpv_small), **SLOW), runs)
@@ -104,10 +106,11 @@ def test_runs_page_lists_and_compares(trained_run, elpv_small, tmp_path):
 
 def test_the_time_estimate_counts_only_the_photos_not_read_before(tmp_path):
     """A frozen run reads only the photos whose features are not cached: the Train page's estimate says so."""
-    from conftest import make_subset
     from PIL import Image
 
     from core.train.session import fit
+
+    from helpers import make_subset
 
     folder = make_subset(tmp_path / "fresh", 6)  # real ELPV cells (greyscale), copied...
     for image in sorted(folder.rglob("*.png")):  # ...and one pixel changed: photos no other test has cached

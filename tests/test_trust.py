@@ -11,29 +11,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ELPV, run_cli
-from PIL import Image, ImageDraw
+from PIL import Image
 from sklearn.datasets import load_sample_images
-from test_dashboard import open_page
-from test_results_predict import _state
 
 from core.data import catalog, notes
 from core.deploy.predict import Predictor
 from core.evaluate import learning_curve, metrics
-from core.present import report
+from core.evaluate.words import more_photos_sentence
+from core.present import report, words
 from core.runs.folder import RunDir
 from core.trust import familiar
 
-
-def house_drawing() -> Image.Image:
-    """A generated line drawing of a house: nothing like a solar cell."""
-    image = Image.new("RGB", (300, 300), "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((70, 140, 230, 260), outline="black", width=6)
-    draw.polygon([(60, 145), (150, 60), (240, 145)], outline="black", width=6)
-    draw.rectangle((130, 190, 170, 260), fill="saddlebrown")
-    draw.ellipse((240, 20, 290, 70), fill="gold")
-    return image
+from helpers import elpv, house_drawing, open_page, run_cli
+from helpers import run_state as _state
 
 
 def test_the_detector_is_saved_with_the_run_and_keeps_most_validation_photos_familiar(trained_run):
@@ -105,7 +95,7 @@ def mislabelled(tmp_path_factory) -> tuple[Path, set[str]]:
     root = tmp_path_factory.mktemp("mislabelled")
     (root / "cells").mkdir()
     (root / "photos").mkdir()
-    cells = sorted((ELPV / "defect_000").glob("*.png"))[:20]
+    cells = sorted((elpv() / "defect_000").glob("*.png"))[:20]
     for cell in cells[:18]:
         shutil.copy(cell, root / "cells" / cell.name)
     crops = photo_crops(19)
@@ -118,6 +108,7 @@ def mislabelled(tmp_path_factory) -> tuple[Path, set[str]]:
     return root, wrong
 
 
+@pytest.mark.slow
 def test_the_label_check_ranks_the_misfiled_photos_first_in_its_csv(mislabelled, tmp_path):
     root, wrong = mislabelled
     result = run_cli("audit", str(root), "--csv", str(tmp_path / "audit.csv"))
@@ -181,6 +172,7 @@ def test_the_dataset_page_shows_the_gallery_and_keeps_the_owners_choice(mislabel
 
 
 # ---------------------------------------------------------------------- part 3: the learning curve
+@pytest.mark.slow
 def test_the_learning_curve_from_the_cli_and_on_results(trained_run, elpv_small):
     runs, run_id, _ = trained_run
     result = run_cli("learning-curve", run_id, "--runs", str(runs))
@@ -205,22 +197,23 @@ def test_the_learning_curve_sentence_tells_rising_levelled_and_hard_classes_apar
         return {"train_images": n, "accuracy": 0.0, "recall": recall}
 
     points = [point(50, a=0.60, b=0.95, c=0.10), point(100, a=0.75, b=0.955, c=0.11)]
-    text = learning_curve.sentence(points, ["a", "b", "c"], {"a": "scratch"})
+    text = more_photos_sentence(points, ["a", "b", "c"], {"a": "scratch"})
     assert text.startswith("More photos of scratch would help most: the share of its test photos found rose 15 points")
     assert "b has levelled off" in text and "c stays hard (11% of its test photos found)" in text
-    flat = learning_curve.sentence([point(50, a=0.9, b=0.9), point(100, a=0.9, b=0.91)], ["a", "b"])
+    flat = more_photos_sentence([point(50, a=0.9, b=0.9), point(100, a=0.9, b=0.91)], ["a", "b"])
     assert flat.startswith("More photos of the same kind would help little")
 
 
 # ---------------------------------------------------------------------- another folder
+@pytest.mark.slow
 def test_scoring_another_folder_says_how_many_photos_look_unfamiliar(trained_run, tmp_path):
     runs, run_id, _ = trained_run
     folder = tmp_path / "other_line"
     (folder / "defect_000").mkdir(parents=True)
-    for cell in sorted((ELPV / "defect_000").glob("*.png"))[-6:]:
+    for cell in sorted((elpv() / "defect_000").glob("*.png"))[-6:]:
         shutil.copy(cell, folder / "defect_000" / cell.name)
     for i, crop in enumerate(photo_crops(3)):
         crop.save(folder / "defect_000" / f"photo_{i}.png")
     result = metrics.check_folder(runs / run_id, folder)
     assert result["n"] == 9 and result["unfamiliar"] >= 3 and result["unfamiliar_share"] == result["unfamiliar"] / 9
-    assert metrics.unfamiliar_sentence(result).startswith(f"{result['unfamiliar']} of 9 photos")
+    assert words.unfamiliar_sentence(result).startswith(f"{result['unfamiliar']} of 9 photos")

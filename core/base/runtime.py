@@ -22,10 +22,14 @@ def pick_device() -> torch.device:
 
 
 def cpu_count() -> int:
+    """The cores Graft may use: those this process may run on, or fewer when GRAFT_THREADS says so
+    (several Graft processes side by side, such as parallel test workers, each take a share)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    share = os.environ.get("GRAFT_THREADS", "").strip()
+    return max(1, min(cores, int(share))) if share.isdigit() and int(share) > 0 else cores
 
 
 def default_workers() -> int:

@@ -188,8 +188,7 @@ SCAN_THREADS = 8  # at most this many threads check files
 
 def _check_files(root: Path, fresh: pd.DataFrame, progress: bool) -> list[dict]:
     """`_check_file` for every row, in order, on one thread a core: Pillow's decoding and resizing and
-    hashlib's SHA-1 release the GIL, so threads share the work without a process pool (first scan of
-    ELPV, 2 cores: 0.64×, bench/reading.py)."""
+    hashlib's SHA-1 release the GIL, so threads share the work without a process pool."""
     from concurrent.futures import ThreadPoolExecutor
 
     from core.base.runtime import cpu_count

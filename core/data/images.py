@@ -18,6 +18,8 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.base.errors import BadInput
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 try:  # HEIC/HEIF phone photos, through the pillow-heif plugin when it is installed
@@ -38,7 +40,7 @@ MAX_PIXELS = 64_000_000
 WORK_PIXELS = 16_000_000
 
 
-class ImageError(Exception):
+class ImageError(BadInput):
     """An image that cannot be used; `reason` is one of a few short names."""
 
     def __init__(self, reason: str, detail: str = "", source: str = ""):

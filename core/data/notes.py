@@ -1,6 +1,6 @@
 """What the product keeps about a dataset, in its hidden `ROOT/.graft/` folder (the scan skips it,
 the user's photos are never moved): class display names and descriptions, so a room reads
-"crack (severe)" instead of "defect_100"; and the owner's label corrections (issue 13): photos to
+"crack (severe)" instead of "defect_100"; and the owner's label corrections: photos to
 leave out, photos whose label is wrong. Only the owner writes it (the dashboard's Dataset page).
 The scan applies the corrections, so every split, training and page respects them.
 

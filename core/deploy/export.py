@@ -4,7 +4,6 @@ PyTorch model on real validation images. No pickle anywhere."""
 from __future__ import annotations
 
 import shutil
-import time
 import warnings
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import __version__
 from core.base.errors import BadCheckpoint, BadInput
 from core.base.storage import atomic_write, read_json, write_json
 from core.data.images import ImageError, load_rgb
 from core.deploy.export_loader import preprocess as loader_preprocess
 from core.evaluate.decision import for_run as decision_for_run
 from core.models.preprocess import Preprocessing, eval_transform
-from core.runs.folder import ModelCard, RunDir
+from core.runs.folder import EXPORT_FORMAT, ModelCard, RunDir
 
 FORMATS = ("torchscript", "onnx", "both")
 TOLERANCE = 1e-4
@@ -51,7 +49,7 @@ def _check_target(out_dir: Path, force: bool) -> None:
 
 class _WithFeatures(torch.nn.Module):
     """The model with a second output, the backbone's pooled features: what the unfamiliar-photo
-    detector compares with the training photos (core/familiar.py)."""
+    detector compares with the training photos (`core.trust.familiar`)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -124,21 +122,12 @@ def export(run_dir: str | Path, out_dir: str | Path, fmt: str = "both", force: b
     if familiarity is not None:
         atomic_write(out_dir / FAMILIAR_FILE,
                      lambda f: np.save(f, familiarity.train.astype(np.float16), allow_pickle=False))
-    exported = {
-        "format": "graft-export", "version": __version__, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run": run.id, "backbone": card.backbone, "head": card.head, "labels": card.labels,
-        "preprocessing": {**prep.to_dict(), "crop": "center", "input": "RGB, NCHW float32",
-                          "steps": "EXIF transpose; RGB; shorter side -> resize_size (interpolation); "
-                                   "centre crop input_size; /255; (x - mean) / std"},
-        "files": files, "metrics": card.metrics,
-        "uncertainty_threshold": card.uncertainty_threshold,
-        "decision": decision.to_dict() if (decision := decision_for_run(run)) else None,
-        "familiarity": {"file": FAMILIAR_FILE, "threshold": familiarity.threshold, "method": familiar.METHOD,
-                        "output": "features", "meaning": "above the threshold: unfamiliar, the photo does not look "
-                        "like the training photos"} if familiarity is not None else None,
-        "parity": {"images": len(images), "unreadable": problems, "tolerance": TOLERANCE, **parity},
-        "loader": "graft_predict.py",
-    }
+    decision = decision_for_run(run)
+    exported = card.to_export(
+        run.id, files, {"images": len(images), "unreadable": problems, "tolerance": TOLERANCE, **parity},
+        decision=decision.to_dict() if decision else None,
+        familiarity={"file": FAMILIAR_FILE, "threshold": familiarity.threshold, "method": familiar.METHOD}
+        if familiarity is not None else None)
     write_json(out_dir / EXPORT_CARD, exported)
     return exported
 
@@ -159,7 +148,7 @@ def export_card(folder: str | Path) -> dict:
 
 def is_export(folder: str | Path) -> bool:
     try:
-        return export_card(folder).get("format") == "graft-export"
+        return export_card(folder).get("format") == EXPORT_FORMAT
     except (OSError, ValueError):  # BadCheckpoint is a ValueError
         return False
 

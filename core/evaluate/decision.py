@@ -59,13 +59,6 @@ class Decision:
         """'inspect' when the probability of an inspect class reaches the threshold, else 'pass'."""
         return INSPECT if self.p_inspect(probabilities) >= self.threshold else PASS
 
-    def sentence(self, probabilities: dict[str, float], names: dict[str, str] | None = None) -> str:
-        """The verdict in words, with the inspect classes as people read them (`names`)."""
-        p, which = self.p_inspect(probabilities), " / ".join((names or {}).get(c, c) for c in self.inspect)
-        if p >= self.threshold:
-            return f"send to inspection (chance of {which}: {p:.0%}, at or above {self.threshold:.0%})"
-        return f"pass (chance of {which}: {p:.0%}, below {self.threshold:.0%})"
-
 
 def p_inspect_column(table: pd.DataFrame, inspect: list[str]) -> np.ndarray:
     """The probability of "inspect" for each row of a predictions table (p_<class> columns)."""

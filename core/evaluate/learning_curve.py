@@ -1,10 +1,11 @@
-"""Would more photos help, and of which class? (issue 13, part 3)
+"""Would more photos help, and of which class?
 
-A learning curve from the run's backbone features: a quick classifier (core/probe.py) is fitted on
+A learning curve from the run's backbone features: a quick classifier (`core.models.probe`) is fitted on
 10, 25, 50 and 100 % of the training photos (a stratified draw, a few seeds) and scored on the
 run's test photos (validation when there is no test split). The slope of each class's recall over
 the last doubling of the data says where more photos would pay: "more photos of defect_067 would
-help most; defect_000 has levelled off". Seconds for a frozen backbone (the features are cached).
+help most; defect_000 has levelled off" (in words: `core.evaluate.words`). Seconds for a frozen backbone
+(the features are cached).
 """
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from core.base.storage import read_json, write_json
+from core.evaluate.words import more_photos_sentence
 from core.runs.folder import RunDir
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SEEDS = (0, 1, 2)
-LEVELLED = 0.02  # a class whose recall rose by less than this over the last doubling has levelled off
-HARD = 0.5  # ... unless its recall is below this: then it stays hard whatever the number
 
 
 def _subsample(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -37,10 +37,10 @@ def curve(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     """Accuracy and per-class recall (mean over seeds) at each fraction of the training photos."""
     from core.models.probe import one_blas_thread
 
-    with one_blas_thread():  # small matrices: BLAS's own threads cost more than they give (ELPV: 8.5 → 2.2 s)
+    with one_blas_thread():  # small matrices: BLAS's own threads cost more than they give
         points = [_point(fraction, train_x, train_y, test_x, test_y, classes, seeds) for fraction in fractions]
     return {"classes": classes, "points": points, "seeds": len(seeds), "test_images": int(len(test_y)),
-            "sentence": sentence(points, classes)}
+            "sentence": more_photos_sentence(points, classes)}
 
 
 def _point(fraction: float, train_x, train_y, test_x, test_y, classes: list[str], seeds) -> dict:
@@ -58,49 +58,6 @@ def _point(fraction: float, train_x, train_y, test_x, test_y, classes: list[str]
     return {"fraction": fraction, "train_images": int(np.mean(sizes)),
             "accuracy": float(np.mean(accuracies)), "accuracy_spread": float(np.std(accuracies)),
             "recall": dict(zip(classes, np.nanmean(np.array(recalls), axis=0).round(4).tolist()))}
-
-
-def gains(points: list[dict], classes: list[str]) -> dict[str, float]:
-    """Each class's recall gain over the last doubling of the data (the last two points)."""
-    if len(points) < 2:
-        return {}
-    before, after = points[-2]["recall"], points[-1]["recall"]
-    return {c: after[c] - before[c] for c in classes if np.isfinite(after[c]) and np.isfinite(before[c])}
-
-
-def sentence(points: list[dict], classes: list[str], names: dict[str, str] | None = None) -> str:
-    """Plain sentences: which class more photos would help most, which have levelled off, and which
-    stay hard whatever the number (there, more of the same photos are not the answer)."""
-    names = names or {}
-    rises = gains(points, classes)
-    if not rises:
-        return "Not enough photos to tell whether more would help."
-    shown = lambda c: names.get(c, c)  # noqa: E731
-    recall = points[-1]["recall"]
-    best = max(rises, key=rises.get)
-    parts = []
-    if rises[best] >= LEVELLED:
-        parts.append(f"More photos of {shown(best)} would help most: the share of its test photos found rose "
-                     f"{rises[best] * 100:.0f} points when the training photos doubled.")
-    else:
-        parts.append("More photos of the same kind would help little: no class improved by "
-                     f"{LEVELLED * 100:.0f} points or more when the training photos doubled.")
-    rising = [shown(c) for c, g in rises.items() if g >= LEVELLED and c != best]
-    if rising:
-        parts.append(f"{_join(rising)} {'is' if len(rising) == 1 else 'are'} still improving too.")
-    flat = [c for c, g in rises.items() if g < LEVELLED and c != best]
-    done = [shown(c) for c in flat if recall[c] >= HARD]
-    hard = [c for c in flat if recall[c] < HARD]
-    if done:
-        parts.append(f"{_join(done)} {'has' if len(done) == 1 else 'have'} levelled off.")
-    for c in hard:
-        parts.append(f"{shown(c)} stays hard ({recall[c]:.0%} of its test photos found) and barely improved: more of "
-                     "the same photos are unlikely to fix it; check its labels or what sets it apart.")
-    return " ".join(parts)
-
-
-def _join(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def learning_curve(run: RunDir | str | os.PathLike, progress: bool = False) -> dict:

@@ -76,10 +76,10 @@ def _backbone_runner(model: GraftModel, prep: Preprocessing):
 
 def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split, root: Path,
                       progress: bool = False) -> None:
-    """The run's unfamiliar-photo detector (core/familiar.py): training features, and the threshold
+    """The run's unfamiliar-photo detector (`core.trust.familiar`): training features, and the threshold
     that keeps 95 % of the validation photos familiar. Saved with the run. On a `pooled` or `rich`
     view only the network's own pooled features count (the last columns): the earlier blocks' large
-    averages would swamp the cosine distance (a normal ELPV cell read as unfamiliar)."""
+    averages would swamp the cosine distance (a photo like the training photos would read as unfamiliar)."""
     from core.trust import familiar
 
     frames = {name: split.manifest[split.manifest["split"] == name] for name in ("train", "val")}
@@ -241,18 +241,6 @@ def _unfamiliar_share(run: RunDir, model: GraftModel, prep: Preprocessing, paths
     right = (y_true == y_pred)[ok]
     return {"unfamiliar": int(flagged.sum()), "unfamiliar_share": float(flagged.mean()),
             "familiar_accuracy": float(right[~flagged].mean()) if (~flagged).any() else None}
-
-
-def unfamiliar_sentence(result: dict) -> str:
-    """What the detector says about a scored folder, in one plain sentence ('' without a detector)."""
-    if "unfamiliar" not in result:
-        return ""
-    share = result["unfamiliar_share"]
-    text = (f"{result['unfamiliar']} of {result['n']} photos ({share:.0%}) do not look like the training photos "
-            f"(the model flags about 5 % of photos like its own as unfamiliar)")
-    if result.get("familiar_accuracy") is not None and result["unfamiliar"]:
-        text += f"; on the familiar ones it is right on {result['familiar_accuracy']:.0%}"
-    return text + "."
 
 
 def check_folder(run: RunDir | str | Path, folder: str | Path, progress: bool = False) -> dict:

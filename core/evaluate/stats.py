@@ -1,6 +1,6 @@
 """How much a figure can be trusted: the images behind it, a 95 % interval, what a do-nothing
-model would score, and whether two runs differ by more than noise. Written for a room that will
-act on the numbers, so every function has a plain-words companion."""
+model would score, and whether two runs differ by more than noise. Their plain words (for a room
+that will act on the numbers) are in `core.present.words`."""
 from __future__ import annotations
 
 import math
@@ -49,48 +49,3 @@ def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     from scipy.stats import binomtest
 
     return {"only_a": only_a, "only_b": only_b, "p_value": float(binomtest(only_a, discordant, 0.5).pvalue)}
-
-
-def percent(value: float) -> str:
-    """The one format for an accuracy everywhere: a whole percent."""
-    return f"{value:.0%}"
-
-
-def chance(p: float) -> str:
-    """A model's probability as a person reads it: a whole percent, but '>99%' or '<1%' rather than a
-    rounded 100 % or 0 %, which would claim a certainty the model does not have."""
-    if 0.995 <= p < 1:
-        return ">99%"
-    if 0 < p < 0.005:
-        return "<1%"
-    return percent(p)
-
-
-def interval_words(correct: int, n: int) -> str:
-    lo, hi = wilson(correct, n)
-    return f"{lo:.0%}–{hi:.0%}"
-
-
-def accuracy_sentence(metrics: dict, split: str = "test") -> str:
-    """'Right on 77 of 100 test images (95 % interval 68–84 %). A model that always says defect_000
-    would be right on 58.'"""
-    n, correct = metrics["n"], metrics.get("correct", round(metrics["accuracy"] * metrics["n"]))
-    images = f"{split} images" if split else "images"
-    text = (f"Right on {correct} of {n} {images} ({percent(correct / n if n else 0)}; "
-            f"95 % interval {interval_words(correct, n)}).")
-    baseline = metrics.get("baseline")
-    if baseline and baseline.get("class") is not None:
-        text += (f" A model that always says {baseline['class']} would be right on "
-                 f"{baseline['correct']} of {baseline['n']} ({percent(baseline['accuracy'])}).")
-    return text
-
-
-def difference_sentence(name_a: str, name_b: str, test: dict) -> str:
-    """Plain words for a McNemar result between two runs on the same images."""
-    if test["p_value"] >= 0.05:
-        return (f"{name_a} and {name_b} differ on {test['only_a'] + test['only_b']} images "
-                f"({test['only_a']} vs {test['only_b']}): within noise (p = {test['p_value']:.2f}); "
-                "do not choose between them on this figure.")
-    better = name_a if test["only_a"] > test["only_b"] else name_b
-    return (f"{better} is better beyond noise: right on {max(test['only_a'], test['only_b'])} images the "
-            f"other gets wrong, against {min(test['only_a'], test['only_b'])} (p = {test['p_value']:.3f}).")

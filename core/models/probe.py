@@ -1,8 +1,8 @@
 """A classifier on cached backbone features: standardised features and a multinomial logistic
 regression fitted to convergence (L-BFGS). It stands in for a trained head wherever an answer is
-needed in seconds (the label check, core/audit.py; the learning curve, core/learning_curve.py), and
-`fit_head` gives a frozen-backbone run its head fitted to convergence, chosen on validation
-(issue 14): the loop's head is under-trained on some sets, never the features. It tries a logistic
+needed in seconds (the label check, `core.trust.audit`; the learning curve, `core.evaluate.learning_curve`),
+and `fit_head` gives a frozen-backbone run its head fitted to convergence, chosen on validation: the
+loop's head is under-trained on some sets, never the features. It tries a logistic
 regression (C from a grid) and a small two-layer network (scikit-learn's MLPClassifier, two seeds
 averaged, alpha from a grid); both fold into the product's own `linear` and `mlp` heads."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_C = 0.05  # inverse regularisation; measured on ELPV and Fashion-MNIST features (bench/trust.py)
+DEFAULT_C = 0.05  # inverse regularisation of the quick classifier (how it was chosen: docs/benchmarks.md)
 
 
 def make_probe(c: float = DEFAULT_C, seed: int = 0):
@@ -28,8 +28,8 @@ MLP_GRID = (0.01, 0.1, 1.0)  # the two-layer network's L2 penalties (alpha) trie
 MLP_SEEDS, MLP_HIDDEN = 2, 128  # two networks of 128 averaged: exactly the `mlp` head's 256 hidden units
 MLP_MIN_PER_CLASS = 10  # its early stopping holds out a tenth of the training photos, some of every class
 MARGIN, MARGIN_PHOTOS = 0.01, 2  # a more complex head replaces a simpler one only when this much better on
-# validation, and by more than this many photos: a few hundred photos cannot tell smaller differences apart
-# (ELPV: +0.2 points on validation was -3.6 on test), and on a 26-photo validation set one photo is 4 points
+# validation, and by more than this many photos: a few hundred photos cannot tell smaller differences apart,
+# and on a 26-photo validation set one photo is 4 points
 
 
 def clearly_better(score: float, than: float, n_val: int) -> bool:
@@ -122,17 +122,16 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
 
 def one_blas_thread():
     """A context in which NumPy's BLAS uses one thread: on the small matrices of a head or a probe,
-    OpenBLAS's own threads cost more than they give (ELPV, 2 cores: the fitted head's candidates
-    23.5 → 13.4 s one after another, the label check's 5 folds 11.8 → 2.9 s); the cores are better
-    spent on one candidate or fold each (`fit_in_parallel`)."""
+    OpenBLAS's own threads cost more than they give; the cores are better spent on one candidate or
+    fold each (`fit_in_parallel`)."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
 
 
 def fit_in_parallel(fits: list) -> list:
-    """Every callable's result, one a core at a time, each with one BLAS thread (the head's 8
-    candidates on ELPV's pooled view: 23.5 s → 9.0 s, the same weights to the last bit)."""
+    """Every callable's result, one a core at a time, each with one BLAS thread (the same weights, to
+    the last bit, as fitted one after another)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from core.base.runtime import cpu_count

@@ -1,1 +1,2 @@
-"""What a room reads: the sentences about a run, the charts, and the self-contained HTML report."""
+"""What a room reads: every sentence a stakeholder reads (words), the charts, and the self-contained
+HTML report."""

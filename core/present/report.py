@@ -16,9 +16,9 @@ from core.base.errors import NotFound
 from core.base.storage import write_text
 from core.data.notes import display_names, load_class_notes, relabel_metrics, relabel_predictions
 from core.data.thumbs import thumbnail
-from core.evaluate.stats import accuracy_sentence, chance, percent
 from core.models.choices import backbone_title
 from core.present import charts
+from core.present.words import accuracy_sentence, chance, percent
 from core.runs.folder import RunDir
 from core.runs.store import RunStore
 
@@ -58,7 +58,7 @@ def _figures(rows: pd.DataFrame, root: Path, nearest: dict[str, list[dict]] | No
 
 def _nearest(run: RunDir, paths: list[str], root: Path) -> dict[str, list[dict]]:
     """For each image, the 3 training photos nearest to it (explanation by example); {} when the
-    run has no familiarity index with its photos (trained before it existed)."""
+    run has no familiarity index with its photos."""
     from core.deploy.predict import Predictor
 
     predictor = Predictor.from_run(run)
@@ -70,11 +70,12 @@ def _nearest(run: RunDir, paths: list[str], root: Path) -> dict[str, list[dict]]
 
 def _learning(run: RunDir, names: dict[str, str]) -> dict | None:
     from core.evaluate import learning_curve
+    from core.evaluate.words import more_photos_sentence
 
     result = learning_curve.load(run)
     if result is None:
         return None
-    return {"sentence": learning_curve.sentence(result["points"], result["classes"], names),
+    return {"sentence": more_photos_sentence(result["points"], result["classes"], names),
             "svg": _svg(charts.learning_curve(result, names)),
             "scored_on": "test" if result.get("scored_on") == "test" else "validation"}
 

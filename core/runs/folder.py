@@ -3,6 +3,8 @@
 Every module that reads or writes a run's files asks a `RunDir`; nobody else joins file names.
 The `ModelCard` carries what is needed to rebuild and use the model: labels, preprocessing,
 backbone, head, thresholds, metrics, and the training config with the data root resolved once.
+It writes both forms of model.json: the run's (`to_dict`) and the export folder's (`to_export`),
+which the standalone loader `graft_predict.py` reads.
 `RunDir.load_model()` rebuilds the network and loads the best checkpoint (`weights_only`).
 """
 from __future__ import annotations
@@ -21,6 +23,11 @@ from core.base.storage import atomic_write, load_torch, read_json, save_torch, w
 from core.models.preprocess import Preprocessing
 
 CARD_FORMAT = "graft-model"
+EXPORT_FORMAT = "graft-export"
+EXPORT_INPUT = "RGB, NCHW float32"
+EXPORT_STEPS = ("EXIF transpose; RGB; shorter side -> resize_size (interpolation); centre crop input_size; /255; "
+                "(x - mean) / std")
+UNFAMILIAR_MEANING = "above the threshold: unfamiliar, the photo does not look like the training photos"
 
 
 @dataclass
@@ -54,6 +61,26 @@ class ModelCard:
                 "labels": list(self.labels), "preprocessing": self.preprocessing.to_dict(),
                 "checkpoint": self.checkpoint, "config": self.config, "metrics": self.metrics,
                 "uncertainty_threshold": self.uncertainty_threshold}
+
+    def to_export(self, run_id: str, files: dict[str, str], parity: dict, decision: dict | None = None,
+                  familiarity: dict | None = None, loader: str = "graft_predict.py") -> dict:
+        """The export folder's model.json: what a serving stack and the standalone loader read.
+
+        `files` names the model files by format (onnx, torchscript); `parity` is the export's check
+        against this model; `decision` the run's pass/inspect rule as a dict; `familiarity` the
+        unfamiliar-photo detector as {file, threshold, method} (the features are the model's second
+        output). Both may be None."""
+        return {
+            "format": EXPORT_FORMAT, "version": __version__,
+            "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run": run_id, "backbone": self.backbone, "head": self.head, "labels": list(self.labels),
+            "preprocessing": {**self.preprocessing.to_dict(), "crop": "center", "input": EXPORT_INPUT,
+                              "steps": EXPORT_STEPS},
+            "files": dict(files), "metrics": self.metrics, "uncertainty_threshold": self.uncertainty_threshold,
+            "decision": decision,
+            "familiarity": {**familiarity, "output": "features", "meaning": UNFAMILIAR_MEANING} if familiarity else None,
+            "parity": parity, "loader": loader,
+        }
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "model.json") -> "ModelCard":
@@ -89,7 +116,7 @@ class ModelCard:
 
     @property
     def features(self) -> str:
-        """The feature recipe the model was trained with (`plain` for runs before there was a choice)."""
+        """The feature recipe the model was trained with (`plain` when the config names none)."""
         return str(self.config.get("features", "plain"))
 
     def with_evaluation(self, metrics: dict, uncertainty_threshold: float | None) -> "ModelCard":
@@ -297,4 +324,4 @@ def card_for(config: dict, classes: list[str], prep: Preprocessing) -> ModelCard
                      float(config.get("dropout", 0.2)))
 
 
-__all__ = ["ModelCard", "RunDir", "card_for", "data_root"]
+__all__ = ["EXPORT_FORMAT", "ModelCard", "RunDir", "card_for", "data_root"]

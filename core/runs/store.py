@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS slot (
     id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT, pid INTEGER, host TEXT, since REAL
 );
 """
+# The columns of a run's row that `RunStore.update` may set (its id is fixed at creation).
+RUN_COLUMNS = frozenset({"name", "dataset", "backbone", "freeze", "config", "status", "created", "started", "ended",
+                         "epochs_done", "best_epoch", "best_val_loss", "best_val_acc", "test_acc", "error", "pid",
+                         "host", "stop_requested", "progress"})
 
 
 def new_run_id() -> str:
@@ -182,6 +186,11 @@ class RunStore:
         return run_id
 
     def update(self, run_id: str, **fields: Any) -> None:
+        """Set columns of the run's row; a name that is not one of `RUN_COLUMNS` is refused (ValueError)
+        before any SQL is built."""
+        unknown = sorted(set(fields) - RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"not a run column: {', '.join(unknown)}")
         if not fields:
             return
         if "config" in fields and not isinstance(fields["config"], str):

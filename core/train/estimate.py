@@ -8,8 +8,7 @@ import torch
 
 from core.models import backbones
 
-ONNX_SPEEDUP = 2.0  # ONNX Runtime reads photos about this much faster than PyTorch on a CPU (ELPV, 2 cores:
-# the pooled view 55–67 against 30 photos/s in one sitting; cold feature passes 0.4–0.7× PyTorch's)
+ONNX_SPEEDUP = 2.0  # ONNX Runtime reads photos about this much faster than PyTorch on a CPU (docs/benchmarks.md)
 
 
 @lru_cache(maxsize=32)
@@ -52,7 +51,7 @@ def _timed(call) -> float:
 
 
 VIEW_COST = 0.6  # one of a photo's 8 views against reading the photo alone: the 8 are decoded once and run in
-# one batch (ELPV, ONNX Runtime on 2 cores: 215 s for 2,219 photos × 8 against 44.7 s for the 2,219 alone)
+# one batch
 
 
 def reading_factor(features: str) -> float:
@@ -62,8 +61,7 @@ def reading_factor(features: str) -> float:
 
 
 LOOP_OVERHEAD = 1.3  # what a real pass adds to the network's own timed time: decoding, the loaders, the
-# optimiser's steps (ELPV, 2 cores: the pooled view's cold feature pass 34.5–38 s against 25–30 s timed;
-# fine-tuning at 160 px 28 photos/s against 38 timed, at 224 px 15 against 19–26)
+# optimiser's steps
 
 
 def epoch_seconds(backbone: str, freeze: str, n_train: int, n_val: int, cached: bool = True,

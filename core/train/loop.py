@@ -32,8 +32,8 @@ def seed_everything(seed: int) -> None:
 def class_weights(counts: list[int], mode: str) -> torch.Tensor | None:
     """Loss weights per class, mean 1, or None.
 
-    `sqrt`: 1/sqrt(count), which lifts rare classes without giving up overall accuracy (on ELPV,
-    full inverse-frequency weights cost ~17 points of accuracy for ~3 of balanced accuracy);
+    `sqrt`: 1/sqrt(count), which lifts rare classes with less loss of overall accuracy than full
+    inverse-frequency weights;
     `balanced`: 1/count; `auto`: `sqrt` when the largest class is ≥ 3× the smallest, else none.
     """
     counts_arr = np.maximum(np.asarray(counts, dtype=np.float64), 1)

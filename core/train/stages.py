@@ -114,7 +114,7 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
                "val_acc": best["val_acc"], "read_per_s": reading_rate(first_plan.batches.info), "kept": True}]
     epoch = first_plan.state.epoch
     # Fine-tuning starts from the loop's own head (last.pt), never from the converged one: its weights
-    # are fitted to these exact features, and gradient steps through them blow the loss up (measured).
+    # are fitted to these exact features, and gradient steps through them blow the loss up.
     start = _fine_tuning_start(run.load_last()["model"], first_plan)
     n_train, n_val = (int((first_plan.split.manifest["split"] == s).sum()) for s in ("train", "val"))
     for stage in all_stages[1:]:

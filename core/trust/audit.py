@@ -1,4 +1,4 @@
-"""Which photos look labelled wrong? (issue 13, part 2)
+"""Which photos look labelled wrong?
 
 Every photo of a dataset gets an out-of-fold probability for each class: a logistic regression on
 the frozen backbone's cached features, fitted k times (k-fold), each time scoring the photos it did
@@ -7,7 +7,7 @@ data contradicts, and `get_label_quality_scores` ranks them. Seconds once the fe
 (a training on the folder leaves them there).
 
 What the owner decides (exclude a photo, or give it another label) is kept in the dataset's
-`.graft/` folder by `dataset_notes`; the scan applies it, so the split and training respect it.
+`.graft/` folder by `core.data.notes`; the scan applies it, so the split and training respect it.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def out_of_fold_probabilities(feats: np.ndarray, labels: np.ndarray, folds: int 
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    jobs = max(1, min(cpu_count(), folds))  # a fold a core, each on one BLAS thread (ELPV: 11.8 → 2.2 s)
+    jobs = max(1, min(cpu_count(), folds))  # a fold a core, each on one BLAS thread
     with one_blas_thread(), parallel_backend("threading", n_jobs=jobs):
         return cross_val_predict(make_probe(seed=seed), feats, labels, cv=splitter, method="predict_proba",
                                  n_jobs=jobs)

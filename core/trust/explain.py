@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from core.base.errors import GraftError
 from core.models.preprocess import Preprocessing, crop_box, eval_transform
 
 
-class NotSupported(RuntimeError):
-    pass
+class NotSupported(GraftError, RuntimeError):
+    """The model cannot be explained this way (a backbone with no spatial feature map)."""
 
 
 def last_spatial_module(model: nn.Module, input_size: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Does a photo look like the training photos at all? (issue 13, part 1)
+"""Does a photo look like the training photos at all?
 
 The top probability measures confusion *between* the known classes; it does not say whether a
 photo belongs to the domain. This module does: a photo's distance is one minus the cosine
@@ -87,7 +87,7 @@ def save(run: str | Path | RunDir, index: Familiarity, n_val: int) -> None:
 
 
 def load(run: str | Path | RunDir) -> Familiarity | None:
-    """The run's index, or None when it has none (trained before this existed)."""
+    """The run's index, or None when the run has none."""
     run = RunDir(run) if not isinstance(run, RunDir) else run
     if not run.familiar_features_file.is_file() or not run.familiar_card_file.is_file():
         return None
