@@ -279,9 +279,10 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_share(args) -> int:
-    """Serve the dashboard on the network with a view key and an owner key (see core/access.py)."""
+    """Serve the dashboard on the network with a view key and an owner key (see core.base.access)."""
     from core.base import access
 
+    access.check_listen(args.address, args.port)
     keys = access.sharing_keys() or access.new_keys()
     host = access.network_address()
     address = f"{host}:{args.port}"

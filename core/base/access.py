@@ -13,6 +13,7 @@ its samples) and the runs folder. The command line is the owner's own shell and 
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import secrets
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from core.base.errors import BadInput
+from core.base.errors import BadInput, Busy
 from core.base.storage import cache_home, default_runs_root
 
 VIEW_KEY_ENV, OWNER_KEY_ENV, ROOTS_ENV = "GRAFT_VIEW_KEY", "GRAFT_OWNER_KEY", "GRAFT_DATA_ROOTS"
@@ -79,6 +80,28 @@ def network_address() -> str:
             return probe.getsockname()[0]
         except OSError:
             return socket.gethostname()
+
+
+def check_listen(address: str, port: int) -> None:
+    """Refuse, in one line, a port or address the dashboard could not listen on: a port outside
+    1-65535, an address that is not one of this machine's, a port already taken."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BadInput(f"port must be between 1 and 65535 (got {port!r})")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+    except socket.gaierror:
+        raise BadInput(f"address {address!r} is not a network address") from None
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise Busy(f"port {port} is already in use on {address}: choose another with --port") from None
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise BadInput(f"address {address} is not an address of this machine "
+                           "(0.0.0.0 listens on all of them)") from None
+        if err.errno == errno.EACCES:
+            raise BadInput(f"port {port} needs administrator rights here: choose one above 1023") from None
+        raise BadInput(f"cannot listen on {address}:{port} ({err.strerror or err})") from None
 
 
 def link(address: str, key: str) -> str:
