@@ -132,6 +132,7 @@ class RunDir:
     """One run's folder and the name of each of its files."""
 
     CONFIG, MANIFEST, CARD, BEST, LAST = "config.json", "manifest.csv", "model.json", "best.pt", "last.pt"
+    PENDING_CARD = "model.json.pending"  # a card written before the checkpoint it describes (`keep_model`)
     METRICS, PREDICTIONS, REPORT, LOG, REQUEST = ("metrics.json", "predictions.csv", "report.html", "train.log",
                                                   "request.json")
     VAL_PREDICTIONS, DECISION, CHECKS = "val_predictions.csv", "decision.json", "checks"
@@ -167,6 +168,7 @@ class RunDir:
     manifest_file = property(lambda self: self.path / self.MANIFEST)
     card_file = property(lambda self: self.path / self.CARD)
     best_file = property(lambda self: self.path / self.BEST)
+    pending_card_file = property(lambda self: self.path / self.PENDING_CARD)
     last_file = property(lambda self: self.path / self.LAST)
     metrics_file = property(lambda self: self.path / self.METRICS)
     predictions_file = property(lambda self: self.path / self.PREDICTIONS)
@@ -199,7 +201,20 @@ class RunDir:
         write_json(self.config_file, config)
 
     def card(self) -> ModelCard:
+        """The card of the model in best.pt (a card `keep_model` was killed before settling counts when
+        best.pt is the checkpoint it describes)."""
+        pending = self._pending_card()
+        if pending is not None:
+            return ModelCard.from_dict(pending, str(self.pending_card_file))
         return ModelCard.from_dict(self._json(self.card_file), str(self.card_file))
+
+    def _pending_card(self) -> dict | None:
+        try:
+            record = read_json(self.pending_card_file)
+            matches = self.best_file.is_file() and record.get("checkpoint_sha1") == _sha1(self.best_file.read_bytes())
+        except (OSError, ValueError, AttributeError):
+            return None
+        return record.get("card") if matches else None
 
     def write_card(self, card: ModelCard) -> None:
         write_json(self.card_file, card.to_dict())
@@ -257,7 +272,24 @@ class RunDir:
     # ------------------------------------------------------------ checkpoints and the model
 
     def save_best(self, state_dict: dict) -> None:
+        """A better checkpoint of the same model (the card stays as it is)."""
         save_torch(self.best_file, state_dict)
+
+    def keep_model(self, state_dict: dict, card: ModelCard) -> None:
+        """Keep another model as best.pt with the card that describes it, as one change: the card is
+        written first beside the old one with the new checkpoint's fingerprint, then the checkpoint,
+        then the card itself. A process killed at any point leaves a best.pt and a card that match."""
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state_dict, buffer)
+        data = buffer.getvalue()
+        write_json(self.pending_card_file, {"checkpoint_sha1": _sha1(data), "card": card.to_dict()})
+        atomic_write(self.best_file, lambda f: f.write(data))
+        write_json(self.card_file, card.to_dict())
+        self.pending_card_file.unlink(missing_ok=True)
 
     def load_best(self) -> dict:
         return load_torch(self.best_file)
@@ -316,6 +348,12 @@ class RunDir:
             raise NotFound(f"{path} does not exist") from None
         except ValueError as err:
             raise BadCheckpoint(f"{path}: not valid JSON ({err})") from None
+
+
+def _sha1(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha1(data).hexdigest()
 
 
 def card_for(config: dict, classes: list[str], prep: Preprocessing) -> ModelCard:

@@ -51,9 +51,8 @@ def with_head(state: dict, fitted) -> dict:
 
 def keep_fitted(run: RunDir, state: dict, fitted, config: TrainConfig, classes: list[str]) -> None:
     """Save a model state with a fitted head as best.pt, and the card that names the head's kind."""
-    run.save_best(with_head(state, fitted))
-    run.write_card(card_for({**asdict(config), "head": fitted.kind}, classes,
-                            backbones.preprocessing_for(config.backbone, config.input_size)))
+    run.keep_model(with_head(state, fitted), card_for({**asdict(config), "head": fitted.kind}, classes,
+                                                      backbones.preprocessing_for(config.backbone, config.input_size)))
 
 
 def converge_head(plan: Plan, run: RunDir, store: RunStore, run_id: str) -> dict:

@@ -156,7 +156,7 @@ def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progr
     prep = backbones.preprocessing_for(config.backbone, config.input_size)
     model = backbones.create(config.backbone, len(split.classes), config.freeze, config.head,
                           weights=config.weights, dropout=config.dropout, features=config.features)
-    if run is not None:
+    if run is not None and not (resume and run.card_file.is_file()):  # a resumed run keeps the card of its kept model
         run.write_config(asdict(config))
         run.write_card(card_for(asdict(config), split.classes, prep))
     device = distributed.setup() or runtime.pick_device()

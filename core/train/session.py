@@ -125,6 +125,25 @@ def resume(run_ref: str, runs_root: str | Path | None = None, progress: bool = T
     store.claim(run_id, os.getpid())
     store.update(run_id, stop_requested=0)  # the stop that ended it last time is not a stop for this resume
     try:
+        if config.time_limit and run.stages() is not None:
+            return _finish_with_the_kept_model(run, store, run_id, config, progress)
         return fit(config, store.root, run_id=run_id, progress=progress, resume=True)
     finally:
         store.release(run_id)
+
+
+def _finish_with_the_kept_model(run: RunDir, store: RunStore, run_id: str, config: TrainConfig,
+                                progress: bool) -> str:
+    """A time-limited run stopped after its first stage: its time is spent, so it ends with the best model
+    kept so far, evaluated (a later stage does not start again from a loop that has moved on)."""
+    kept = next((stage for stage in run.stages() or [] if stage.get("kept")), None)
+    log.info("this time-limited run was stopped after its first stage: it ends with the model kept so far"
+             + (f" (stage {kept['stage']}, {kept['words']})" if kept else ""))
+    store.mark_running(run_id)
+    try:
+        _evaluate(run, store, run_id, config, progress)
+    except Exception as err:
+        store.finish(run_id, "failed", f"{type(err).__name__}: {err}")
+        raise
+    store.finish(run_id, "completed")
+    return run_id

@@ -72,8 +72,7 @@ class KeepBest(Step):
     def on_epoch(self, state: LoopState, row) -> None:
         if row.val_acc > self.best["val_acc"]:
             self.best.update(val_acc=row.val_acc, epoch=row.epoch)
-            self.run.save_best(self.model.state_dict())
-            self.run.write_card(card_for(asdict(self.config), self.classes, self.prep))
+            self.run.keep_model(self.model.state_dict(), card_for(asdict(self.config), self.classes, self.prep))
         # after the store reporter (which writes this stage's own best): the run's best across stages
         self.store.update(self.run_id, best_val_acc=self.best["val_acc"], best_epoch=self.best.get("epoch"))
 
@@ -112,6 +111,7 @@ def later_stages(config, run: RunDir, store, run_id: str, reporter: StoreReporte
         best["val_acc"] = head_fit["val_acc"]
     record = [{"stage": 1, "words": all_stages[0].words, "epochs": first_plan.state.epoch,
                "val_acc": best["val_acc"], "read_per_s": reading_rate(first_plan.batches.info), "kept": True}]
+    run.write_stages(record)  # from here on the run is past its first stage (`session.resume` reads it)
     epoch = first_plan.state.epoch
     # Fine-tuning starts from the loop's own head (last.pt), never from the converged one: its weights
     # are fitted to these exact features, and gradient steps through them blow the loss up.
