@@ -181,6 +181,10 @@ def test_what_the_model_says_about_a_photo_keeps_its_two_warnings_apart():
         "send to inspection (chance of crack: 40%, at or above 30%)"
     assert words.decision_sentence(rule, {"defect_000": 0.8, "defect_100": 0.2}) == \
         "pass (chance of defect_100: 20%, below 30%)"
+    assert words.decision_sentence(rule, {"defect_000": 0.0004, "defect_100": 0.9996}) == \
+        "send to inspection (chance of defect_100: >99%, at or above 30%)"  # never a rounded, certain 100 %
+    assert words.decision_sentence(rule, {"defect_000": 0.9996, "defect_100": 0.0004}).startswith(
+        "pass (chance of defect_100: <1%")
     assert words.exported_sentence({"images": 32}, True).endswith("on all 32 validation photos checked.")
     assert words.exported_sentence({"images": 32}, False).startswith("The exported model does not give the same")
 

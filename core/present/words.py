@@ -148,8 +148,8 @@ def decision_sentence(decision, probabilities: dict[str, float], names: dict[str
     """The rule's verdict on one photo in words, with the inspect classes as people read them (`names`)."""
     p, which = decision.p_inspect(probabilities), " / ".join((names or {}).get(c, c) for c in decision.inspect)
     if p >= decision.threshold:
-        return f"send to inspection (chance of {which}: {p:.0%}, at or above {decision.threshold:.0%})"
-    return f"pass (chance of {which}: {p:.0%}, below {decision.threshold:.0%})"
+        return f"send to inspection (chance of {which}: {chance(p)}, at or above {decision.threshold:.0%})"
+    return f"pass (chance of {which}: {chance(p)}, below {decision.threshold:.0%})"
 
 
 def exported_sentence(parity: dict, same: bool) -> str:
