@@ -29,7 +29,7 @@ def elpv() -> Path:
 def make_subset(dest: Path, per_class: int, classes=None) -> Path:
     """Copy `per_class` real ELPV images of each class (spread over the class) into `dest`."""
     for class_dir in sorted(elpv().iterdir()):
-        if not class_dir.is_dir() or (classes and class_dir.name not in classes):
+        if not class_dir.is_dir() or class_dir.name.startswith(".") or (classes and class_dir.name not in classes):
             continue
         files = sorted(class_dir.glob("*.png"))
         step = max(1, len(files) // per_class)

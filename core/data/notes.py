@@ -27,6 +27,10 @@ def notes_dir(root: str | os.PathLike) -> Path:
     return Path(root) / NOTES_DIR
 
 
+def class_notes_file(root: str | os.PathLike) -> Path:
+    return notes_dir(root) / CLASSES_FILE
+
+
 def load_class_notes(root: str | os.PathLike) -> dict[str, dict]:
     """{folder name: {"name": display name, "description": text}}; {} when none (or unreadable)."""
     path = notes_dir(root) / CLASSES_FILE

@@ -25,12 +25,20 @@ from tqdm.auto import tqdm
 
 from core.base.errors import SampleError
 from core.base.storage import cache_home, write_text
+from core.data import notes
 
 ELPV_WHEEL = "elpv-dataset==1.0.0.post1"
 FASHION_DEB = "dataset-fashion-mnist"
 FASHION_CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle_boot"]
 MARKER = ".graft-sample"
+# ELPV's folders are the experts' defect probabilities; a room reads these names (the Dataset page can change them)
+ELPV_CLASSES = {
+    "defect_000": ("Working", "Experts judged the cell free of defects (defect probability 0)."),
+    "defect_033": ("Possibly defective", "Experts leaned towards no defect (defect probability 1/3)."),
+    "defect_067": ("Probably defective", "Experts leaned towards a defect (defect probability 2/3)."),
+    "defect_100": ("Defective", "Experts judged the cell defective (defect probability 1)."),
+}
 NAMES = ("elpv", "fashion-mnist")
 
 
@@ -47,11 +55,12 @@ def fetch(name: str, dest: str | Path | None = None, progress: bool = True) -> P
     if name not in NAMES:
         raise SampleError(f"unknown sample set {name!r}; choose one of {', '.join(NAMES)}")
     dest = Path(dest) if dest else default_dir(name)
-    if is_ready(dest):
-        return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    (_fetch_elpv if name == "elpv" else _fetch_fashion_mnist)(dest, progress)
-    write_text(dest / MARKER, f"{name}\n")
+    if not is_ready(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        (_fetch_elpv if name == "elpv" else _fetch_fashion_mnist)(dest, progress)
+        write_text(dest / MARKER, f"{name}\n")
+    if name == "elpv" and not notes.class_notes_file(dest).is_file():  # names the owner changed are kept
+        notes.save_class_notes(dest, {label: {"name": n, "description": d} for label, (n, d) in ELPV_CLASSES.items()})
     return dest
 
 
