@@ -7,6 +7,11 @@ in pages/ as a page) until some run of app.py has called `st.navigation`. Turnin
 the server process before it serves anything removes that first-request state altogether
 (`make app` and `make share` start the dashboard this way; a bare `streamlit run app.py` is
 still handled by pages/common.ensure_navigation).
+
+Shared (`GRAFT_VIEW_KEY` or `GRAFT_OWNER_KEY` set, as `graft share` does), it also puts
+`pages.guard` around Streamlit's handlers: a session without a key gets the locked page and nothing
+else (no uploads, no cache clearing), and a keyed session's uploads are bounded. Unshared, nothing
+changes.
 """
 from __future__ import annotations
 
@@ -19,9 +24,12 @@ def main(argv: list[str]) -> None:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web import cli
 
+    from pages import guard
+
     here = Path(__file__).resolve().parent
     os.chdir(here)  # .streamlit/config.toml lives here
     PagesManager.uses_pages_directory = False
+    guard.install()
     sys.argv = ["streamlit", "run", str(here / "app.py"), *argv]
     cli.main()
 

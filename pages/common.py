@@ -18,6 +18,7 @@ from core.base.storage import default_runs_root
 from core.data import catalog, health, samples
 from core.present import words
 from core.runs.store import RunStore
+from pages import guard
 
 # The pages hand every row of a chart to the browser as a dataset (a long run's per-batch losses
 # run to many thousands); altair's default 5,000-row guard is for specs embedded in notebooks.
@@ -100,6 +101,7 @@ def role() -> str | None:
             st.query_params[access.KEY_PARAM] = keys.view  # navigation clears query parameters
     elif access.KEY_PARAM in st.query_params:
         del st.query_params[access.KEY_PARAM]
+    guard.seen(current)  # a shared server's guard lets this session upload (pages/guard.py)
     return current
 
 
