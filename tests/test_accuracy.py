@@ -241,7 +241,9 @@ def test_a_rich_view_run_trains_predicts_exports_and_explains(tmp_path):
     heat, target, _ = Explainer.from_run(str(run.path)).gradcam(load_rgb(paths[0]))
     assert heat.shape == load_rgb(paths[0]).size[::-1] and heat.max() > 0
     metrics = run.metrics()
-    assert metrics["n"] == len(test) and 0 <= metrics["accuracy"] <= 1
+    truth = test["label"].map({c: i for i, c in enumerate(card.labels)}).to_numpy()
+    assert metrics["n"] == len(test)
+    assert metrics["accuracy"] == pytest.approx(float((probs.argmax(1) == truth).mean()))  # the saved model's answers
 
 
 def test_a_frozen_lite_run_reads_the_pooled_view_and_fine_tuning_starts_from_its_last_block(elpv_small, trained_run):

@@ -58,9 +58,20 @@ def test_the_cli_and_the_pages_survive_the_awkward_folder(awkward, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "skipped stray.png: not in a class folder" in result.stdout
     assert "skipped loop/again: link to a folder" in result.stdout
+    images = {name: len([f for f in (awkward / name).glob("*.png") if f.is_file()])  # no pipe, no broken link
+              for name in ("defect_000", "defect_100")}
+    skipped = sum(line.startswith("skipped ") for line in result.stdout.splitlines())
     for page in ("pages/home.py", "pages/dataset.py", "pages/train.py"):
-        at = open_page(page, str(awkward), str(tmp_path / "runs"))
+        state = {"min_per_class": 3} if page == "pages/dataset.py" else {}  # whatever an earlier test saved
+        at = open_page(page, str(awkward), str(tmp_path / "runs"), **state)
         assert not at.exception, (page, at.exception)
+        if page == "pages/home.py":  # the readable photos of the class folders, and every thing skipped
+            figures = {m.label: m.value for m in at.metric}
+            assert (figures["Classes"], figures["Images"], figures["Skipped files"]) == (
+                str(len(images)), str(sum(images.values())), str(skipped))
+        if page == "pages/dataset.py":
+            counts = next(df.value for df in at.dataframe if "total" in df.value.columns)
+            assert counts["total"].to_dict() == images  # the class folders' own photos, nothing else
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

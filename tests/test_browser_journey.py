@@ -147,7 +147,9 @@ def test_the_presenters_journey_in_chromium(server):
         with page.expect_download() as download:
             page.get_by_role("button", name="Download report.html").click()
         report = Path(download.value.path()).read_text()
-        assert "Right on" in report and "<svg" in report
+        metrics = store.run_dir(first).metrics()  # the headline is the run's own metrics file
+        assert f"Right on {metrics['correct']} of {metrics['n']} test images ({metrics['accuracy']:.0%};" in report
+        assert "<svg" in report
         # 5. drag and drop an image on Predict; the label equals the CLI's
         journey.go("Predict")
         image = sorted((data / "defect_100").glob("*.png"))[0]

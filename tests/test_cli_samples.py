@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from core.data import samples
+from core.runs.folder import RunDir
+from core.runs.store import RunStore
 
 from helpers import elpv, run_cli
 
@@ -17,11 +19,11 @@ COMMANDS = ["samples", "scan", "train", "resume", "eval", "predict", "runs", "ba
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     result = run_cli(command, "--help")
-    assert result.returncode == 0 and "usage:" in result.stdout
+    assert result.returncode == 0 and result.stdout.startswith(f"usage: graft {command} ")  # this command's own
 
 
 def test_elpv_sample_is_the_real_folder_per_class_set():
-    counts = {d.name: len(list(d.glob("*.png"))) for d in elpv().iterdir() if d.is_dir()}
+    counts = {d.name: len(list(d.glob("*.png"))) for d in elpv().iterdir() if d.is_dir() and d.name != ".graft"}
     assert counts == {"defect_000": 1508, "defect_033": 295, "defect_067": 106, "defect_100": 715}
 
 
@@ -46,13 +48,25 @@ def test_fashion_mnist_without_apt_says_so(tmp_path):
 @pytest.mark.slow
 def test_scan_and_runs_commands(elpv_small, trained_run):
     result = run_cli("scan", str(elpv_small))
-    assert result.returncode == 0
-    assert "4 classes" in result.stdout and "defect_067" in result.stdout
+    assert result.returncode == 0, result.stderr
+    on_disk = {d.name: len(list(d.glob("*.png"))) for d in elpv_small.iterdir() if d.is_dir() and d.name[0] != "."}
+    assert f"{sum(on_disk.values())} images, {len(on_disk)} classes, 0 skipped" in result.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.startswith("defect_")}
+    assert {label: int(row[-1]) for label, row in rows.items()} == on_disk  # the total column: the files
+    assert all(sum(map(int, row[:-1])) == int(row[-1]) for row in rows.values())  # train + val + test
     runs, run_id, _ = trained_run
     table = run_cli("runs", "--runs", str(runs))
-    assert run_id in table.stdout and "completed" in table.stdout
+    stored = RunStore(runs).get(run_id)
+    row = next(line.split() for line in table.stdout.splitlines() if line.startswith(run_id))
+    assert "completed" in row and row[-1] == f"{stored['test_acc']:.4f}" and row[-2] == f"{stored['best_val_acc']:.4f}"
     ev = run_cli("eval", run_id, "--runs", str(runs))
-    assert ev.returncode == 0 and "balanced_accuracy" in ev.stdout
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    metrics = RunDir(runs / run_id).metrics()
+    printed = {line.split()[0]: line.split()[1] for line in ev.stdout.splitlines() if line.startswith("  ")
+               and len(line.split()) == 2}
+    assert printed["accuracy"] == f"{metrics['accuracy']:.4f}"
+    assert printed["balanced_accuracy"] == f"{metrics['balanced_accuracy']:.4f}"
+    assert f"Right on {metrics['correct']} of {metrics['n']} test images" in ev.stdout
 
 
 def test_train_on_a_missing_folder_is_a_clear_error(tmp_path):

@@ -1,10 +1,13 @@
 """The dashboard through Streamlit's AppTest: real folders, real images."""
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from helpers import make_split_layout, make_subset, open_page
@@ -13,10 +16,19 @@ PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.p
          "pages/runs.py"]
 
 
+TITLES = dict(zip(PAGES, ["Graft", "Dataset", "Train", "Results", "Predict", "Runs"]))
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_on_real_data(page, elpv_small, tmp_path):
     at = open_page(page, str(elpv_small), str(tmp_path / "runs"))
     assert not at.exception, at.exception
+    assert [t.value for t in at.title] == [TITLES[page]]  # the page asked for, drawn
+    if page in ("pages/results.py", "pages/predict.py"):  # an empty runs folder: said, not a blank page
+        assert any("No trained run yet" in i.value for i in at.info)
+    if page in ("pages/home.py", "pages/dataset.py"):
+        images = next(m.value for m in at.metric if m.label in ("Images", "Images used"))
+        assert images == str(len(list(elpv_small.rglob("*.png"))))  # the photos on disk
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -70,9 +82,20 @@ def test_a_duplicate_across_train_and_test_is_reported_as_leakage(tmp_path):
 def test_sample_browser_shows_thumbnails_not_full_images(elpv_small, tmp_path):
     at = open_page("pages/dataset.py", str(elpv_small), str(tmp_path / "runs"), browse_class="defect_100")
     assert not at.exception
-    thumbs = list((Path(__import__("os").environ["GRAFT_HOME"]) / "thumbs" / "160").rglob("*.jpg"))
-    assert len(thumbs) >= 24
-    assert all(t.stat().st_size < 20_000 for t in thumbs)
+    files = sorted((elpv_small / "defect_100").glob("*.png"))[:24]  # the class's first page
+    gallery = next(i for i in at.get("image") if i.proto.imgs and " · " in i.proto.imgs[0].caption)
+    expected = []
+    for f in files:
+        with Image.open(f) as image:
+            expected.append(f"{f.name} · {image.width}×{image.height} · {f.stat().st_size / 1024:.0f} KB")
+    assert [im.caption for im in gallery.proto.imgs] == expected  # those files, as they are on disk
+    thumbs = Path(os.environ["GRAFT_HOME"]) / "thumbs" / "160"
+    for f in files:
+        sha1 = hashlib.sha1(f.read_bytes()).hexdigest()
+        thumb = thumbs / sha1[:2] / f"{sha1}.jpg"
+        with Image.open(thumb) as image:
+            assert max(image.size) == 160  # shrunk from 300 pixels
+        assert thumb.stat().st_size < 20_000
 
 
 def test_the_min_per_class_chosen_on_the_dataset_page_reaches_the_train_page(tmp_path):

@@ -43,7 +43,10 @@ def test_results_predict_and_the_report_speak_in_display_names(named_classes, tr
     at = open_page("pages/results.py", str(named_classes), str(runs), **state)
     assert not at.exception, at.exception
     per_class = next(df.value for df in at.dataframe if "training images" in df.value.columns)
-    assert "flawless" in per_class["class"].tolist() and "defect_000" not in per_class["class"].tolist()
+    shown_names = {"defect_000": "flawless", "defect_100": "cracked <b>badly</b>"}
+    metrics = RunDir(runs / run_id).metrics()
+    assert per_class["class"].tolist() == [shown_names.get(p["class"], p["class"]) for p in metrics["per_class"]]
+    assert per_class["images"].tolist() == [p["support"] for p in metrics["per_class"]]  # each name on its own row
     headline = " ".join(m.value for m in at.markdown)
     baseline = RunDir(runs / run_id).metrics()["baseline"]["class"]  # the most common test class
     expected = {"defect_000": "flawless", "defect_100": "cracked \\<b\\>badly\\</b\\>"}.get(baseline, baseline)
@@ -116,6 +119,10 @@ def test_home_lists_the_latest_runs_in_the_words_and_percents_of_the_other_pages
     assert row["test accuracy"] == pytest.approx(100 * stored["test_acc"])  # shown as a whole percent
     assert "backbone" not in table.columns and "best_val_acc" not in table.columns
     assert all(m.help for m in at.metric)  # every figure has its sentence
+    on_disk = {d.name: len(list(d.glob("*.png"))) for d in elpv_small.iterdir() if d.is_dir() and d.name[0] != "."}
+    figures = {m.label: m.value for m in at.metric}
+    assert (figures["Classes"], figures["Images"], figures["Skipped files"]) == (
+        str(len(on_disk)), str(sum(on_disk.values())), "0")  # the dataset's figures are the files on disk
 
 
 def test_a_run_clicked_on_the_runs_page_opens_on_results_and_predict(trained_run, elpv_small):

@@ -41,6 +41,9 @@ def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
     assert f"Right on {expected['correct']} of {expected['n']} test images" in headline
     assert f"always says {expected['baseline']['class']}" in headline
     assert np.array(expected["confusion_matrix"]).sum() == expected["n"]
+    cells = next(f for f in chart_data(at) if {"true", "predicted", "count"} <= set(f.columns))  # the heatmap
+    drawn = cells.pivot(index="true", columns="predicted", values="count").loc[expected["labels"], expected["labels"]]
+    assert drawn.to_numpy().tolist() == expected["confusion_matrix"]
     per_class = next(df.value for df in at.dataframe if "training images" in df.value.columns)
     for column, scale in (("precision", 100), ("accuracy", 100), ("f1", 1)):  # shares shown in percent
         assert per_class[column].tolist() == pytest.approx([p[column] * scale for p in expected["per_class"]])
@@ -86,6 +89,8 @@ def test_gradcam_on_a_real_lite0_run(trained_run, elpv_small):
     assert heat.shape == (280, 320)
     assert heat.min() >= 0 and heat.max() <= 1 and heat.std() > 0.01
     assert 0 <= target < len(card.labels) and abs(probs.sum() - 1) < 1e-5
+    expected = Predictor.from_run(runs / run_id).probabilities([image])[0].numpy()  # the run's own answer
+    assert np.abs(probs - expected).max() < 1e-4 and target == int(expected.argmax())
 
 
 def _png(img: Image.Image) -> bytes:
@@ -178,7 +183,13 @@ def test_export_parity_and_a_fresh_process_with_only_the_loader(trained_run, elp
     card = read_json(out / "model.json")
     for fmt in ("torchscript", "onnx"):
         assert card["parity"][fmt]["ok"] and card["parity"][fmt]["max_abs_diff"] <= 1e-4
-    assert card["labels"] and card["preprocessing"]["mean"] and card["version"]
+    run_card = RunDir(runs / run_id).card()
+    assert card["labels"] == run_card.labels and card["run"] == run_id and card["version"]
+    own = read_json(runs / run_id / "model.json")["preprocessing"]  # the run's own, plus the loader's steps
+    assert {k: card["preprocessing"][k] for k in own} == own
+    val = RunDir(runs / run_id).manifest().manifest.query("split == 'val'")
+    assert card["parity"]["images"] == min(32, len(val))  # the validation photos, as the CLI prints
+    assert f"on {card['parity']['images']} validation images" in result.stdout
     from core.deploy.export import export_zip
 
     names = set(zipfile.ZipFile(io.BytesIO(export_zip(out))).namelist())  # the dashboard's download

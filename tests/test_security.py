@@ -5,13 +5,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.base import access, settings
 from core.base.errors import BadInput
+from core.runs.folder import RunDir
+from core.runs.store import RunStore
 
-from helpers import ROOT, chromium, elpv, run_cli
+from helpers import ROOT, chart_data, chromium, elpv, run_cli
 
 VIEW, OWNER = "view-key-for-the-tests-0123456789", "owner-key-for-the-tests-9876543210"
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
@@ -71,8 +74,15 @@ def test_a_viewer_sees_the_page_but_no_control_that_changes_state_or_reaches_a_p
     assert not buttons & OWNER_BUTTONS, buttons
     assert at.query_params[access.KEY_PARAM] == VIEW  # the link keeps working after a reload
     assert "You are viewing" in " ".join(c.value for c in at.sidebar.caption)
-    if page == "pages/results.py":
-        assert at.metric and at.get("vega_lite_chart")  # the results themselves are there
+    if page == "pages/results.py":  # the results themselves are there: the run's own figures and curves
+        run_id = at.selectbox(key="results_run").value
+        metrics = RunDir(shared / run_id).metrics()
+        assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{metrics['accuracy']:.0%}"
+        epochs = RunStore(shared).epochs(run_id)
+        plotted = pd.concat([f for f in chart_data(at) if {"metric", "split", "epoch"} <= set(f.columns)])
+        points = plotted[(plotted["metric"] == "accuracy") & (plotted["split"] == "val")].sort_values("epoch")
+        assert points["epoch"].tolist() == epochs["epoch"].tolist()
+        assert points["value"].tolist() == pytest.approx(epochs["val_acc"].tolist())
     if page == "pages/predict.py":
         assert [u for u in at.get("file_uploader")]  # drag and drop stays open to viewers
 

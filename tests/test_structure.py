@@ -81,7 +81,8 @@ def test_a_home_relative_dataset_reaches_results_report_and_export(home_run, tmp
     assert run.card().config["data"] == "~/photos" and run.card().data_root == home / "photos"
     assert "data:image/jpeg;base64" in build(run)  # the report's example thumbnails
     card = export(run, tmp_path / "export")
-    assert card["parity"]["images"] > 0 and not card["parity"]["unreadable"]
+    val = run.manifest().manifest.query("split == 'val'")
+    assert card["parity"]["images"] == min(32, len(val)) > 0 and not card["parity"]["unreadable"]  # every val photo read
     assert card["parity"]["preprocessing"]["ok"] and card["parity"]["onnx"]["ok"]
     at = open_page("pages/results.py", "~/photos", str(runs), results_run=run_id)
     assert not at.exception, at.exception
@@ -104,8 +105,9 @@ def test_gradcam_leaves_the_shared_predictor_untouched(home_run):
     before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
     explainer = Explainer.from_run(run)
     assert explainer.model is not predictor.model
-    heat, target, _ = explainer.gradcam(Image.open(next((home / "photos").rglob("*.png"))).convert("RGB"))
-    assert heat.max() > 0 and 0 <= target < 2
+    photo = Image.open(next((home / "photos").rglob("*.png"))).convert("RGB")
+    heat, target, _ = explainer.gradcam(photo)
+    assert heat.max() > 0 and target == int(predictor.probabilities([photo])[0].argmax())  # the class it predicts
     assert all(p.grad is None for p in predictor.model.parameters())
     assert all(p.grad is None for p in explainer.model.parameters())
     after = predictor.model.state_dict()
@@ -122,6 +124,9 @@ def test_results_page_evaluates_outside_the_cache(home_run):
         at = open_page("pages/results.py", "~/photos", str(runs), results_run=run_id)
         assert not at.exception, at.exception
         assert run.metrics_file.is_file()
+        metrics = run.metrics()  # what the page shows is what it just wrote
+        assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{metrics['accuracy']:.0%}"
+        assert any(f"Right on {metrics['correct']} of {metrics['n']} " in m.value for m in at.markdown)
 
 
 def test_a_zip_is_unpacked_once_per_upload_and_removed_when_replaced(home_run):

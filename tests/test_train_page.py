@@ -102,6 +102,15 @@ def test_runs_page_lists_and_compares(trained_run, elpv_small, tmp_path):
     assert sorted(differ.loc["epochs"]) == sorted([str(RunStore(runs).get(r)["config"]["epochs"]) for r in (run_id, second)])
     per_class = next(df.value for df in at.dataframe if df.value.index.name == "class")
     assert per_class.shape == (4, 2)
+    store = RunStore(runs)
+    plotted = next(f for f in chart_data(at) if "run" in f.columns)
+    for r in (run_id, second):
+        name = store.get(r)["name"]
+        column = name if name in per_class.columns else f"{name} ({r})"  # the page adds the id to a shared name
+        expected = {p["class"]: 100 * p["accuracy"] for p in store.run_dir(r).metrics()["per_class"]}
+        assert per_class[column].to_dict() == pytest.approx(expected)  # each run's own metrics, in percent
+        points = plotted[(plotted["run"] == column) & (plotted["metric"] == "loss") & (plotted["split"] == "train")]
+        assert points.sort_values("epoch")["value"].tolist() == pytest.approx(store.epochs(r)["train_loss"].tolist())
 
 
 def test_the_time_estimate_counts_only_the_photos_not_read_before(tmp_path):

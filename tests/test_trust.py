@@ -21,8 +21,9 @@ from core.evaluate.words import more_photos_sentence
 from core.present import report, words
 from core.runs.folder import RunDir
 from core.trust import familiar
+from pages.common import escape_markdown as md
 
-from helpers import elpv, house_drawing, open_page, run_cli
+from helpers import chart_data, elpv, house_drawing, open_page, run_cli
 from helpers import run_state as _state
 
 
@@ -77,6 +78,8 @@ def test_explanation_by_example_shows_the_nearest_training_photos(trained_run, e
     at.file_uploader(key="upload_images").set_value([("cell.png", cell, "image/png")]).run()
     assert not at.exception, at.exception
     assert any("It looks most like these training photos" in c.value for c in at.caption)
+    gallery = next(i for i in at.get("image") if len(i.proto.imgs) == len(result["examples"]))
+    assert [im.caption for im in gallery.proto.imgs] == [e["label"] for e in result["examples"]]  # in the run's order
 
 
 # ---------------------------------------------------------------------- part 2: the label check
@@ -184,10 +187,19 @@ def test_the_learning_curve_from_the_cli_and_on_results(trained_run, elpv_small)
     assert set(curve["points"][0]["recall"]) == set(RunDir(runs / run_id).card().labels)
     assert all(0.0 <= p["accuracy"] <= 1.0 for p in curve["points"])
     assert curve["sentence"] in result.stdout and "training photos" in result.stdout
+    for p in curve["points"]:  # the CLI's table row: training photos, share, accuracy
+        assert f"{p['train_images']} {p['fraction']:.0%} {p['accuracy']:.3f}" in " ".join(result.stdout.split())
     state, _, _ = _state(trained_run)
     at = open_page("pages/results.py", str(elpv_small), str(runs), **state)
     assert not at.exception, at.exception
-    assert any(curve["sentence"][:30] in m.value for m in at.markdown)
+    assert any(md(curve["sentence"]) in m.value for m in at.markdown)
+    drawn = next(f for f in chart_data(at) if "training photos" in f.columns)  # the learning curve's points
+    overall = drawn[drawn["line"] == "all classes (accuracy)"].sort_values("training photos")
+    assert overall["training photos"].tolist() == sizes
+    assert overall["value"].tolist() == pytest.approx([p["accuracy"] for p in curve["points"]])
+    for label in curve["points"][0]["recall"]:
+        line = drawn[drawn["line"] == label].sort_values("training photos")
+        assert line["value"].tolist() == pytest.approx([p["recall"][label] for p in curve["points"]])
     html = report.build(runs / run_id)
     assert "Would more photos help?" in html and "looks most like" in html  # the report carries both
 
@@ -216,4 +228,8 @@ def test_scoring_another_folder_says_how_many_photos_look_unfamiliar(trained_run
         crop.save(folder / "defect_000" / f"photo_{i}.png")
     result = metrics.check_folder(runs / run_id, folder)
     assert result["n"] == 9 and result["unfamiliar"] >= 3 and result["unfamiliar_share"] == result["unfamiliar"] / 9
+    answers = Predictor.from_run(runs / run_id).predict(sorted((folder / "defect_000").iterdir()))
+    assert result["unfamiliar"] == sum(r["unfamiliar"] for r in answers)  # the run's detector, photo by photo
+    assert all(r["unfamiliar"] for r, f in zip(answers, sorted((folder / "defect_000").iterdir()))
+               if f.name.startswith("photo_"))  # the three photo crops among them
     assert words.unfamiliar_sentence(result).startswith(f"{result['unfamiliar']} of 9 photos")
