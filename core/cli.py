@@ -308,6 +308,18 @@ def cmd_share(args) -> int:
     return 0  # pragma: no cover - execve does not return
 
 
+def cmd_serve(args) -> int:
+    """The model behind HTTP (FastAPI on uvicorn) until Ctrl+C; see core.deploy.serve."""
+    from core.deploy import serve
+
+    limits = serve.Limits(image_bytes=int(args.max_image_mb * serve.MB), request_bytes=int(args.max_request_mb * serve.MB),
+                          files=args.max_files, queue=args.queue, max_batch=args.max_batch, window_ms=args.window_ms)
+    server = serve.prepare(args.run, args.runs, args.host, args.port, args.api_key, limits)
+    print("\n".join(server.banner()), flush=True)
+    server.run()
+    return 0
+
+
 def _command(sub, name: str, about: str, func, *, run: str | None = None, runs: bool = True):
     """A subcommand: its help, its function, a leading RUN argument (`run`: that argument's help) and --runs."""
     p = sub.add_parser(name, help=about)
@@ -381,6 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="0.0.0.0", help="the interface to listen on (default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the links and the command, start nothing")
+
+    p = _command(sub, "serve", "serve a run or export over HTTP: POST photos to /predict, verdicts back as JSON "
+                 "(micro-batched; this machine only unless an API key is set)", cmd_serve,
+                 run="run id, run folder or export folder")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1, this machine "
+                   "only; any other needs an API key)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", help="the key clients send (X-API-Key or Authorization: Bearer); default "
+                   "$GRAFT_SERVE_KEY. Prefer the variable: a flag shows in the process list")
+    p.add_argument("--max-batch", type=int, default=32, help="photos scored together (default 32)")
+    p.add_argument("--window-ms", type=float, default=5.0, help="how long to wait for more photos to batch "
+                   "(default 5)")
+    p.add_argument("--queue", type=int, default=128, help="photos waiting at most; beyond, 503 at once (default 128)")
+    p.add_argument("--max-files", type=int, default=32, help="photos a request (default 32)")
+    p.add_argument("--max-image-mb", type=float, default=20.0, help="bytes a photo, in MB (default 20)")
+    p.add_argument("--max-request-mb", type=float, default=64.0, help="bytes a request, in MB (default 64)")
 
     _command(sub, "backbones", "the backbone registry and whether its weights are here", cmd_backbones, runs=False)
     return parser

@@ -13,7 +13,7 @@ from core.runs.store import RunStore
 
 from helpers import elpv, run_cli
 
-COMMANDS = ["samples", "scan", "train", "resume", "eval", "predict", "runs", "backbones"]
+COMMANDS = ["samples", "scan", "train", "resume", "eval", "predict", "runs", "backbones", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
