@@ -169,3 +169,8 @@ if exported and exported[0] == str(run_dir):
         for name, check in checks.items():
             st.write(words.parity_line(name, check))
         st.write(words.written_to(md(str(run_dir.export_dir))))
+
+st.subheader("Call it from the line")
+st.caption("The same answers over HTTP, for the software beside the camera: start the server on this machine, "
+           "then post photos to it. See docs/serving.md for the answers, the limits and the key.")
+st.code(words.serve_commands(str(run_dir.path)), language="bash")

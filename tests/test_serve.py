@@ -332,3 +332,24 @@ def test_a_damaged_model_folder_refuses_to_start_with_the_reason(trained_run, tm
         assert result.returncode == 2, result.stderr[-2000:]
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0]
+
+
+def test_the_predict_page_shows_the_lines_that_serve_the_current_run(trained_run, elpv_small):
+    from helpers import open_page, run_state
+
+    state, runs, run_id = run_state(trained_run)
+    at = open_page("pages/predict.py", str(elpv_small), str(runs), **state)
+    assert not at.exception, at.exception
+    code = next(c.value for c in at.code if "graft serve" in c.value)
+    assert code.splitlines() == [f"graft serve {runs / run_id} --port 8080",
+                                 "curl -F file=@photo.jpg http://127.0.0.1:8080/predict"]
+
+
+def test_the_serve_lines_quote_a_folder_name_for_the_shell():
+    import shlex
+
+    from core.present.words import serve_commands
+
+    hostile = "/data/runs/a b;rm -rf ~ $(x)"
+    first = serve_commands(hostile).splitlines()[0]
+    assert shlex.split(first) == ["graft", "serve", hostile, "--port", "8080"]

@@ -157,7 +157,10 @@ class _ExportModel:
         if prefer == "onnx" and "onnx" in files or "torchscript" not in files:
             import onnxruntime
 
-            session = onnxruntime.InferenceSession(str(folder / files["onnx"]), providers=["CPUExecutionProvider"])
+            options = onnxruntime.SessionOptions()  # the cores Graft may use (GRAFT_THREADS), one graph at a time
+            options.intra_op_num_threads, options.inter_op_num_threads = runtime.cpu_count(), 1
+            session = onnxruntime.InferenceSession(str(folder / files["onnx"]), options,
+                                                   providers=["CPUExecutionProvider"])
             self.has_features = features and len(session.get_outputs()) > 1
             self._run = lambda x: [torch.from_numpy(o) for o in session.run(None, {"image": x.cpu().numpy()})]
         else:

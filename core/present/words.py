@@ -355,3 +355,12 @@ def augmentation_caption(level: str) -> str:
     return (f"One training photo as the model will see it, 16 times. The next training (as set on the Train page) "
             f"uses the '{level}' preset" + (": every view is the same photo, because a frozen network reads each "
             "photo once." if level == "none" else "."))
+
+
+def serve_commands(run_path: str, port: int = 8080) -> str:
+    """The two shell lines that serve a run over HTTP and send it a photo (the run's folder quoted for the
+    shell, whatever its name holds)."""
+    import shlex
+
+    return (f"graft serve {shlex.quote(str(run_path))} --port {int(port)}\n"
+            f"curl -F file=@photo.jpg http://127.0.0.1:{int(port)}/predict")
