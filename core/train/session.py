@@ -107,7 +107,7 @@ def _time_limit(config: TrainConfig, reporter: StoreReporter | None, started: fl
     if reporter is not None:
         reporter.extra = {"stage": 1, "stages": 4 if rich_applies(config) else 3, "stage_words": FIRST_WORDS,
                           "deadline_wall": time.time() + (deadline - time.monotonic())}
-    return Deadline(deadline)
+    return Deadline(deadline, finish_an_epoch=True)  # a model first, however short the limit
 
 
 def _evaluate(run: RunDir, store: RunStore, run_id: str, config: TrainConfig, progress: bool) -> None:

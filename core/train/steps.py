@@ -104,10 +104,13 @@ class Deadline(Step):
     """Ends the loop between batches once the time limit is reached (`reached` says it did), and
     before an epoch that would not finish in time."""
 
-    def __init__(self, deadline: float):
-        self.deadline, self.reached = deadline, False
+    def __init__(self, deadline: float, finish_an_epoch: bool = False):
+        """`finish_an_epoch`: never cut the run's first epoch, so a run always ends with a model."""
+        self.deadline, self.reached, self.finish_an_epoch = deadline, False, finish_an_epoch
 
     def on_batch(self, state: LoopState, loss: float) -> None:
+        if self.finish_an_epoch and state.best_val_acc is None:
+            return
         if time.monotonic() >= self.deadline:
             self.reached, state.stop_reason = True, "time limit reached"
             raise StopTraining
