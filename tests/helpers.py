@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,6 +74,44 @@ def wait_for(predicate, timeout: float = 240.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def answers(port: int) -> bool:
+    """Whether a dashboard on this loopback port answers its health check."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def dashboard(env: dict, log: Path | None = None):
+    """The real dashboard (`serve.py` on a free loopback port, with `env`) for the block: yields (port,
+    process); its output goes to `log` (else nowhere); it is stopped afterwards, whatever happened."""
+    port = free_port()
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--server.headless", "true",
+                                "--server.address", "127.0.0.1", "--server.port", str(port)],
+                               cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for(lambda: answers(port), timeout=60), log.read_text() if log else "the dashboard did not start"
+        yield port, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if log:
+            out.close()
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

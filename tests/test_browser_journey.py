@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,43 +18,21 @@ import pytest
 
 from core.runs.store import RunStore
 
-from helpers import ROOT, chromium, make_subset, run_cli, wait_for
+from helpers import ROOT, chromium, dashboard, make_subset, run_cli, wait_for
 
 SHOTS = ROOT / "tests" / "artifacts" / "journey"
 
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     data = make_subset(tmp_path / "solar_cells", 12)
-    port = _free_port()
     env = {**os.environ, "GRAFT_HOME": str(tmp_path / "home"), "GRAFT_RUNS": str(tmp_path / "runs"),
            "GRAFT_DATA_ROOTS": str(tmp_path)}
     env.pop("GRAFT_SAMPLE", None)
-    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--server.port", str(port),
-                                "--server.headless", "true"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        assert wait_for(lambda: _listening(port), timeout=60), "the dashboard did not start"
+    with dashboard(env) as (port, _):
         yield f"http://127.0.0.1:{port}", data, tmp_path / "runs"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Journey:

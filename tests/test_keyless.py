@@ -9,8 +9,6 @@ import os
 import re
 import select
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -19,7 +17,7 @@ import pytest
 
 from core.base import access
 
-from helpers import ROOT, wait_for
+from helpers import dashboard
 
 pytestmark = pytest.mark.slow
 
@@ -28,43 +26,18 @@ MB = 1024 * 1024
 FILLS = re.compile(r"graft: server caches filled \(fill (\d+)\)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(port, process, log file) of a shared dashboard with small upload bounds (8 MB a session,
     12 MB in all) over empty temporary folders."""
     tmp = tmp_path_factory.mktemp("keyless")
     (tmp / "data").mkdir()
-    port, log = _free_port(), tmp / "server.log"
+    log = tmp / "server.log"
     env = {**os.environ, access.VIEW_KEY_ENV: VIEW, access.OWNER_KEY_ENV: OWNER, "GRAFT_HOME": str(tmp / "home"),
            "GRAFT_SAMPLE": str(tmp / "data"), "GRAFT_RUNS": str(tmp / "runs"), access.ROOTS_ENV: str(tmp),
            "GRAFT_UPLOAD_SESSION_MB": "8", "GRAFT_UPLOAD_TOTAL_MB": "12"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--server.headless", "true",
-                                    "--server.address", "127.0.0.1", "--server.port", str(port)],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        assert wait_for(lambda: _answers(port), timeout=60), log.read_text()
+    with dashboard(env, log) as (port, process):
         yield port, process, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def _xsrf(port: int) -> str:

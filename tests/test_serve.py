@@ -21,15 +21,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import ROOT, house_drawing, run_cli, wait_for
+from helpers import ROOT, free_port, house_drawing, run_cli, wait_for
 
 KEY = "serve-test-key-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def multipart(files: list[tuple[str, bytes]], field: str = "file") -> tuple[bytes, str]:
