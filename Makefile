@@ -4,7 +4,7 @@
 # editable into it from this checkout (`graft` = `python -m core`).
 PYTHON ?= python3
 GRAFT_HOME ?= $(HOME)/.cache/graft
-REQ_HASH := $(shell sed -n '/^dependencies = \[/,/^]/p;/^dev = \[/,/^]/p' pyproject.toml | sha256sum | cut -c1-12)
+REQ_HASH := $(shell sed -n '/^dependencies = \[/,/^]/p;/^scale = \[/,/^]/p;/^dev = \[/,/^]/p' pyproject.toml | sha256sum | cut -c1-12)
 HERE_HASH := $(shell pwd | sha256sum | cut -c1-12)
 VENV ?= $(GRAFT_HOME)/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
