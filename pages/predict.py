@@ -14,6 +14,7 @@ from core.data.notes import display_names, load_class_notes
 from core.deploy.export import export, export_zip
 from core.deploy.predict import expand_inputs, remove_upload, unpack_upload
 from core.present import charts, words
+from core.trust import familiar
 from core.trust.explain import NotSupported
 from pages import common, current_run
 from pages.common import escape_markdown as md
@@ -81,6 +82,7 @@ for i, upload in enumerate(uploads or []):
     common.chart(mid, charts.top_k_bars, [(names.get(c, c), p) for c, p in result["top"]], key=f"topk_{i}")
     current_run.nearest_photos(mid, result, names, model.data_root)
     if result.get("unfamiliar"):
+        mid.caption(md(words.flag_rate_words(familiar.flag_rate(run_dir) or 0.05).capitalize() + "."))
         right.info("No explanation offered: a heatmap of why it chose a class means little for a photo "
                    "unlike anything it was trained on.")
     elif right.toggle("Grad-CAM", key=f"gradcam_{i}"):

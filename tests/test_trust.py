@@ -37,13 +37,28 @@ def test_the_detector_is_saved_with_the_run_and_keeps_most_validation_photos_fam
     assert np.allclose(np.linalg.norm(index.train, axis=1), 1.0, atol=1e-2)
     test_files = [run.card().data_root / p for p in manifest[manifest["split"] == "test"]["path"]]
     flagged = np.mean([r["unfamiliar"] for r in Predictor.from_run(run.path).predict(test_files)])
-    assert flagged <= 0.25  # in-domain photos mostly familiar (5 % on validation by construction)
+    assert flagged <= 0.25  # in-domain photos mostly familiar (1 in 100 by construction, on a tiny run)
+
+
+def test_the_threshold_flags_one_in_a_hundred_of_the_validation_and_left_out_training_photos(trained_run):
+    runs, run_id, _ = trained_run
+    run = RunDir(runs / run_id)
+    index, manifest = familiar.load(run.path), run.manifest().manifest
+    val_files = [run.card().data_root / p for p in manifest[manifest["split"] == "val"]["path"]]
+    val = np.array([r["distance"] for r in Predictor.from_run(run.path).predict(val_files)])
+    sims = index.train @ index.train.T
+    np.fill_diagonal(sims, -1.0)
+    left_out = 1.0 - sims.max(axis=1)  # each training photo against the others
+    assert index.threshold == pytest.approx(np.quantile(np.r_[val, left_out], 0.99), abs=5e-3)
+    assert familiar.flag_rate(run) == pytest.approx(0.01)
+    assert words.flag_rate_words(0.01) == "about 1 in 100 ordinary photos is flagged as unfamiliar"
 
 
 def test_far_out_of_domain_photos_are_unfamiliar_not_just_uncertain(trained_run):
     runs, run_id, _ = trained_run
     predictor = Predictor.from_run(runs / run_id)
-    strangers = [house_drawing(), *(Image.fromarray(a) for a in load_sample_images().images)]
+    photos = [house_drawing(), *(Image.fromarray(a) for a in load_sample_images().images)]
+    strangers = photos + [p.convert("L").convert("RGB") for p in photos]  # in colour and in grey
     results = predictor.predict(strangers)
     assert all(r["unfamiliar"] for r in results), [r["distance"] for r in results]
     assert all(r["distance"] > predictor.familiarity.threshold for r in results)
@@ -58,6 +73,7 @@ def test_the_predict_page_says_unfamiliar_for_a_drawing_and_offers_no_heatmap(tr
     assert not at.exception, at.exception
     assert "unfamiliar — this does not look like the training photos" in " ".join(m.value for m in at.markdown)
     assert any("No explanation offered" in i.value for i in at.info)
+    assert any(c.value == "About 1 in 100 ordinary photos is flagged as unfamiliar." for c in at.caption)
     assert not [t for t in at.toggle if t.key and t.key.startswith("gradcam_")]
 
 

@@ -77,7 +77,7 @@ def _backbone_runner(model: GraftModel, prep: Preprocessing):
 def build_familiarity(run: RunDir, model: GraftModel, prep: Preprocessing, split, root: Path,
                       progress: bool = False) -> None:
     """The run's unfamiliar-photo detector (`core.trust.familiar`): training features, and the threshold
-    that keeps 95 % of the validation photos familiar. Saved with the run. On a `pooled` or `rich`
+    that keeps 99 % of the dataset's own photos familiar. Saved with the run. On a `pooled` or `rich`
     view only the network's own pooled features count (the last columns): the earlier blocks' large
     averages would swamp the cosine distance (a photo like the training photos would read as unfamiliar)."""
     from core.trust import familiar
@@ -240,6 +240,7 @@ def _unfamiliar_share(run: RunDir, model: GraftModel, prep: Preprocessing, paths
     flagged = index.unfamiliar(feats[ok])
     right = (y_true == y_pred)[ok]
     return {"unfamiliar": int(flagged.sum()), "unfamiliar_share": float(flagged.mean()),
+            "flag_rate": familiar.flag_rate(run),
             "familiar_accuracy": float(right[~flagged].mean()) if (~flagged).any() else None}
 
 

@@ -108,10 +108,16 @@ def unfamiliar_sentence(result: dict) -> str:
         return ""
     share = result["unfamiliar_share"]
     text = (f"{result['unfamiliar']} of {result['n']} photos ({share:.0%}) do not look like the training photos "
-            f"(the model flags about 5 % of photos like its own as unfamiliar)")
+            f"({flag_rate_words(result.get('flag_rate') or 0.05)})")
     if result.get("familiar_accuracy") is not None and result["unfamiliar"]:
         text += f"; on the familiar ones it is right on {result['familiar_accuracy']:.0%}"
     return text + "."
+
+
+def flag_rate_words(rate: float) -> str:
+    """How often the detector flags an ordinary photo of the dataset's kind: 'about 1 in 100 ordinary
+    photos is flagged as unfamiliar'."""
+    return f"about 1 in {max(round(1 / max(rate, 1e-6)), 1):,} ordinary photos is flagged as unfamiliar"
 
 
 def skipped_classes_sentence(skipped: dict[str, int]) -> str:

@@ -2,8 +2,10 @@
 
 The top probability measures confusion *between* the known classes; it does not say whether a
 photo belongs to the domain. This module does: a photo's distance is one minus the cosine
-similarity of its backbone features to the nearest training photo's. The threshold is set on the
-validation photos so that about 5 % of in-domain photos are flagged; above it a photo is
+similarity of its backbone features to the nearest training photo's. The threshold is set so that
+about 1 in 100 photos of the dataset's own kind is flagged: the 99th percentile of the distances of
+the validation photos and of training photos each left out of the index in turn (a few hundred
+validation photos alone put a 99th percentile on four of them); above it a photo is
 **unfamiliar** ("does not look like the training photos"), which is a different verdict from
 **uncertain** ("looks like the data, but between two classes").
 
@@ -22,8 +24,10 @@ import pandas as pd
 from core.base.storage import atomic_write, read_json, write_json
 from core.runs.folder import RunDir
 
-KEEP = 0.95  # share of validation photos that must read as familiar
+KEEP = 0.99  # share of the dataset's own photos that must read as familiar (about 1 in 100 flagged)
 METHOD = "cosine distance to the nearest training photo (backbone features)"
+CALIBRATION = "validation photos, and training photos each left out of the index in turn"
+LEAVE_OUT_AT_MOST = 5000  # training photos left out in turn for the threshold (a sample above this)
 
 
 def _normalise(feats: np.ndarray) -> np.ndarray:
@@ -69,12 +73,25 @@ class Familiarity:
         return self.distance(feats) > self.threshold
 
 
-def fit(train_feats: np.ndarray, val_feats: np.ndarray, keep: float = KEEP) -> Familiarity:
-    """The index of the training features, with the threshold that keeps `keep` of the validation
-    photos familiar."""
+def fit(train_feats: np.ndarray, val_feats: np.ndarray, keep: float = KEEP, seed: int = 0) -> Familiarity:
+    """The index of the training features, with the threshold that keeps `keep` of the dataset's own
+    photos familiar: measured on the validation photos and on training photos left out in turn."""
     index = Familiarity(_normalise(train_feats), 0.0)  # float32, as `nearest` multiplies it
-    index.threshold = float(np.quantile(index.distance(val_feats), keep)) if len(val_feats) else 1.0
+    calibration = np.r_[index.distance(val_feats) if len(val_feats) else np.zeros(0), _left_out(index, seed)]
+    index.threshold = float(np.quantile(calibration, keep)) if len(calibration) else 1.0
     return index
+
+
+def _left_out(index: Familiarity, seed: int) -> np.ndarray:
+    """Distances of training photos to their nearest *other* training photo (at most LEAVE_OUT_AT_MOST
+    of them): photos of the dataset's kind that the index has not seen, without spending validation."""
+    n = len(index.train)
+    if n < 2:
+        return np.zeros(0, np.float32)
+    rows = np.random.default_rng(seed).choice(n, LEAVE_OUT_AT_MOST, replace=False) if n > LEAVE_OUT_AT_MOST \
+        else np.arange(n)
+    distances, indices = index.nearest(index.train[rows], 2)
+    return np.where(indices[:, 0] == rows, distances[:, 1], distances[:, 0])  # skip the photo itself
 
 
 def save(run: str | Path | RunDir, index: Familiarity, n_val: int) -> None:
@@ -83,7 +100,17 @@ def save(run: str | Path | RunDir, index: Familiarity, n_val: int) -> None:
     if index.photos is not None:
         atomic_write(run.familiar_train_file, lambda f: index.photos.to_csv(f, index=False), mode="w")
     write_json(run.familiar_card_file, {"method": METHOD, "threshold": index.threshold, "keep": KEEP,
+                                        "calibration": CALIBRATION,
                                         "train_images": int(len(index.train)), "val_images": int(n_val)})
+
+
+def flag_rate(run: str | Path | RunDir) -> float | None:
+    """The share of the dataset's own photos the run's detector flags by design (0.05 for runs made
+    before the 1-in-100 calibration), or None without a detector."""
+    run = RunDir(run) if not isinstance(run, RunDir) else run
+    if not run.familiar_card_file.is_file():
+        return None
+    return 1.0 - float(read_json(run.familiar_card_file).get("keep", 0.95))
 
 
 def load(run: str | Path | RunDir) -> Familiarity | None:
