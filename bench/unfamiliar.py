@@ -13,19 +13,16 @@ as the baseline in the same run, the earlier one (95 % of the validation photos 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from trust import far_set, run_features, scores, train  # bench/trust.py: run as a script, bench/ is on the path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from trust import far_set, run_features, scores, train  # noqa: E402
-
-from core.data.samples import fetch  # noqa: E402
-from core.deploy.predict import Predictor  # noqa: E402
-from core.runs.folder import RunDir  # noqa: E402
-from core.trust import familiar  # noqa: E402
+from core.data.samples import fetch
+from core.deploy.predict import Predictor
+from core.runs.folder import RunDir
+from core.trust import familiar
 
 
 def main() -> None:
