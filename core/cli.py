@@ -104,7 +104,30 @@ def cmd_train(args) -> int:
     else:
         with hold(config, args.runs) as run_id:
             fit(config, args.runs, run_id=run_id)
+    if config.budget and is_main():
+        _print_leaderboard(args.runs, run_id)
     return _report_run(args.runs, run_id) if is_main() else 0
+
+
+def _print_leaderboard(runs: str | None, run_id: str) -> None:
+    """A budgeted run's leaderboard: each model tried, the choice in one sentence, the time used."""
+    import pandas as pd
+
+    from core.present.words import budget_choice_sentence, budget_used_sentence
+    from core.runs.store import RunStore
+
+    board = RunStore.open(runs).run_dir(run_id).leaderboard()
+    if not board:
+        return
+    rows = [{"model": e["name"], "val acc": e.get("val_acc"), "95% interval": "–".join(f"{v:.2f}" for v in e["val_ci"])
+             if "val_ci" in e else "", "ms/photo": e.get("ms_per_photo"), "MB": e.get("size_mb"),
+             "seconds": e.get("seconds"), "front": "*" if e.get("pareto") else "",
+             "note": "kept" if e["name"] == board.get("kept") else e.get("reason", "")}
+            for e in board.get("candidates", [])]
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
+    for line in (budget_choice_sentence(board), budget_used_sentence(board)):
+        if line:
+            print(line)
 
 
 def _report_run(runs: str | None, run_id: str) -> int:
@@ -167,15 +190,23 @@ def cmd_predict(args) -> int:
     out = _writable(args.csv) if args.csv else None
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise BadInput(f"--threshold must be between 0 and 1 (got {args.threshold})")
-    predictor = load_predictor(args.run, args.runs)
-    if args.threshold is not None:
-        if predictor.decision is None:
-            raise BadInput("this run has no pass/inspect classes yet: choose them on the Results page "
-                           "(Pass or inspect), then --threshold moves the line")
-        predictor.decision.threshold = args.threshold
-    table = predictor.predict_table(expand_inputs(args.inputs), args.top_k, progress=True)
+    parquet = _writable(args.parquet) if args.parquet else None
+    if args.engine == "ray":
+        from core.deploy import ray_scoring
+
+        table = ray_scoring.score(args.run, args.inputs, args.runs, args.address, args.top_k, args.threshold)
+    else:
+        predictor = load_predictor(args.run, args.runs)
+        if args.threshold is not None:
+            if predictor.decision is None:
+                raise BadInput("this run has no pass/inspect classes yet: choose them on the Results page "
+                               "(Pass or inspect), then --threshold moves the line")
+            predictor.decision.threshold = args.threshold
+        table = predictor.predict_table(expand_inputs(args.inputs), args.top_k, progress=True)
     if out:
         atomic_write(out, lambda f: table.to_csv(f, index=False), mode="w")
+    if parquet:
+        atomic_write(parquet, lambda f: table.to_parquet(f, index=False))
     with_errors = table[table["error"] != ""]
     shown = table.drop(columns=["error"]) if with_errors.empty else table
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -232,7 +263,13 @@ def cmd_export(args) -> int:
     from core.runs.store import RunStore
 
     _, run = RunStore.open(args.runs).resolve(args.run)
-    card = export(run, args.out, args.format, force=args.force)
+    card = export(run, args.out, args.format, force=args.force, int8=args.int8)
+    if card.get("int8"):
+        from core.present.words import int8_sentence
+
+        print(int8_sentence(card["int8"]))
+        print(f"  INT8 model {card['files']['onnx']} ships instead of model.onnx ({card['int8']['threads']} threads, "
+              f"{card['int8']['calibration_photos']} training photos calibrated it)")
     checks = {k: v for k, v in card["parity"].items() if isinstance(v, dict)}
     for name, check in checks.items():
         what = "numpy preprocessing vs torch" if name == "preprocessing" else f"{name} vs PyTorch"
@@ -320,6 +357,79 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_inbox(args) -> int:
+    from core.base.errors import BadInput
+    from core.base.runtime import configure_threads
+    from core.base.storage import write_text
+    from core.present.words import inbox_sentence
+    from core.runs.store import RunStore
+    from core.trust import audit, inbox
+
+    if args.decide:
+        try:
+            text = Path(args.decide).expanduser().read_bytes()
+        except OSError as err:
+            raise BadInput(f"{args.decide}: cannot read the decisions ({err.strerror or err})") from None
+        kept, problems = inbox.decide_csv(args.data, text)
+        for problem in problems:
+            print(f"{args.decide}: {problem}", file=sys.stderr)
+        print(f"{kept} decision{'s' if kept != 1 else ''} kept in {Path(args.data).expanduser() / '.graft'} "
+              f"({len(problems)} row{'s' if len(problems) != 1 else ''} refused); no photo was moved")
+        return 1 if problems else 0
+    out = _writable(args.csv) if args.csv else None
+    configure_threads()
+    run = RunStore.open(args.runs).resolve(args.run)[1] if args.run else inbox.latest_run(args.runs, args.data)
+    checked = None if args.no_audit else audit.audit(args.data, progress=True)
+    table = inbox.build(args.data, run, checked)
+    if out:
+        write_text(out, inbox.inbox_csv(table))
+    print(inbox_sentence(int((table["decision"] == "").sum()), int((table["decision"] != "").sum()))
+          + (f" Test mistakes from run {run.id}." if run is not None else " No run of this folder: no test mistakes."))
+    if len(table):
+        print(table.drop(columns=["sha1"]).head(args.top).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if out:
+        print(f"the whole inbox ({len(table)} photos): {out}; fill in decision,label and apply it with --decide")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from core.evaluate.compare import compare
+    from core.present.words import what_changed_sentence
+    from core.runs.store import RunStore
+
+    store = RunStore.open(args.runs)
+    (id_a, run_a), (id_b, run_b) = store.resolve(args.run_a), store.resolve(args.run_b)
+    result = compare(run_a, run_b)
+    print(what_changed_sentence(id_a, id_b, result))
+    if len(result.changed):
+        print("\nphotos whose verdict changed:")
+        print(result.changed.to_string(index=False))
+    if len(result.classes):
+        print("\nclasses, largest move first:")
+        print(result.classes.to_string(index=False, float_format=lambda v: f"{v:+.3f}" if v < 0 else f"{v:.3f}"))
+    return 0
+
+
+def cmd_map(args) -> int:
+    from core.base.runtime import configure_threads
+    from core.data.notes import display_names, load_class_notes
+    from core.evaluate.dataset_map import dataset_map
+    from core.present.map_chart import save_png
+    from core.runs.store import RunStore
+
+    out = _writable(args.png)
+    configure_threads()
+    run_id, run = RunStore.open(args.runs).resolve(args.run)
+    card = run.card()
+    found = dataset_map(run, progress=True)
+    names = display_names(load_class_notes(card.data_root), card.labels)
+    save_png(found, names, [names[c] for c in card.labels], out, title=f"Dataset map · {run_id}")
+    marked = found.points["mark"].value_counts().to_dict()
+    print(f"{len(found.points)} of {found.total} photos drawn ({found.method}); marked: "
+          + (", ".join(f"{n} {m}" for m, n in marked.items() if m != "photo") or "none") + f"\nmap: {out}")
+    return 0
+
+
 def _command(sub, name: str, about: str, func, *, run: str | None = None, runs: bool = True):
     """A subcommand: its help, its function, a leading RUN argument (`run`: that argument's help) and --runs."""
     p = sub.add_parser(name, help=about)
@@ -368,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--threshold", type=float, help="send to inspection at or above this probability of the "
                    "run's inspect classes (default: the threshold saved on the Results page)")
+    p.add_argument("--parquet", metavar="FILE", help="also write the table to this Parquet file")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: Ray Data reads the photos and a pool of actors scores them with "
+                        "the run's ONNX export (pip install graft[scale])")
+    p.add_argument("--address", metavar="ADDR", help="with --engine ray, join the Ray cluster at ADDR "
+                   "(default: start a local one with 2 CPUs)")
 
     p = _command(sub, "audit", "photos that look labelled wrong (out-of-fold probabilities, cleanlab)", cmd_audit,
                  runs=False)
@@ -382,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("torchscript", "onnx", "both"), default="both")
     p.add_argument("out", metavar="OUT_DIR")
     p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+    p.add_argument("--int8", action="store_true", help="quantize the ONNX model to INT8 (smaller, faster on a CPU, "
+                   "slightly different answers; its size, speed and accuracy change are printed)")
 
     p = _command(sub, "report", "a self-contained HTML report of a run", cmd_report, run=run)
     p.add_argument("out", nargs="?", metavar="OUT.html", help="default: RUN/report.html")
@@ -409,6 +527,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-files", type=int, default=32, help="photos a request (default 32)")
     p.add_argument("--max-image-mb", type=float, default=20.0, help="bytes a photo, in MB (default 20)")
     p.add_argument("--max-request-mb", type=float, default=64.0, help="bytes a request, in MB (default 64)")
+
+    p = _command(sub, "inbox", "photos to look at (likely mislabels, test mistakes, kept uploads) and the owner's "
+                 "decisions about them", cmd_inbox)
+    p.add_argument("data", help="the dataset folder")
+    p.add_argument("--csv", help="write the whole inbox: file,source,label,suggested,score,decision,new_label,sha1")
+    p.add_argument("--decide", metavar="FILE.csv", help="keep the decisions of a CSV with the columns "
+                   "file,decision,label (decision: keep, relabel, exclude, add or undo); no photo is moved")
+    p.add_argument("--run", help="the run whose test mistakes are listed (default: the newest run of this folder)")
+    p.add_argument("--no-audit", action="store_true", help="leave out the label check (no photo is read)")
+    p.add_argument("--top", type=int, default=20, help="how many to print (default 20)")
+
+    p = _command(sub, "compare", "what changed between two runs on the same test photos (McNemar, the photos "
+                 "that moved, the classes)", cmd_compare)
+    p.add_argument("run_a", metavar="RUN_A", help="the earlier run (id or folder)")
+    p.add_argument("run_b", metavar="RUN_B", help="the later run (id or folder)")
+
+    p = _command(sub, "map", "the dataset map of a run (2-D projection of the features) as a PNG", cmd_map, run=run)
+    p.add_argument("--png", required=True, metavar="FILE", help="the PNG to write")
 
     _command(sub, "backbones", "the backbone registry and whether its weights are here", cmd_backbones, runs=False)
     return parser

@@ -5,8 +5,8 @@
 It copies a small subset of the ELPV sample (fetched when missing), trains one short run through the
 command line, starts the dashboard on a free localhost port with its own Graft cache, then drives
 Debian's Chromium through Playwright: Home, Dataset, Train (a second short run started from the
-page), Results, Predict (a photo dropped on it, Grad-CAM on) and Runs. Each page is shot at a
-1440×900 viewport and saved scaled down as docs/img/PAGE.png; docs/img/hero.png is Predict's answer
+page), Results, Predict (a photo dropped on it, Grad-CAM on), Runs and Present. Each page is shot at a
+1440×900 viewport and saved scaled down as docs/img/PAGE.png (Present on its second step); docs/img/hero.png is Predict's answer
 alone. Apart from fetching the sample when it is missing, it writes only into a temporary folder
 (removed at the end) and docs/img/. Playwright drives the system's Chromium (`apt-get install
 chromium`); it never downloads a browser.
@@ -30,7 +30,10 @@ SAVED_WIDTH = 720  # pixels; the README shows them smaller still
 
 
 def subset(source: Path, dest: Path, per_class: int) -> Path:
-    """The first `per_class` photos (by name) of each class folder of `source`, copied into `dest`."""
+    """The first `per_class` photos (by name) of each class folder of `source`, copied into `dest`, with the
+    sample's notes (`.graft/`: the classes' display names)."""
+    if (source / ".graft").is_dir():
+        shutil.copytree(source / ".graft", dest / ".graft", dirs_exist_ok=True)
     for folder in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
         (dest / folder.name).mkdir(parents=True, exist_ok=True)
         for photo in sorted(folder.glob("*.png"))[:per_class]:
@@ -158,6 +161,11 @@ def tour(base: str, data: Path, runs: Path, work: Path, epochs: int) -> None:
 
         b.go("Runs")
         b.shot("runs")
+
+        b.go("Present")
+        page.get_by_role("button", name="Next").click()  # "How good is it?", in a room's type
+        b.settle()
+        b.shot("present")
         browser.close()
 
 

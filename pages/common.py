@@ -2,6 +2,7 @@
 and the run store, messages, charts and percent tables. The current run and its model: `pages.current_run`."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -26,7 +27,24 @@ alt.data_transformers.disable_max_rows()
 
 PAGES = [("pages/home.py", "Home", ":material/home:"), ("pages/dataset.py", "Dataset", ":material/folder_open:"),
          ("pages/train.py", "Train", ":material/model_training:"), ("pages/results.py", "Results", ":material/analytics:"),
-         ("pages/predict.py", "Predict", ":material/image_search:"), ("pages/runs.py", "Runs", ":material/list:")]
+         ("pages/predict.py", "Predict", ":material/image_search:"), ("pages/runs.py", "Runs", ":material/list:"),
+         ("pages/present.py", "Present", ":material/co_present:"), ("pages/inbox.py", "Inbox", ":material/inbox:")]
+
+
+# Every page on a phone (390 px): nothing wider than the screen. Charts, tables and code scroll inside
+# themselves; photos and columns keep to the screen's width.
+PHONE_CSS = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 4rem; }
+[data-testid="stVegaLiteChart"], [data-testid="stDataFrame"], [data-testid="stTable"], [data-testid="stCode"] {
+  max-width: 100%; overflow-x: auto; }
+[data-testid="stImage"] img { max-width: 100%; height: auto; }
+@media (max-width: 640px) {
+  [data-testid="stMainBlockContainer"] { padding-left: 0.75rem; padding-right: 0.75rem; }
+  [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+  [data-testid="stMetricValue"] { font-size: 1.8rem; }
+  [data-testid="stFileUploaderDropzone"] { min-width: 0; }
+}
+</style>"""
 
 
 def shell():
@@ -44,6 +62,7 @@ def shell():
                              position="hidden")
     pages = [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(PAGES)]
     current = st.navigation(pages, position="hidden")
+    st.html(PHONE_CSS)
     init_state(os.environ.get("GRAFT_SAMPLE"))
     sidebar(pages)
     return current
@@ -323,7 +342,12 @@ def vega_lite_spec(chart: alt.TopLevelMixin) -> dict:
     Streamlit draws a chart in its own theme and at the width of its column."""
     spec = chart.to_dict()
     theme = alt.theme.get()
-    if theme is not None and spec.get("config") == theme().get("config"):
+    added = (theme().get("config") or {}) if theme is not None else {}
+    config = spec.get("config") or {}
+    for name, value in added.items():  # the theme's entries go, the chart's own configuration stays
+        if config.get(name) == value:
+            del config[name]
+    if "config" in spec and not config:
         del spec["config"]  # the chart sets no configuration of its own
     return spec
 
@@ -331,8 +355,20 @@ def vega_lite_spec(chart: alt.TopLevelMixin) -> dict:
 def chart(where, build: Callable[..., alt.TopLevelMixin], *args, key: str, **options) -> None:
     """Draw the altair chart `build(*args)`. Its Vega-Lite spec is built once per arguments for every
     viewer: building an altair chart and validating its schema was most of the Results page's draw
-    time (0.3 of its 0.5 s), repeated on every rerun by every viewer."""
-    where.vega_lite_chart(_chart_spec(f"{build.__module__}.{build.__qualname__}", build, *args), key=key, **options)
+    time (0.3 of its 0.5 s), repeated on every rerun by every viewer.
+
+    Charts side by side (an hconcat) are drawn as one chart per column, each as wide as its column:
+    a fixed-width row of charts is wider than a phone, and columns stack on a phone."""
+    spec = _chart_spec(f"{build.__module__}.{build.__qualname__}", build, *args)
+    if "hconcat" not in spec:
+        where.vega_lite_chart(spec, key=key, **options)
+        return
+    shared = {k: v for k, v in spec.items() if k not in ("hconcat", "datasets")}
+    for i, (column, part) in enumerate(zip(where.columns(len(spec["hconcat"])), spec["hconcat"])):
+        used = json.dumps(part)  # each chart carries only its own data
+        datasets = {name: rows for name, rows in spec.get("datasets", {}).items() if f'"{name}"' in used}
+        column.vega_lite_chart({**shared, "datasets": datasets, **{k: v for k, v in part.items() if k != "width"}},
+                               key=f"{key}_{i}" if i else key, **options)
 
 
 def percent_table(where, frame: pd.DataFrame, shares, column_config: dict | None = None, **options):

@@ -16,9 +16,10 @@ from core.models.choices import AUG_LEVELS
 from core.models.preprocess import preview
 from core.present import charts, words
 from core.train.config import TrainConfig
-from core.trust import audit
+from core.trust import audit, inbox
 from pages import common
 from pages.common import escape_markdown as md
+from pages.map_view import draw_map
 
 common.ensure_navigation()
 
@@ -214,11 +215,31 @@ corrections = notes.load_corrections(index.root)
 if corrections:
     with st.expander(f"Decisions kept for this dataset ({len(corrections)})"):
         kept = pd.DataFrame([{"photo": p, "decision": "exclude" if c["action"] == "exclude" else
-                              f"relabel as {names.get(c['label'], c['label'])}"} for p, c in corrections.items()])
+                              f"{'add to' if c['action'] == 'add' else 'relabel as'} {names.get(c['label'], c['label'])}"}
+                             for p, c in corrections.items()])
         st.dataframe(kept, hide_index=True, width="stretch")
         if common.is_owner() and st.button("Undo every decision", key="undo_corrections"):
             notes.save_corrections(index.root, {p: None for p in corrections})
             st.rerun()
+st.page_link("pages/inbox.py", label="Every photo to look at, and what changed after a retraining: Inbox",
+             icon=":material/inbox:")
+
+# ------------------------------------------------------------------ map
+st.header("Map")
+map_run = inbox.latest_run(common.runs_root(), index.root)
+chosen_run = st.session_state.get("current_run")
+if chosen_run:
+    try:
+        candidate = common.store().run_dir(chosen_run)
+        if candidate.has_model() and candidate.card().data_root.resolve() == index.root.resolve():
+            map_run = candidate
+    except (GraftError, OSError):
+        pass
+if map_run is None:
+    st.caption("Train a run on this dataset to see every photo on one map (test mistakes and likely mislabels marked).")
+else:
+    st.caption(md(f"From run {common.store().get(map_run.id)['name']}."))
+    draw_map(map_run)
 
 # ------------------------------------------------------------------ augmentation
 st.header("Augmentation preview")

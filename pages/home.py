@@ -49,3 +49,4 @@ elif runs.empty:
     st.page_link("pages/dataset.py", label="Check the data, then train a first model", icon=":material/arrow_forward:")
 else:
     st.page_link("pages/results.py", label="Read the latest results", icon=":material/arrow_forward:")
+    st.page_link("pages/present.py", label="Present it to a room, step by step", icon=":material/co_present:")

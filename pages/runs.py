@@ -6,12 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from core.base.errors import GraftError
+from core.evaluate.compare import compare
 from core.evaluate.stats import mcnemar
 from core.present import charts
-from core.present.words import difference_sentence, percent
+from core.present.words import difference_sentence, percent, speed_chart_help
 from core.train.config import setting_words
 from pages import common
 from pages.common import escape_markdown as md
+from pages.leaderboard_view import draw_leaderboard
 
 common.ensure_navigation()
 
@@ -55,6 +57,7 @@ table = pd.DataFrame({
     "test images": [evaluations[r].get("n") for r in runs["id"]],
     "test 95 % interval": [interval(evaluations[r]) for r in runs["id"]],
     "other folders": [len(checks[r]) for r in runs["id"]],
+    "training (s)": runs["train_seconds"], "photos a second": runs["photos_per_s"], "size (MB)": runs["size_mb"],
     "duration (s)": (runs["ended"].fillna(pd.Timestamp.now().timestamp()) - runs["started"]).round(1),
     "id": runs["id"],  # for engineers, last
 })
@@ -62,7 +65,11 @@ picked = common.percent_table(
     st, table, {"best val acc": "Used to choose between runs; the test figures only report.", "test acc": None,
                 "test balanced acc": "The average of the per-class accuracies: every class counts the same."},
     {"test 95 % interval": st.column_config.TextColumn(
-        help="With this many test images, the true accuracy lies in this range (Wilson, 95 %).")},
+        help="With this many test images, the true accuracy lies in this range (Wilson, 95 %)."),
+     "training (s)": st.column_config.NumberColumn(help="Seconds from the start of the run to its scoring."),
+     "photos a second": st.column_config.NumberColumn(
+         help="Photos the kept model scores a second on this machine (its network, timed on a batch)."),
+     "size (MB)": st.column_config.NumberColumn(help="The kept model's checkpoint on disk.")},
     hide_index=True, key="runs_table", width="stretch", on_select="rerun", selection_mode="single-row")
 
 
@@ -77,6 +84,7 @@ def open_run(run_id: str) -> None:
     name.markdown(f"**{md(row['name'])}**")
     results.page_link("pages/results.py", label="See its results", icon=":material/bar_chart:")
     predict.page_link("pages/predict.py", label="Label new photos with it", icon=":material/image_search:")
+    draw_leaderboard(store.run_dir(run_id).path)  # a run trained with a budget: the models it tried
 
 
 rows = picked.selection.rows if picked is not None else []
@@ -102,6 +110,27 @@ if scored:
     st.caption("Each run scored on labelled folders from another line or camera (Results → Check on new photos).")
     common.percent_table(st, pd.DataFrame(scored), ["accuracy"], hide_index=True, key="checks_table")
 
+
+
+def accuracy_against_speed(frame: pd.DataFrame) -> alt.Chart:
+    """Each finished run's test accuracy against the photos a second its model scores, its size as the area."""
+    return alt.Chart(frame).mark_circle(opacity=0.8).encode(
+        x=alt.X("photos a second:Q", scale=alt.Scale(zero=False), title="photos a second on this machine"),
+        y=alt.Y("test accuracy:Q", axis=alt.Axis(format=".0%"), scale=alt.Scale(zero=False)),
+        size=alt.Size("size (MB):Q", scale=alt.Scale(range=[60, 400]), legend=alt.Legend(orient="bottom")),
+        color=alt.Color("model:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=["name:N", "model:N", alt.Tooltip("test accuracy:Q", format=".1%"), "photos a second:Q",
+                 "size (MB):Q", "training seconds:Q"]).properties(height=280)
+
+
+costed = runs.dropna(subset=["test_acc", "photos_per_s"])
+if len(costed):
+    st.subheader("Accuracy against speed")
+    common.chart(st, accuracy_against_speed, pd.DataFrame({
+        "name": costed["name"], "model": costed["backbone"].map(lambda b: setting_words("backbone", b)[1]),
+        "test accuracy": costed["test_acc"], "photos a second": costed["photos_per_s"],
+        "size (MB)": costed["size_mb"], "training seconds": costed["train_seconds"]}), key="runs_speed")
+    st.caption(speed_chart_help())
 
 
 def manage() -> None:
@@ -185,3 +214,7 @@ else:
         test = mcnemar(both["correct_a"].astype(str) == "True", both["correct_b"].astype(str) == "True")
         st.write(md(difference_sentence(labels[first], labels[second], test)
                  + f" ({len(both)} test images in common; McNemar's exact test.)"))
+        moved = compare(store.run_dir(first), store.run_dir(second)).changed
+        if len(moved):
+            with st.expander(f"The {len(moved)} test photos whose verdict changed (first → second run)"):
+                st.dataframe(moved, hide_index=True, width="stretch", key="compare_moved")

@@ -14,6 +14,7 @@ from core.train import estimate, jobs
 from core.train.config import TrainConfig, default_features, setting
 from pages import common
 from pages.common import escape_markdown as md
+from pages.leaderboard_view import draw_leaderboard
 
 common.ensure_navigation()
 
@@ -141,8 +142,27 @@ def launch_form() -> None:
                 common.show_error(err)
 
 
+def budget_form() -> None:
+    """"Find the best model in … minutes" (the owner only): every model whose weights are here is tried and
+    the best on validation kept (`core.train.budget`), the other settings at their defaults."""
+    with st.form("budget_form"):
+        c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+        minutes = c1.number_input("Find the best model in … minutes", min_value=1, max_value=600, value=10, step=1,
+                                  key="tr_budget", help=setting("budget").help)
+        submitted = c2.form_submit_button("Find the best model", disabled=running is not None)
+    if submitted:
+        try:
+            config = TrainConfig(data=folder, min_per_class=min_per_class, budget=60.0 * float(minutes))
+            st.session_state["watch_run"] = jobs.start(config, runs_root)
+        except GraftError as err:
+            common.show_error(err)
+            return
+        st.rerun()
+
+
 if owner:
     launch_form()
+    budget_form()
 else:
     st.caption("The presenter starts and stops training; you can follow it live here.")
 
@@ -213,6 +233,7 @@ def live() -> None:
             kept = None
         if kept:
             st.caption(md(kept))
+        draw_leaderboard(store.run_dir(run_id).path)
     metrics = live_metrics(store, run_id, int(run["epochs_done"] or 0))
     epochs_df = metrics.epochs
     if len(epochs_df):

@@ -136,6 +136,13 @@ def open_page(page: str, dataset: str, runs: str, **state):
     return at
 
 
+def open_section(at, label: str):
+    """Open one of the Results page's tabs (a section is computed only when its tab is open) and rerun."""
+    at.session_state["results_section"] = label
+    at.run()
+    return at
+
+
 def run_state(trained_run) -> tuple[dict, Path, str]:
     """(session state opening `trained_run` on Results and Predict, runs folder, run id)."""
     runs, run_id, _ = trained_run

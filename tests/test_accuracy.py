@@ -188,7 +188,8 @@ def test_a_time_limited_run_keeps_to_its_limit_and_saves_the_best_by_validation(
     # the Results page's engineer details say which stage's model is the one shown
     from helpers import open_page
 
-    at = open_page("pages/results.py", str(elpv_small), str(tmp_path / "runs"), results_run=run_id)
+    at = open_page("pages/results.py", str(elpv_small), str(tmp_path / "runs"), results_run=run_id,
+                   results_section="Training")
     assert not at.exception, at.exception
     kept_lines = [m.value for m in at.markdown if "the model kept" in m.value]
     assert len(kept_lines) == 1 and kept_lines[0].startswith(f"Stage {kept['stage']}, {kept['words']}")

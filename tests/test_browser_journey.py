@@ -118,6 +118,8 @@ def test_the_presenters_journey_in_chromium(server):
         journey.settle()
         assert "A model that always says" in journey.text()
         journey.check("04-results")
+        page.get_by_role("tab", name="Report", exact=True).click()  # each section in its own tab
+        journey.settle()
         page.get_by_role("button", name="Build the HTML report").click()
         with page.expect_download() as download:
             page.get_by_role("button", name="Download report.html").click()

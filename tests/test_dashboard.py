@@ -13,10 +13,10 @@ from streamlit.testing.v1 import AppTest
 from helpers import make_split_layout, make_subset, open_page
 
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
-         "pages/runs.py"]
+         "pages/runs.py", "pages/present.py", "pages/inbox.py"]
 
 
-TITLES = dict(zip(PAGES, ["Graft", "Dataset", "Train", "Results", "Predict", "Runs"]))
+TITLES = dict(zip(PAGES, ["Graft", "Dataset", "Train", "Results", "Predict", "Runs", "Present", "Inbox"]))
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -24,7 +24,7 @@ def test_every_page_renders_on_real_data(page, elpv_small, tmp_path):
     at = open_page(page, str(elpv_small), str(tmp_path / "runs"))
     assert not at.exception, at.exception
     assert [t.value for t in at.title] == [TITLES[page]]  # the page asked for, drawn
-    if page in ("pages/results.py", "pages/predict.py"):  # an empty runs folder: said, not a blank page
+    if page in ("pages/results.py", "pages/predict.py", "pages/present.py"):  # an empty runs folder: said, not a blank page
         assert any("No trained run yet" in i.value for i in at.info)
     if page in ("pages/home.py", "pages/dataset.py"):
         images = next(m.value for m in at.metric if m.label in ("Images", "Images used"))

@@ -124,7 +124,7 @@ def test_the_pass_inspect_rule_chosen_on_results_changes_predict_cli_and_export(
     p = sum(probs[c] for c in inspect)
     assert 0.0 < p < 1.0
     for threshold, expected in ((max(0.0, p - 0.02), "inspect"), (min(1.0, p + 0.02), "pass")):
-        at = open_page("pages/results.py", str(elpv_small), str(runs), **state)
+        at = open_page("pages/results.py", str(elpv_small), str(runs), results_section="Pass or inspect", **state)
         at.multiselect(key=f"inspect_{run_id}").set_value(inspect).run()
         at.slider(key=f"inspect_threshold_{run_id}").set_value(round(threshold * 100)).run()  # in percent
         at.button(key="save_decision").click().run()
@@ -174,7 +174,7 @@ def test_a_damaged_rule_is_said_on_the_pages_not_a_traceback(trained_run, elpv_s
     run.decision_file.write_text('{"inspect": ["defect_100"], "threshold": "high"}')
     try:
         for page in ("pages/results.py", "pages/predict.py"):
-            at = open_page(page, str(elpv_small), str(runs), **state)
+            at = open_page(page, str(elpv_small), str(runs), results_section="Pass or inspect", **state)
             assert not at.exception, at.exception
             assert any("pass/inspect rule of this run cannot be used" in e.value for e in at.error)
     finally:

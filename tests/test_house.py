@@ -94,11 +94,15 @@ def test_a_chart_reaches_the_page_with_every_row_as_a_dataset():
 
 
 def test_a_chart_spec_is_altairs_own_without_its_theme():
+    import altair as alt
+
     from core.present import charts
     from pages.common import vega_lite_spec
 
     spec = vega_lite_spec(charts.top_k_bars([("cracked", 0.7), ("intact", 0.3)]))
-    assert "config" not in spec and spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
+    assert "config" not in vega_lite_spec(alt.Chart(pd.DataFrame({"a": [1]})).mark_bar().encode(x="a:Q"))
+    assert "view" not in spec["config"] and spec["config"]["axis"]["labelFontSize"] >= 14  # its own: projector type
+    assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
     (rows,) = spec["datasets"].values()
     assert spec["data"] == {"name": next(iter(spec["datasets"]))}
     assert rows == [{"class": "cracked", "probability": 0.7}, {"class": "intact", "probability": 0.3}]

@@ -130,7 +130,7 @@ def test_the_scan_on_several_threads_gives_the_same_index_in_the_same_order(bad_
     for n in range(12):
         gradient(32 + n, 40).save(bad_and_odd / "things" / f"extra{n:02d}.png")
     threaded = catalog.scan(bad_and_odd, use_cache=False)
-    monkeypatch.setattr(catalog, "SCAN_THREADS", 1)
+    monkeypatch.setattr(catalog, "SCAN_WORKERS", 1)
     single = catalog.scan(bad_and_odd, use_cache=False)
     assert len(threaded.items) == 18 and len(threaded.skipped) == 5
     assert threaded.items.equals(single.items) and threaded.skipped.equals(single.skipped)  # rows, values, order

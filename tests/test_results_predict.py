@@ -23,7 +23,7 @@ from core.runs.folder import RunDir
 from core.trust.explain import gradcam
 from pages.common import escape_markdown as md
 
-from helpers import chart_data, open_page, run_cli
+from helpers import chart_data, open_page, open_section, run_cli
 from helpers import run_state as _state
 
 
@@ -55,6 +55,9 @@ def test_results_page_numbers_equal_core_evaluate(trained_run, elpv_small):
     assert dict(zip(per_class["class"], per_class["training images"])) == counts
     preds = pd.read_csv(runs / run_id / "predictions.csv")
     wrong = set(preds.loc[~preds["correct"], "path"])
+    assert "mistake_pick" not in {s.key for s in at.selectbox}  # the Mistakes tab is computed when opened
+    open_section(at, "Mistakes")
+    assert not at.exception, at.exception
     picker = at.selectbox(key="mistake_pick")
     assert set(picker.options) == wrong
     assert wrong  # a real run on ELPV makes mistakes to show

@@ -18,9 +18,10 @@ from helpers import ROOT, chart_data, chromium, elpv, run_cli
 
 VIEW, OWNER = "view-key-for-the-tests-0123456789", "owner-key-for-the-tests-9876543210"
 PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.py", "pages/predict.py",
-         "pages/runs.py"]
+         "pages/runs.py", "pages/present.py", "pages/inbox.py"]
 OWNER_INPUTS = {"dataset_input", "runs_input", "batch_folder", "rename_to", "tr_name"}
 OWNER_BUTTONS = {"Start training", "Stop training", "Delete", "Rename", "Export this model", "Try 5 views per image",
+                 "Retrain from the inbox", "Apply these decisions", "Measure INT8 first", "Check the labels (adds the likely mislabels)",
                  "Use the sample dataset (ELPV solar cells)"}
 
 
@@ -75,6 +76,9 @@ def test_a_viewer_sees_the_page_but_no_control_that_changes_state_or_reaches_a_p
     assert at.query_params[access.KEY_PARAM] == VIEW  # the link keeps working after a reload
     assert "You are viewing" in " ".join(c.value for c in at.sidebar.caption)
     if page == "pages/results.py":  # the results themselves are there: the run's own figures and curves
+        at.session_state["results_section"] = "Training"  # the curves' tab (a tab is computed when opened)
+        at.run()
+        assert not at.exception, at.exception
         run_id = at.selectbox(key="results_run").value
         metrics = RunDir(shared / run_id).metrics()
         assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{metrics['accuracy']:.0%}"

@@ -177,6 +177,8 @@ def test_verdicts_equal_graft_predict(server, run_with_rule, photos, expected):
 def test_health_and_model_card(server, run_with_rule):
     status, health, _ = server.call("GET", "/health", key=None)  # open, for probes
     assert status == 200 and health["status"] == "ok" and health["model"] == run_with_rule.name
+    assert set(health["mean_ms"]) == {"read", "decode", "queue_and_model", "answer", "model_a_batch"}
+    assert all(ms >= 0 for ms in health["mean_ms"].values())
     status, card, _ = server.call("GET", "/model")
     assert status == 200
     assert card["labels"] == ["defect_000", "defect_033", "defect_067", "defect_100"]

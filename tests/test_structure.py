@@ -84,7 +84,7 @@ def test_a_home_relative_dataset_reaches_results_report_and_export(home_run, tmp
     val = run.manifest().manifest.query("split == 'val'")
     assert card["parity"]["images"] == min(32, len(val)) > 0 and not card["parity"]["unreadable"]  # every val photo read
     assert card["parity"]["preprocessing"]["ok"] and card["parity"]["onnx"]["ok"]
-    at = open_page("pages/results.py", "~/photos", str(runs), results_run=run_id)
+    at = open_page("pages/results.py", "~/photos", str(runs), results_run=run_id, results_section="Mistakes")
     assert not at.exception, at.exception
     assert len(at.get("image")) > 0  # the mistakes / category galleries have thumbnails
 

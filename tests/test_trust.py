@@ -206,7 +206,7 @@ def test_the_learning_curve_from_the_cli_and_on_results(trained_run, elpv_small)
     for p in curve["points"]:  # the CLI's table row: training photos, share, accuracy
         assert f"{p['train_images']} {p['fraction']:.0%} {p['accuracy']:.3f}" in " ".join(result.stdout.split())
     state, _, _ = _state(trained_run)
-    at = open_page("pages/results.py", str(elpv_small), str(runs), **state)
+    at = open_page("pages/results.py", str(elpv_small), str(runs), results_section="More photos?", **state)
     assert not at.exception, at.exception
     assert any(md(curve["sentence"]) in m.value for m in at.markdown)
     drawn = next(f for f in chart_data(at) if "training photos" in f.columns)  # the learning curve's points

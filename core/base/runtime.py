@@ -16,25 +16,18 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
+from core.base.cores import cpu_count  # noqa: F401  (runtime.cpu_count: the cores, torch-free for the scan)
+
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cpu_count() -> int:
-    """The cores Graft may use: those this process may run on, or fewer when GRAFT_THREADS says so
-    (several Graft processes side by side, such as parallel test workers, each take a share)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    share = os.environ.get("GRAFT_THREADS", "").strip()
-    return max(1, min(cores, int(share))) if share.isdigit() and int(share) > 0 else cores
-
-
 def default_workers() -> int:
-    """Decoding workers beside the model: one on a 2-core machine, never more than cores - 1."""
-    return max(0, min(cpu_count() - 1, 4))
+    """Decoding workers beside the model: one on a 2-core machine, never more than cores - 1 (the cores of
+    this process's share when torchrun starts several on one machine)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(max(1, cpu_count() // local) - 1, 4))
 
 
 def configure_threads() -> int:

@@ -11,12 +11,10 @@ existing image never changes split), and exact duplicates always land in the sam
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -24,7 +22,8 @@ from tqdm.auto import tqdm
 from core.base.errors import NotFound
 from core.base.storage import atomic_write, cache_home
 from core.data import notes
-from core.data.images import IMAGE_EXTENSIONS, ImageError, open_image
+from core.data.filecheck import check_chunk, dhash  # noqa: F401  (dhash: catalog.dhash)
+from core.data.filecheck import check_file as _check_file
 
 SPLITS = ("train", "val", "test")
 ITEM_COLUMNS = ["path", "label", "given_split", "bytes", "mtime_ns", "sha1", "dhash", "width", "height",
@@ -147,6 +146,13 @@ class _Walk:
             stack.extend(reversed(subfolders))
 
     def _file(self, entry: os.DirEntry, label: str | None, split: str) -> None:
+        try:  # the common case first, in as few calls as can be (a million files are rescanned in seconds)
+            if label is not None and entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                self.files.append((self._rel(entry.path), label, split, info.st_size, info.st_mtime_ns))
+                return
+        except OSError:
+            pass  # named below
         try:
             if entry.is_symlink() and entry.is_dir():
                 return self._problem(entry.path, "link to a folder", "not followed (links can loop)")
@@ -162,41 +168,34 @@ class _Walk:
         self.files.append((self._rel(entry.path), label, split, info.st_size, info.st_mtime_ns))
 
 
-def _check_file(root: Path, rel: str, label: str | None, split: str, size: int, mtime_ns: int) -> dict:
-    """One file's index row, or a skip row (has 'reason')."""
-    base = {"path": rel, "label": label, "given_split": split, "bytes": size, "mtime_ns": mtime_ns}
-    if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
-        return {**base, "reason": "not an image", "detail": f"extension {Path(rel).suffix or '(none)'}"}
-    if size == 0:
-        return {**base, "reason": "zero bytes", "detail": ""}
-    try:
-        data = (root / rel).read_bytes()
-        loaded = open_image(io.BytesIO(data), draft_size=64)
-    except ImageError as err:
-        return {**base, "reason": err.reason, "detail": err.detail}
-    except OSError as err:
-        return {**base, "reason": "unreadable", "detail": str(err)}
-    width, height = loaded.original_size
-    return {**base, "sha1": hashlib.sha1(data).hexdigest(),
-            "dhash": str(imagehash.dhash(loaded.image, hash_size=16)),
-            "width": width, "height": height, "mode": loaded.original_mode,
-            "conversions": "+".join(loaded.conversions)}
+SCAN_WORKERS = 8  # at most this many threads or processes check files
+PROCESS_FILES = 20_000  # from this many files to check, processes check them (chunks of CHUNK_FILES)
+CHUNK_FILES = 500
 
 
-SCAN_THREADS = 8  # at most this many threads check files
+def _check_files(root: Path, fresh: pd.DataFrame, progress: bool) -> pd.DataFrame:
+    """`_check_file` for every row, in order, as a frame of ALL_COLUMNS. A few thousand files go to one
+    thread a core (Pillow and hashlib release the GIL for part of the work); more go to one process a
+    core in chunks, as the Python part of each file (the loader's checks, the hash strings) holds the
+    GIL. Processes are spawned, never forked: a training process or the dashboard has threads."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from multiprocessing import get_context
 
+    from core.base.cores import cpu_count
 
-def _check_files(root: Path, fresh: pd.DataFrame, progress: bool) -> list[dict]:
-    """`_check_file` for every row, in order, on one thread a core: Pillow's decoding and resizing and
-    hashlib's SHA-1 release the GIL, so threads share the work without a process pool."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from core.base.runtime import cpu_count
-
-    rows = list(fresh.itertuples())
-    with ThreadPoolExecutor(max_workers=max(1, min(cpu_count(), SCAN_THREADS))) as pool:
-        done = pool.map(lambda r: _check_file(root, r.path, r.label, r.given_split, r.bytes, r.mtime_ns), rows)
-        return list(tqdm(done, total=len(rows), desc="scan", unit="file", disable=not progress, leave=False))
+    rows = list(fresh[LISTING].itertuples(index=False, name=None))
+    workers = max(1, min(cpu_count(), SCAN_WORKERS))
+    processes = workers > 1 and len(rows) >= PROCESS_FILES
+    step = CHUNK_FILES if processes else 16
+    chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
+    bar = tqdm(total=len(rows), desc="scan", unit="file", disable=not progress, leave=False)
+    out: list[tuple] = []
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(workers)
+    with pool, bar:
+        for done in pool.map(check_chunk, [root] * len(chunks), chunks, [ALL_COLUMNS] * len(chunks)):
+            out += done
+            bar.update(len(done))
+    return pd.DataFrame(out, columns=ALL_COLUMNS)
 
 
 ALL_COLUMNS = list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS))
@@ -239,11 +238,11 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     fresh = listing[~reuse]
     checked = _check_files(root, fresh, progress)
     kept = cached.set_index("path").loc[listing["path"][reuse]].reset_index() if reuse.any() else None
-    parts = [p for p in (kept, pd.DataFrame(checked, columns=ALL_COLUMNS)) if p is not None and len(p)]
+    parts = [p for p in (kept, checked) if p is not None and len(p)]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ALL_COLUMNS)
     frame = frame.reindex(columns=ALL_COLUMNS)
-    order = {p: i for i, p in enumerate(listing["path"])}
-    frame = frame.iloc[np.argsort([order[p] for p in frame["path"]], kind="stable")].reset_index(drop=True)
+    order = pd.Index(listing["path"]).get_indexer(frame["path"])  # the listing's order (its paths are unique)
+    frame = frame.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
     if use_cache and (len(checked) or cached is None or len(cached) != len(frame)):
         atomic_write(cache_path, lambda f: frame.to_parquet(f, index=False))
     is_skip = frame["reason"].notna() & (frame["reason"].astype(str) != "")
@@ -257,12 +256,25 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     skipped = pd.concat([frame.loc[is_skip, SKIP_COLUMNS], problems], ignore_index=True) if len(problems) \
         else frame.loc[is_skip, SKIP_COLUMNS].reset_index(drop=True)
     skipped["detail"] = skipped["detail"].fillna("").astype(str)
-    items, excluded = notes.apply_corrections(items, notes.load_corrections(root))
+    decided = notes.load_corrections(root)
+    items, excluded = notes.apply_corrections(items, decided, _added(root, decided, layout))
     if len(excluded):
         left_out = excluded[["path", "bytes", "mtime_ns"]].assign(
-            reason="left out by the owner", detail="marked 'exclude' on the Dataset page (kept in .graft/)")
+            reason="left out by the owner", detail="decided 'exclude' on the Inbox or Dataset page (kept in .graft/)")
         skipped = pd.concat([skipped, left_out[SKIP_COLUMNS]], ignore_index=True)
     return DatasetIndex(root, layout, items, skipped)
+
+
+def _added(root: Path, decided: dict[str, dict], layout: str) -> pd.DataFrame | None:
+    """Index rows of the kept uploads (`.graft/inbox/`) the owner added to a class; the split of a
+    split-given dataset puts them in train."""
+    rows = []
+    for rel, label in notes.added_paths(root, decided).items():
+        info = (root / rel).stat()
+        row = _check_file(root, rel, label, "train" if layout == "splits" else "", info.st_size, info.st_mtime_ns)
+        if "reason" not in row:
+            rows.append(row)
+    return pd.DataFrame(rows, columns=ITEM_COLUMNS).astype({"bytes": "int64", "mtime_ns": "int64"}) if rows else None
 
 
 def signature(root: str | os.PathLike) -> tuple:

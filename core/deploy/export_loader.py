@@ -6,6 +6,9 @@ Needs only Pillow and numpy, plus onnxruntime (for model.onnx) or torch (for mod
     from graft_predict import load; predict = load(EXPORT_DIR); predict(["a.jpg"])
     predict.verdicts(["a.jpg"])                    # the same, with the two warnings, as dicts
 
+The model file is the one model.json names under "files": an INT8 export (`graft export --int8`)
+names model.int8.onnx there and is loaded the same way. `name` is the class's display name.
+
 Two warnings, each from model.json:
 - uncertain: the top probability is below `uncertainty_threshold` (the photo looks like the
   training photos, but lies between two classes);
@@ -117,7 +120,8 @@ def load(folder, prefer="onnx"):
         for i, p in enumerate(probs):
             label = max(p, key=p.get)
             threshold = card.get("uncertainty_threshold")
-            row = {"label": label, "prob": p[label], "uncertain": threshold is not None and p[label] < threshold,
+            row = {"label": label, "name": (card.get("display_names") or {}).get(label, label), "prob": p[label],
+                   "uncertain": threshold is not None and p[label] < threshold,
                    "unfamiliar": None if distances is None else bool(distances[i] > familiarity["threshold"])}
             if card.get("decision"):
                 row["decision"] = decide(p, card["decision"])

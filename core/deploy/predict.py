@@ -2,6 +2,7 @@
 (from its model.json) to paths, bytes or PIL images and returns labelled top-k probabilities."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,11 +12,14 @@ import torch
 from tqdm.auto import tqdm
 
 from core.base import runtime
+from core.base.errors import GraftError
 from core.base.storage import cache_home, read_json, write_json
 from core.data.images import ImageError, ImageSource, is_image_name, load_rgb
 from core.evaluate.decision import for_run as decision_for_run
 from core.models.preprocess import Preprocessing, eval_transform
 from core.runs.folder import RunDir
+
+log = logging.getLogger("graft")
 
 
 class Predictor:
@@ -31,6 +35,7 @@ class Predictor:
         self.labels, self.prep, self.card = labels, prep, card or {}
         self.transform = eval_transform(prep)
         self.decision = None  # a pass/inspect rule (core.decision.Decision) applied to every prediction
+        self.decision_problem = ""  # why the run's saved rule could not be used, if it could not
         self.familiarity = None  # the run's unfamiliar-photo detector (core.familiar), when it has one
         self.data_root = None  # where the run's training photos are (for "it looks most like these")
 
@@ -44,7 +49,11 @@ class Predictor:
         run = RunDir(run_dir)
         model, card = run.load_model(checkpoint)
         predictor = cls(model, card.labels, card.preprocessing, card.to_dict())
-        predictor.decision = decision_for_run(run)
+        try:
+            predictor.decision = decision_for_run(run)
+        except GraftError as err:  # a damaged rule is said; the model still answers without it
+            predictor.decision_problem = f"The pass/inspect rule of this run cannot be used: {err}"
+            log.warning(predictor.decision_problem)
         from core.trust import familiar
 
         predictor.familiarity = familiar.load(run)
@@ -134,19 +143,9 @@ class Predictor:
         return results
 
     def predict_table(self, sources: list, top_k: int = 3, progress: bool = False) -> pd.DataFrame:
-        rows = []
-        for r in self.predict(sources, top_k, progress=progress):
-            ok = "label" in r
-            row = {"file": r["source"], "label": r.get("label", ""), "prob": r.get("confidence"),
-                   "uncertain": _bool(r.get("uncertain")) if ok else "",
-                   "unfamiliar": _bool(r.get("unfamiliar")) if ok and "unfamiliar" in r else "",
-                   "error": r.get("error", "")}
-            if self.decision is not None:
-                row["decision"], row["p_inspect"] = r.get("decision", ""), r.get("p_inspect")
-            for rank, (label, p) in enumerate(r.get("top", []), 1):
-                row[f"top{rank}"], row[f"p{rank}"] = label, p
-            rows.append(row)
-        return pd.DataFrame(rows)
+        """`graft predict`'s table: one `table_row` a source."""
+        return pd.DataFrame([table_row(r, self.decision is not None)
+                             for r in self.predict(sources, top_k, progress=progress)])
 
 
 class _ExportModel:
@@ -178,6 +177,21 @@ class _ExportModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x)[0]
+
+
+def table_row(result: dict, decision: bool) -> dict:
+    """One `Predictor.predict` result as a row of `graft predict`'s table (CSV and Parquet): file, label,
+    prob, uncertain, unfamiliar, error, decision and p_inspect under a pass/inspect rule, then top-k."""
+    ok = "label" in result
+    row = {"file": result["source"], "label": result.get("label", ""), "prob": result.get("confidence"),
+           "uncertain": _bool(result.get("uncertain")) if ok else "",
+           "unfamiliar": _bool(result.get("unfamiliar")) if ok and "unfamiliar" in result else "",
+           "error": result.get("error", "")}
+    if decision:
+        row["decision"], row["p_inspect"] = result.get("decision", ""), result.get("p_inspect")
+    for rank, (label, p) in enumerate(result.get("top", []), 1):
+        row[f"top{rank}"], row[f"p{rank}"] = label, p
+    return row
 
 
 def _bool(value) -> str:

@@ -167,6 +167,8 @@ def _load(ref, runs_root) -> ServedModel:
         predictor = Predictor.from_export(folder)
         files = card["files"]
         engine = "onnxruntime" if "onnx" in files else "torchscript"
+        if engine == "onnxruntime":  # serving's session options (threads, no arena: memory stays flat)
+            predictor.model = OnnxModel(folder / files["onnx"], bool(card.get("familiarity")))
         weights = folder / files["onnx" if engine == "onnxruntime" else "torchscript"]
         names = {**{label: label for label in card["labels"]}, **(card.get("display_names") or {})}
         run_id, source, full = str(card.get("run", folder.name)), "export", None
@@ -193,8 +195,33 @@ def _load(ref, runs_root) -> ServedModel:
             "test": _test_figures(card.get("metrics"), full),
             "uncertainty_threshold": predictor.threshold, "decision": decision,
             "unfamiliar": ({"threshold": familiarity.get("threshold")} if familiarity else None),
-            "version": card.get("version")}
+            "version": card.get("version"),
+            "quantization": "int8" if source == "export" and card.get("int8") else None,
+            "int8": card.get("int8") if source == "export" else None}
     return ServedModel(predictor, run_id, sha, source, engine, names, info)
+
+
+class OnnxModel:
+    """An export's ONNX model (fp32 or INT8) as the predictor's callable, in a session set up for
+    serving (`core.deploy.export.ort_session`): batch → logits; `both` → (logits, features)."""
+
+    def __init__(self, path: Path, features: bool):
+        import torch
+
+        from core.deploy.export import ort_session
+
+        self.session, self._torch = ort_session(path), torch
+        self.has_features = features and len(self.session.get_outputs()) > 1
+
+    def _run(self, x) -> list:
+        return [self._torch.from_numpy(o) for o in self.session.run(None, {"image": x.cpu().numpy()})]
+
+    def both(self, x):
+        outputs = self._run(x)
+        return outputs[0], outputs[1]
+
+    def __call__(self, x):
+        return self._run(x)[0]
 
 
 def _check(served: ServedModel) -> None:
@@ -228,6 +255,7 @@ class Batcher:
         self._lock = threading.Lock()
         self._pending = 0
         self.batches = self.scored = 0
+        self.score_seconds = 0.0  # in the model, all batches together (what /health reports as a mean)
         self._thread = threading.Thread(target=self._loop, name="graft-scorer", daemon=True)
         self._thread.start()
 
@@ -295,6 +323,7 @@ class Batcher:
         batch = [(items, future) for items, future in batch if future.set_running_or_notify_cancel()]
         if not batch:
             return
+        start = time.perf_counter()
         try:
             results = self.score([x for items, _ in batch for x in items])
         except Exception as err:  # a bug, not a photo: those who waited hear of it; the thread lives on
@@ -303,6 +332,7 @@ class Batcher:
             return
         self.batches += 1
         self.scored += len(results)
+        self.score_seconds += time.perf_counter() - start
         start = 0
         for items, future in batch:
             future.set_result(results[start:start + len(items)])

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core.base import runtime
+from core.base import distributed, runtime
 from core.base.errors import log as logger
 from core.base.storage import cache_home, free_space
 from core.models.preprocess import ImageDataset, Preprocessing, collate_skip_none
@@ -204,8 +204,12 @@ def cached_count(key: str, shas: list[str], view: str = "eval", root: str | os.P
 class FeatureCache:
     """Frozen-backbone features on disk: one SQLite file per (weights, preprocessing)."""
 
-    def __init__(self, backbone: nn.Module, prep: Preprocessing, root: str | os.PathLike | None = None):
+    def __init__(self, backbone: nn.Module, prep: Preprocessing, root: str | os.PathLike | None = None,
+                 shared: bool = False):
+        """`shared`: every rank of a torchrun launch asks for the same features together, and each computes
+        its share of the missing ones (`features`); the ranks must then call it in step."""
         self.backbone = backbone
+        self.shared = shared and distributed.active()
         self.key = cache_key(backbone, prep)
         self.root = Path(root) if root else cache_home() / "features"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -218,7 +222,11 @@ class FeatureCache:
     def _runner(self) -> nn.Module:
         """What computes missing features: ONNX Runtime on a CPU, else the PyTorch backbone."""
         if self._fast is None:
+            if self.shared and not distributed.is_main():
+                distributed.barrier()  # rank 0 exports the ONNX file once, the others then load it
             self._fast = onnx_backbone(self.backbone, self.input_size, self.key) or self.backbone
+            if self.shared and distributed.is_main():
+                distributed.barrier()
         return self._fast
 
     def _open(self) -> None:
@@ -280,22 +288,35 @@ class FeatureCache:
                  workers: int | None = None, progress: bool = False,
                  log: Callable[[str], None] | None = logger.info,
                  on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Features for every image (computing only the missing ones) → (array [N, D], ok mask)."""
+        """Features for every image (computing only the missing ones, each content once) → (array [N, D],
+        ok mask). A `shared` cache under torchrun splits the missing photos between the ranks, and every
+        rank gets all of them."""
         found = self._lookup(list(dict.fromkeys(shas)), view)
-        missing = [i for i, s in enumerate(shas) if s not in found]
+        position: dict[str, int] = {}
+        for i, sha in enumerate(shas):
+            position.setdefault(sha, i)
+        lacking = [sha for sha in position if sha not in found]
+        if self.shared:  # what any rank lacks (one machine's cache may hold more than another's)
+            lacking = sorted(set().union(*distributed.gather(lacking)))
+        missing = [position[sha] for sha in lacking]
         # a backbone that looks at several views of each photo at once takes fewer photos a batch
         batch_size = max(1, batch_size // getattr(self.backbone, "views_per_image", 1))
         if missing:
-            out, ok = forward_images(self._runner(), [paths[i] for i in missing], transform,
-                                     batch_size=batch_size, workers=workers, keys=[shas[i] for i in missing],
+            mine = [missing[j] for j in (distributed.share(len(missing)) if self.shared else range(len(missing)))]
+            scale = len(missing) / max(len(mine), 1)
+            report = (lambda done, _: on_progress(min(int(done * scale), len(missing)), len(missing))) \
+                if on_progress and self.shared else on_progress
+            out, ok = forward_images(self._runner(), [paths[i] for i in mine], transform,
+                                     batch_size=batch_size, workers=workers, keys=[shas[i] for i in mine],
                                      seed=seed, view=view_index, progress=progress,
-                                     desc=f"features {view}", log=log, on_progress=on_progress)
-            rows = [(shas[i], view, out.shape[1], out[j].tobytes()) for j, i in enumerate(missing) if ok[j]]
-            self._store(rows)
-            self.computed += len(rows)
-            for j, i in enumerate(missing):
-                if ok[j]:
-                    found[shas[i]] = out[j]
+                                     desc=f"features {view}", log=log, on_progress=report)
+            computed = {shas[i]: out[j] for j, i in enumerate(mine) if ok[j]}
+            if self.shared:
+                computed = {k: v for part in distributed.gather(computed) for k, v in part.items()}
+            if distributed.local_rank() == 0 or not self.shared:  # one writer a machine
+                self._store([(sha, view, vec.size, vec.tobytes()) for sha, vec in computed.items()])
+            self.computed += len(computed)
+            found.update(computed)
         dim = next((v.size for v in found.values()), 0)
         result = np.zeros((len(shas), dim), dtype=np.float32)
         ok_mask = np.zeros(len(shas), dtype=bool)

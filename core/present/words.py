@@ -370,3 +370,225 @@ def serve_commands(run_path: str, port: int = 8080) -> str:
 
     return (f"graft serve {shlex.quote(str(run_path))} --port {int(port)}\n"
             f"curl -F file=@photo.jpg http://127.0.0.1:{int(port)}/predict")
+
+
+# ------------------------------------------------------------------ Results' first screen and the Present page
+def confusion_help() -> str:
+    return ("Each row is a true class, each column what the model answered: the diagonal is right, every other "
+            "cell a kind of mistake. Row-normalised shows each row as shares of that class's photos.")
+
+
+def per_class_help() -> str:
+    return ("Per class, the share of its test photos the model got right; the figure at the end of each bar is how "
+            "many photos of that class it learned from.")
+
+
+PRESENT_STEPS = ("The data", "How good is it?", "Where it fails", "What to decide", "Try a photo")
+
+
+def present_data(images: int, classes: int, train: int) -> str:
+    """Step 1 of the story: what the model learned from."""
+    return f"{images} photos in {classes} classes; the model learned from {train} of them, the rest tested it."
+
+
+def present_data_help() -> str:
+    return "Photos per class in this run (training, validation and test together): one colour per class."
+
+
+def present_photos_help() -> str:
+    return "A few photos of each class, as the model saw them."
+
+
+def present_good(accuracy: float, baseline: float) -> str:
+    """Step 2's big figure and its comparison."""
+    return f"{percent(accuracy)} right, where always giving the most common answer scores {percent(baseline)}."
+
+
+def present_good_help() -> str:
+    return "Measured on photos the model never saw while learning; the interval is where the true figure lies."
+
+
+def present_fails(true: str, predicted: str, count: int) -> str:
+    """One of step 3's confusions."""
+    return f"{count} × {true} taken for {predicted}"
+
+
+def present_fails_none() -> str:
+    return "No mistakes on the test photos: nothing to show here."
+
+
+def present_fails_help() -> str:
+    return "The pairs of classes the model mixes up most often on the test photos, with photos it got wrong."
+
+
+def present_decide(caught: str, good_sent: str) -> str:
+    """Step 4: what the saved pass/inspect rule does on the test photos."""
+    return f"On the test photos this rule catches {caught} defects and sends {good_sent} good parts to inspection."
+
+
+def present_decide_none() -> str:
+    return "No pass/inspect rule is saved for this run yet: the presenter sets one on Results → Pass or inspect."
+
+
+def present_decide_help() -> str:
+    return "Counted on the run's test photos with the saved threshold; another threshold trades one against the other."
+
+
+def present_try_help() -> str:
+    return "Drop a photo: the model answers at once, with how sure it is."
+
+
+def present_step_of(step: int, steps: int, title: str) -> str:
+    return f"Step {step + 1} of {steps}: {title}"
+
+
+def present_follow_help() -> str:
+    return "Your page moves when the presenter moves to another step."
+
+
+def present_following(step: int, steps: int) -> str:
+    return f"Following the presenter (step {step + 1} of {steps})."
+
+
+# ---------------------------------------------------------------------- inbox, what changed, dataset map
+def inbox_sentence(open_photos: int, decided: int) -> str:
+    """The inbox in one line: how many photos wait for a person and how many were decided."""
+    if not open_photos and not decided:
+        return "Nothing to look at: no likely mislabels, no test mistakes and no kept uploads."
+    waiting = f"{open_photos} photo{'s' if open_photos != 1 else ''} to look at"
+    return waiting + (f"; {decided} already decided (kept in the dataset's .graft folder)." if decided else ".")
+
+
+def inbox_card(label: str, suggested: str, source: str) -> str:
+    """A card's caption: where the photo came from, its label and what the model suggests."""
+    filed = f"filed as **{label}**" if label else "not in a class yet"
+    return f"{source}: {filed}, looks like **{suggested}**" if suggested else f"{source}: {filed}"
+
+
+def inbox_help() -> str:
+    return ("Likely mislabels come from the label check, test mistakes from the current run, kept uploads from "
+            "Predict. A decision is a note beside the dataset: no photo is moved or deleted, and the next training "
+            "uses it.")
+
+
+def retrain_help() -> str:
+    return ("Trains again with the current run's settings on the data as decided (relabelled photos under their new "
+            "class, excluded ones left out, added uploads in); an untouched photo keeps its split.")
+
+
+def what_changed_sentence(name_a: str, name_b: str, comparison) -> str:
+    """What changed from run A to run B on the test photos they share, with McNemar's verdict."""
+    if not comparison.common:
+        return f"{name_a} and {name_b} share no test photos, so they cannot be compared photo by photo."
+    fixed, broken = len(comparison.fixed), len(comparison.broken)
+    moved = (f"From {name_a} to {name_b}, {fixed} test photo{'s' if fixed != 1 else ''} went from wrong to right "
+             f"and {broken} from right to wrong (accuracy {percent(comparison.accuracy_a)} → "
+             f"{percent(comparison.accuracy_b)} on the {comparison.common} photos both scored). ")
+    return moved + difference_sentence(name_a, name_b, comparison.test)
+
+
+def map_caption(method: str, shown: int, total: int) -> str:
+    """Under the dataset map: what the picture is, and the sample when not every photo is drawn."""
+    sample = "" if shown >= total else (f" {shown} of the {total} photos are drawn (a sample of each class that keeps "
+                                         "every marked photo).")
+    return (f"Each dot is a photo, placed by {method} so that photos the pretrained network sees as alike sit close "
+            "together; the colour is its class. Squares mark test mistakes, crosses likely mislabels, diamonds kept "
+            "uploads. Drag a box to see those photos." + sample)
+
+
+# ------------------------------------------------------------------ the model chosen within a budget
+def budget_choice_sentence(board: dict) -> str | None:
+    """A budgeted run's choice (leaderboard.json) in one honest sentence: the kept model, the best on
+    validation, how far apart they are, whether that is within noise, and what it costs a photo."""
+    tried = {e["name"]: e for e in board.get("candidates", []) if e.get("status") == "tried"}
+    kept, best = tried.get(board.get("kept")), tried.get(board.get("best"))
+    if kept is None or best is None:
+        return None
+    if len(tried) == 1:
+        return (f"{kept['name']} is kept: the only model the budget had time to try (validation accuracy "
+                f"{percent(kept['val_acc'])}).")
+    p = board.get("p_value")
+    odds = (" (McNemar's test: p < 0.01)" if p < 0.01 else f" (McNemar's test: p = {p:.2f})") if p is not None else ""
+    if kept is not best:
+        gap = 100 * (best["val_score"] - kept["val_score"])
+        slower = best["ms_per_photo"] / max(kept["ms_per_photo"], 1e-9)
+        if slower < 1.05:
+            return (f"{best['name']} is {gap:.1f} points better than {kept['name']} on validation but within noise{odds}, "
+                    f"at the same time per photo: {kept['name']} is kept, its view being the one already read.")
+        return (f"{best['name']} is {gap:.1f} points better than {kept['name']} on validation but within noise{odds} and "
+                f"{slower:.1f}× slower per photo: {kept['name']} is kept.")
+    other = tried.get(board.get("runner_up") or "")
+    if other is None:
+        return (f"{kept['name']} is kept: the best on validation ({percent(kept['val_acc'])}) and no slower per photo "
+                "than any other model tried.")
+    gap = 100 * (kept["val_score"] - other["val_score"])
+    slower = kept["ms_per_photo"] / max(other["ms_per_photo"], 1e-9)
+    return (f"{kept['name']} is kept: {gap:.1f} points better on validation than the faster {other['name']}, beyond "
+            f"noise{odds}, for {slower:.1f}× the time per photo.")
+
+
+def budget_help() -> str:
+    """What the leaderboard's figures mean (one sentence beside it)."""
+    return ("Each model was fitted on the training photos and scored on the validation photos only (the test photos "
+            "score the kept one); validation points are accuracy and balanced accuracy averaged, the interval is "
+            "95 %, and milliseconds a photo are this machine's network time.")
+
+
+def budget_used_sentence(board: dict) -> str | None:
+    """The time used against the budget and what the rest of it gave (after the run)."""
+    final, used = board.get("final"), board.get("used_s")
+    if not final or used is None:
+        return None
+    if used > board["budget_s"] * 1.1:
+        first = next((e for e in board.get("candidates", []) if e.get("status") == "tried"), None)
+        over = f"{used / 60:.1f} minutes used against a budget of {board['budget_s'] / 60:g} min"
+        if first and first["seconds"] > board["budget_s"] / 2:
+            return (f"{over}: the first model, which always runs so that there is a model, took {first['seconds']:.0f} s "
+                    "of it alone.")
+        return f"{over}: more than the run's estimates allowed for."
+    what = f"comes from {final['stage']}" if final.get("stage") else "is the kept model's last layer"
+    test = f", test accuracy {percent(final['test_acc'])}" if final.get("test_acc") is not None else ""
+    return (f"{used / 60:.1f} of {board['budget_s'] / 60:g} minute{'s' if board['budget_s'] != 60 else ''} used, "
+            f"scoring included; the model kept at the end {what}, with validation accuracy {percent(final['val_acc'])}{test}.")
+
+
+def speed_chart_help() -> str:
+    """Under the Runs page's accuracy-against-speed chart."""
+    return ("Each dot is a finished run: higher is more accurate on its test photos, further right scores more photos "
+            "a second on this machine; bigger dots are bigger models.")
+
+
+# ------------------------------------------------------------------ INT8: what it changes, before it is chosen
+def int8_sentence(figures: dict) -> str:
+    """What the INT8 model changes against the full-precision one (`core.deploy.export.int8_figures`),
+    in one plain sentence: size, speed, accuracy and how often they agree, on the test photos."""
+    change = 100 * figures["accuracy_change"]
+    moved = ("the same accuracy" if abs(change) < 0.05 else
+             f"{abs(change):.1f} points {'higher' if change > 0 else 'lower'} accuracy")
+    return (f"INT8 makes the model {1 / max(figures['size_ratio'], 1e-9):.1f}× smaller and "
+            f"{figures['speedup']:.1f}× {'faster' if figures['speedup'] >= 1 else 'slower'} on this machine's CPU, "
+            f"with {moved} on {figures['photos']} test photos ({percent(figures['accuracy']['int8'])} against "
+            f"{percent(figures['accuracy']['fp32'])}); it gives the same label as the full model for "
+            f"{percent(figures['agreement'])} of them.")
+
+
+def int8_rows(figures: dict) -> list[dict]:
+    """The INT8 figures as table rows (full precision beside INT8), for engineers."""
+    mb = 1024 * 1024
+    return [{"model": name, "size (MB)": round(figures["bytes"][key] / mb, 1),
+             "photos a second": round(figures["photos_per_s"][key], 1),
+             "test accuracy": figures["accuracy"][key]} for key, name in (("fp32", "full precision (fp32)"),
+                                                                          ("int8", "INT8"))]
+
+
+def int8_help() -> str:
+    return ("Measured just now on the run's test photos, both models on the same batch of photos one after the "
+            "other, so a busy machine slows both alike; the INT8 ranges come from the run's training photos.")
+
+
+def present_topk_help() -> str:
+    return "How sure the model is of each answer for this photo."
+
+
+def present_not_evaluated() -> str:
+    return "This run has not been scored on its test photos yet: open it once on the Results page."

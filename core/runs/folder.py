@@ -138,6 +138,7 @@ class RunDir:
     VAL_PREDICTIONS, DECISION, CHECKS = "val_predictions.csv", "decision.json", "checks"
     FAMILIAR_FEATURES, FAMILIAR_CARD, FAMILIAR_TRAIN = "familiar.npy", "familiar.json", "familiar_train.csv"
     LEARNING_CURVE, HEAD_FIT, STAGES = "learning_curve.json", "head_fit.json", "stages.json"
+    LEADERBOARD = "leaderboard.json"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -185,6 +186,7 @@ class RunDir:
     learning_curve_file = property(lambda self: self.path / self.LEARNING_CURVE)
     head_fit_file = property(lambda self: self.path / self.HEAD_FIT)
     stages_file = property(lambda self: self.path / self.STAGES)
+    leaderboard_file = property(lambda self: self.path / self.LEADERBOARD)
 
     def is_run(self) -> bool:
         return self.config_file.is_file()
@@ -303,6 +305,14 @@ class RunDir:
     def stages(self) -> list[dict] | None:
         """A time-limited run's stages: epochs, best validation accuracy, which one's model was kept."""
         return self._json(self.stages_file) if self.stages_file.is_file() else None
+
+    def write_leaderboard(self, board: dict) -> None:
+        """A budgeted run's leaderboard (`train.budget`), written atomically."""
+        write_json(self.leaderboard_file, board)
+
+    def leaderboard(self) -> dict | None:
+        """Every model a budgeted run tried, with its figures and the choice; None for other runs."""
+        return self._json(self.leaderboard_file) if self.leaderboard_file.is_file() else None
 
     def head_fit(self) -> dict | None:
         return self._json(self.head_fit_file) if self.head_fit_file.is_file() else None

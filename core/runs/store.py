@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT, dataset TEXT, backbone TEXT, freeze TEXT, config TEXT,
     status TEXT NOT NULL, created REAL, started REAL, ended REAL, epochs_done INTEGER DEFAULT 0,
     best_epoch INTEGER, best_val_loss REAL, best_val_acc REAL, test_acc REAL, error TEXT,
-    pid INTEGER, host TEXT, stop_requested INTEGER DEFAULT 0, progress TEXT
+    pid INTEGER, host TEXT, stop_requested INTEGER DEFAULT 0, progress TEXT,
+    train_seconds REAL, photos_per_s REAL, size_mb REAL
 );
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT, epoch INTEGER, train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL,
@@ -50,7 +51,9 @@ CREATE TABLE IF NOT EXISTS slot (
 # The columns of a run's row that `RunStore.update` may set (its id is fixed at creation).
 RUN_COLUMNS = frozenset({"name", "dataset", "backbone", "freeze", "config", "status", "created", "started", "ended",
                          "epochs_done", "best_epoch", "best_val_loss", "best_val_acc", "test_acc", "error", "pid",
-                         "host", "stop_requested", "progress"})
+                         "host", "stop_requested", "progress", "train_seconds", "photos_per_s", "size_mb"})
+# What a run cost beside its accuracy (added later: an older database gets the columns when opened, its runs empty).
+COST_COLUMNS = {"train_seconds": "REAL", "photos_per_s": "REAL", "size_mb": "REAL"}
 
 
 def new_run_id() -> str:
@@ -77,6 +80,18 @@ def pid_alive(pid: int | None) -> bool:
 def _alive_here(pid: int | None, host: str | None) -> bool:
     """Whether a process recorded as (pid, host) may still run: alive here, or on another host."""
     return bool(pid) and (host != socket.gethostname() or pid_alive(pid))
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns added since a database was made (the cost columns), added to it empty."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for name, kind in COST_COLUMNS.items():
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as err:  # another process added it first
+                if "duplicate column" not in str(err):
+                    raise
 
 
 class RunStore:
@@ -108,6 +123,7 @@ class RunStore:
                 with self._connect() as db:
                     db.executescript(SCHEMA)
                     db.execute("SELECT count(*) FROM runs").fetchone()
+                    _add_missing_columns(db)
                 break
             except sqlite3.OperationalError as err:
                 if "locked" not in str(err) or attempt == 49:
@@ -225,7 +241,7 @@ class RunStore:
         return pd.DataFrame(rows, columns=["id", "name", "dataset", "backbone", "freeze", "status",
                                            "created", "started", "ended", "epochs_done", "best_epoch",
                                            "best_val_loss", "best_val_acc", "test_acc", "error", "pid",
-                                           "config"])
+                                           "config", *COST_COLUMNS])
 
     def best_by_validation(self) -> pd.DataFrame:
         """The finished runs, best first by **validation** accuracy (newest first among equals).

@@ -60,7 +60,7 @@ def image_batches(model: backbones.GraftModel, split: catalog.Split, root: Path,
         train_tf, eval_tf = train_transform(prep, config.augmentation), eval_transform(prep)
     train_set, val_set = dataset("train", train_tf), dataset("val", eval_tf)
     sampler = None
-    if distributed.world_size() > 1:
+    if distributed.active():
         sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=config.seed)
     train = runtime.make_loader(train_set, config.batch_size, shuffle=True, workers=config.workers,
                                 seed=config.seed, sampler=sampler, drop_last=len(train_set) > config.batch_size,
@@ -73,7 +73,7 @@ def feature_batches(model: backbones.GraftModel, split: catalog.Split, root: Pat
                      prep: Preprocessing, progress: bool, report=None) -> Batches:
     """Cached backbone features for train (plain view + augmented views) and val; `report(phase,
     done, total)` hears how feature extraction goes."""
-    cache = FeatureCache(model.backbone, prep)
+    cache = FeatureCache(model.backbone, prep, shared=True)  # under torchrun, each rank reads its share
     frames, index = _frames(split), {c: i for i, c in enumerate(split.classes)}
 
     def tensors(name: str, view: str, transform, seed=None, view_index=0):

@@ -5,6 +5,7 @@ settings table (`python -m core.train.config`) all come from here. No heavy impo
 its flags from this module, so `graft --help` answers at once."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import cache
@@ -50,6 +51,7 @@ class Setting:
     required: bool = False
     kind: type = str
     count: int | None = None  # a fixed number of values (fractions: 3)
+    text: bool = False  # the flag takes text that TrainConfig reads into the field's type (`--budget 10m`)
 
     @property
     def title(self) -> str:
@@ -97,6 +99,18 @@ def _about(default: Any = MISSING, **description) -> Any:
 
 def _minutes(seconds) -> str:
     return f"{float(seconds) / 60:g} min"
+
+
+def parse_duration(value, flag: str = "--budget") -> float:
+    """A duration as typed → seconds: `90`, `90s` and `90 sec` are seconds, `10m` and `1.5 min` minutes;
+    a number is seconds. Anything else is refused in one line (BadInput)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|secs|seconds?|m|min|mins|minutes?)?\s*", str(value), re.I)
+    if not found:
+        raise BadInput(f"{flag} {value!r}: not a duration; give seconds (90 or 90s) or minutes (10m)")
+    minutes = (found.group(2) or "s").lower().startswith("m")
+    return float(found.group(1)) * (60.0 if minutes else 1.0)
 
 
 def _shares(fractions) -> str:
@@ -256,9 +270,21 @@ class TrainConfig:
              "minute), then a richer view of the photos when it fits, then the network's last stages "
              "fine-tuned on smaller photos, then at full size; the best on the validation photos is kept at "
              "every moment, and the time includes scoring it.")
+    budget: float | None = _about(
+        None, label="budget", unset="none", shows=_minutes, between=(30, 7 * 24 * 3600), metavar="DURATION",
+        text=True,
+        help="Find the best model within this time (90, 90s or 10m): every model whose weights are here is tried "
+             "with its last layer on the photos read once, at two photo sizes and two views, cheapest gain first, "
+             "then the best is fine-tuned with the time left; chosen on the validation photos only, the cheaper "
+             "model kept when the better one's lead is within noise, and the time includes scoring it "
+             "(leaderboard.json).")
 
     def __post_init__(self) -> None:
         self.data = str(self.data)
+        if self.budget is not None:
+            self.budget = parse_duration(self.budget)
+            if self.time_limit is not None and self.time_limit != self.budget:
+                raise BadInput("give --budget or --time-limit, not both: a budget spends its time in stages too")
         self.fractions = tuple(float(f) for f in self.fractions)
         described = settings()
         for s in described:
@@ -328,6 +354,7 @@ def _described(f) -> Setting:
     flag = about.flag or (f.name.upper() if required else
                           f"--no-{f.name}" if kind is bool and default else "--" + f.name.replace("_", "-"))
     metavar = about.metavar or (None if about.choices or kind is bool else f.name.upper())
+    kind = str if about.text else kind
     return replace(about, name=f.name, default=default, required=required, kind=kind, count=count, flag=flag,
                    metavar=metavar)
 

@@ -16,6 +16,8 @@ from core.base import distributed, runtime
 from core.base.errors import BadInput, log
 from core.data import catalog
 from core.models import backbones
+from core.models.features import FeatureCache
+from core.models.preprocess import Preprocessing, eval_transform
 from core.runs.folder import RunDir, card_for, data_root
 from core.train.batches import Batches, feature_batches, image_batches
 from core.train.config import CLASS_WEIGHTS, TrainConfig
@@ -149,7 +151,7 @@ def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progr
     make the loaders (cached features when the backbone is frozen), loss, optimiser and schedule,
     and restore the loop's state from last.pt when resuming. `run` is None on torchrun ranks > 0."""
     seed_everything(config.seed)
-    split = split if split is not None else load_split(config, run, resume, progress and run is not None)
+    split = split if split is not None else _shared_split(config, run, resume, progress)
     counts = split.counts()
     log.info(f"{len(split.classes)} classes; images per split: "
              + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns))
@@ -161,9 +163,10 @@ def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progr
         run.write_card(card_for(asdict(config), split.classes, prep))
     device = distributed.setup() or runtime.pick_device()
     model, channels_last = runtime.place(model, device, training=True)
-    use_features = config.uses_cache and distributed.world_size() == 1
     batches = (feature_batches(model, split, data_root(config.data), config, prep, progress and run is not None, report)
-               if use_features else image_batches(model, split, data_root(config.data), config, prep))
+               if config.uses_cache else image_batches(model, split, data_root(config.data), config, prep))
+    if config.uses_cache and distributed.active():
+        _test_features(model, split, config, prep)
     if batches.info:
         log.info(f"feature cache {batches.info['cache_key']}: {batches.info['computed']} image views computed, "
                  f"the rest from the cache ({batches.info['cache_seconds']:.1f} s)")
@@ -173,7 +176,7 @@ def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progr
                                  len(batches.val.dataset), False, config.input_size)[0]
         log.info(f"estimated time per epoch on this machine: ~{estimate:.0f} s "
                  f"(~{estimate * config.epochs / 60:.1f} min for {config.epochs} epochs)")
-    if distributed.world_size() > 1 and module is model:
+    if distributed.active() and module is model:  # the image path: each rank its share of every epoch
         module = torch.nn.parallel.DistributedDataParallel(model)
     weights = class_weights(counts["train"].tolist(), config.class_weights)
     if weights is not None:
@@ -187,6 +190,34 @@ def prepare(config: TrainConfig, run: RunDir | None, resume: bool = False, progr
     if resume and run is not None:
         _restore(plan, run)
     return plan
+
+
+def _shared_split(config: TrainConfig, run: RunDir | None, resume: bool, progress: bool) -> catalog.Split:
+    """The run's split: under torchrun rank 0 scans and splits (or reloads the manifest) and sends it to
+    the others, or sends the error that stopped it, so every rank stops with it."""
+    if not distributed.active():
+        return load_split(config, run, resume, progress and run is not None)
+    split: catalog.Split | str | None = None
+    if distributed.is_main():
+        try:
+            split = load_split(config, run, resume, progress and run is not None)
+        except Exception as err:  # every rank stops, none waits for a split that never comes
+            distributed.broadcast(str(err))
+            raise
+    split = distributed.broadcast(split)
+    if isinstance(split, str):
+        raise BadInput(split)  # rank 0 raised the error itself; this rank names it (its log is quiet)
+    return split
+
+
+def _test_features(model: backbones.GraftModel, split: catalog.Split, config: TrainConfig, prep: Preprocessing) -> None:
+    """Under torchrun, the test photos' features too are read in shares into the cache, so that rank 0,
+    which evaluates the run alone after the loop, finds them there."""
+    rows = split.manifest[split.manifest["split"] == "test"]
+    root = data_root(config.data)
+    FeatureCache(model.backbone, prep, shared=True).features(
+        [root / p for p in rows["path"]], rows["sha1"].tolist(), "eval", eval_transform(prep),
+        workers=config.workers, batch_size=max(config.batch_size, 32), log=None)
 
 
 def _restore(plan: Plan, run: RunDir) -> None:

@@ -14,8 +14,10 @@ from pathlib import Path
 from core.base import distributed, runtime
 from core.base.errors import log
 from core.evaluate.metrics import evaluate_run
+from core.models import backbones
 from core.runs.folder import RunDir
 from core.runs.store import RunStore
+from core.train import budget
 from core.train.config import TrainConfig
 from core.train.estimate import evaluation_reserve, scoring_seconds
 from core.train.head import converge_head, converges
@@ -59,11 +61,14 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
         signal.signal(signal.SIGTERM, lambda *_: setattr(watch, "signalled", True))
     try:
         reporter = StoreReporter(store, run_id) if main else None
+        split = None
+        if config.budget and not resume:  # the candidates first; the kept one's run then goes on below
+            config, split = budget.explore(config, run, store, run_id, reporter, watch, started, progress)
         # timed before `prepare` seeds the run: timing a model draws random numbers, and a time-limited
         # run's first stage must be the same model as the run without a limit
         per_image = scoring_seconds(config.backbone) if config.time_limit else 0.0
         limit = _time_limit(config, reporter, started)
-        plan = prepare(config, run, resume, progress, reporter.phase if reporter else None)
+        plan = prepare(config, run, resume, progress, reporter.phase if reporter else None, split=split)
         if main and resume:
             store.truncate_metrics(run_id, plan.state.epoch)
         if limit is not None:
@@ -75,6 +80,7 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
         if on_epoch is not None:
             steps.append(OnEpoch(on_epoch, plan.model))
         status = run_loop(plan, steps)
+        distributed.finish_together()  # under torchrun rank 0 finishes the run alone, on all the cores
         if limit is not None and limit.reached:
             status = "completed"  # out of time is a normal end: the best so far is the model
         if main and status == "completed" and converges(plan):
@@ -82,7 +88,12 @@ def fit(config: TrainConfig, runs_root: str | Path | None = None, run_id: str | 
         if main and status == "completed" and limit is not None:
             status = later_stages(config, run, store, run_id, reporter, watch, limit.deadline, plan, progress)
         if main and status == "completed":
+            trained = time.monotonic() - started
             _evaluate(run, store, run_id, config, progress)
+            record_cost(run, store, run_id, trained,
+                        budget.kept_photo_seconds(run) if config.budget else _reading_pace(plan, run))
+            if config.budget:
+                budget.conclude(run, store, run_id, started)
         if main:
             store.finish(run_id, status)
     except (StopTraining, KeyboardInterrupt):
@@ -108,6 +119,27 @@ def _time_limit(config: TrainConfig, reporter: StoreReporter | None, started: fl
         reporter.extra = {"stage": 1, "stages": 4 if rich_applies(config) else 3, "stage_words": FIRST_WORDS,
                           "deadline_wall": time.time() + (deadline - time.monotonic())}
     return Deadline(deadline, finish_an_epoch=True)  # a model first, however short the limit
+
+
+def record_cost(run: RunDir, store: RunStore, run_id: str, trained: float, seconds: float | None = None) -> None:
+    """What the run cost beside its accuracy: seconds of training (everything before scoring), photos a
+    second its kept model scores on this machine (`seconds` a photo as measured, else its network timed:
+    `budget.photo_seconds`), and its checkpoint's size."""
+    card = run.card()
+    if not seconds:
+        seconds = budget.photo_seconds(card.backbone, card.freeze, card.preprocessing.input_size, card.features)
+    store.update(run_id, train_seconds=round(trained, 1), photos_per_s=round(1.0 / max(seconds, 1e-6), 1),
+                 size_mb=round(run.best_file.stat().st_size / 1e6, 2))
+
+
+def _reading_pace(plan, run: RunDir) -> float | None:
+    """Seconds a photo of the frozen network's feature pass as this run measured it, when the kept model is
+    that network at that size and view and enough photos were read to tell; else None."""
+    info, card = plan.batches.info or {}, run.card()
+    same = card.freeze == "head" and card.features == plan.config.features and \
+        card.preprocessing.input_size == backbones.preprocessing_for(plan.config.backbone, plan.config.input_size).input_size
+    return info["cache_seconds"] / info["computed"] if same and info.get("computed", 0) >= budget.MEASURED_PHOTOS \
+        else None
 
 
 def _evaluate(run: RunDir, store: RunStore, run_id: str, config: TrainConfig, progress: bool) -> None:
