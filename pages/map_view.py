@@ -21,7 +21,8 @@ from pages.current_run import mtime, thumbnail
 GALLERY = 48  # photos of a selection shown
 
 
-@st.cache_data(show_spinner="Placing the photos on the map (once per run; the first map after the server starts takes about 20 s longer)…", max_entries=8)
+@st.cache_data(show_spinner="Placing the photos on the map (once per run; the first map after the server starts "
+                            "takes about 20 s longer)…", max_entries=8)
 def _map(run_dir: str, stamp: tuple) -> tuple[dataset_map.DatasetMap, list[str]]:
     found = dataset_map.dataset_map(run_dir)
     return found, dataset_map.thumbnail_uris(RunDir(run_dir).card().data_root, found.points)

@@ -10,7 +10,7 @@ import streamlit as st
 from core.base import access
 from core.base.errors import GraftError
 from core.data.images import IMAGE_EXTENSIONS, ImageError, fit, open_image
-from core.data.notes import display_names, load_class_notes
+from core.data.notes import display_names, keep_upload, load_class_notes
 from core.deploy.export import export, export_zip, int8_preview
 from core.deploy.predict import expand_inputs, remove_upload, unpack_upload
 from core.present import charts, words
@@ -81,6 +81,15 @@ for i, upload in enumerate(uploads or []):
         (mid.warning if decision.verdict(result["probabilities"]) == "inspect" else mid.success)(md(inspection(result)))
     common.chart(mid, charts.top_k_bars, [(names.get(c, c), p) for c, p in result["top"]], key=f"topk_{i}")
     current_run.nearest_photos(mid, result, names, model.data_root)
+    doubtful = result.get("unfamiliar") or result["confidence"] < threshold
+    if doubtful and common.is_owner() and model.data_root and mid.button(
+            "Keep it for the inbox", key=f"keep_{i}", help=words.keep_for_inbox_help()):
+        try:
+            kept = keep_upload(model.data_root, upload.name, data, {**result, "run": run_dir.id,
+                                                                     "uncertain": result["confidence"] < threshold})
+            mid.success(md(words.kept_for_inbox(kept)))
+        except GraftError as err:
+            common.show_error(err, "The photo could not be kept")
     if result.get("unfamiliar"):
         mid.caption(md(words.flag_rate_words(familiar.flag_rate(run_dir) or 0.05).capitalize() + "."))
         right.info("No explanation offered: a heatmap of why it chose a class means little for a photo "

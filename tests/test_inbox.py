@@ -229,3 +229,29 @@ def test_the_inbox_page_lets_the_owner_decide_and_a_viewer_only_look(planted, tm
     assert all(b.disabled for b in viewer.button if b.key == "inbox_save")
     assert not [b for b in viewer.button if b.key in ("inbox_retrain", "inbox_apply_csv")]
     notes.save_decisions(root, {f: None for f in notes.load_decisions(root)})
+
+
+def test_the_owner_keeps_an_unfamiliar_upload_from_predict_for_the_inbox(trained_run, elpv_small):
+    from helpers import house_drawing, run_state
+
+    state, runs, run_id = run_state(trained_run)
+    before = notes.load_uploads(elpv_small)
+    at = open_page("pages/predict.py", str(elpv_small), str(runs), **state)
+    drawing = io.BytesIO()
+    house_drawing().save(drawing, "PNG")
+    at.file_uploader(key="upload_images").set_value([("house <b>.png", drawing.getvalue(), "image/png")]).run()
+    assert not at.exception, at.exception
+    at.button(key="keep_0").click().run()
+    kept = {k: v for k, v in notes.load_uploads(elpv_small).items() if k not in before}
+    try:
+        assert not at.exception, at.exception
+        (path, verdict), = kept.items()
+        assert (elpv_small / path).read_bytes() == drawing.getvalue()  # the photo itself, beside the dataset
+        assert verdict["unfamiliar"] and verdict["run"] == run_id and verdict["name"] == "house <b>.png"
+        assert any(path in s.value for s in at.success)
+        listed = inbox.build(elpv_small)
+        assert path in set(listed["file"]) and "upload" in " ".join(listed.loc[listed["file"] == path, "source"])
+    finally:
+        for path in kept:
+            (elpv_small / path).unlink(missing_ok=True)
+        notes.write_json(notes.notes_dir(elpv_small) / notes.UPLOADS_FILE, before)

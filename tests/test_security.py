@@ -21,7 +21,7 @@ PAGES = ["pages/home.py", "pages/dataset.py", "pages/train.py", "pages/results.p
          "pages/runs.py", "pages/present.py", "pages/inbox.py"]
 OWNER_INPUTS = {"dataset_input", "runs_input", "batch_folder", "rename_to", "tr_name"}
 OWNER_BUTTONS = {"Start training", "Stop training", "Delete", "Rename", "Export this model", "Try 5 views per image",
-                 "Retrain from the inbox", "Apply these decisions", "Measure INT8 first", "Check the labels (adds the likely mislabels)",
+                 "Retrain from the inbox", "Apply these decisions", "Measure INT8 first", "Keep it for the inbox", "Check the labels (adds the likely mislabels)",
                  "Use the sample dataset (ELPV solar cells)"}
 
 

@@ -592,3 +592,12 @@ def present_topk_help() -> str:
 
 def present_not_evaluated() -> str:
     return "This run has not been scored on its test photos yet: open it once on the Results page."
+
+
+def keep_for_inbox_help() -> str:
+    return ("Copies this photo beside the dataset (its .graft/inbox folder) with what the model said, so the "
+            "Inbox page can add it to a class or leave it out; no class folder changes until you decide.")
+
+
+def kept_for_inbox(path: str) -> str:
+    return f"Kept for the inbox as {path}: decide on the Inbox page whether it joins a class."
