@@ -125,3 +125,19 @@ def gradcam_overlay(run_dir: str, stamp: float, image_key: str, _image: Image.Im
     explainer = _explainer(run_dir, stamp)
     heat, target, _ = explainer.gradcam(_image)
     return overlay(_image, heat), explainer.labels[target]
+
+
+def check_labels(folder: str):
+    """Run the label check (`core.trust.audit`) with a progress bar in plain words; its result, or None
+    when it could not run (said on the page)."""
+    from core.trust import audit
+
+    bar = st.progress(0.0, text="Reading the photos with the pretrained network…")
+    try:
+        return audit.audit(folder, on_progress=lambda done, total: bar.progress(
+            done / max(total, 1), text=words.reading_photos(done, total)))
+    except (GraftError, OSError) as err:
+        show_error(err, "The label check could not run")
+        return None
+    finally:
+        bar.empty()

@@ -17,7 +17,7 @@ from core.models.preprocess import preview
 from core.present import charts, words
 from core.train.config import TrainConfig
 from core.trust import audit, inbox
-from pages import common
+from pages import common, current_run
 from pages.common import escape_markdown as md
 from pages.map_view import draw_map
 
@@ -164,13 +164,7 @@ result = audit.cached(index)
 if result is None and common.is_owner():
     if st.button("Check the labels", key="run_audit", help="Seconds once a training has read the photos; the first "
                  "time, about a minute per 3,000 photos."):
-        bar = st.progress(0.0, text="Reading the photos with the pretrained network…")
-        try:
-            result = audit.audit(folder, on_progress=lambda done, total: bar.progress(
-                done / max(total, 1), text=words.reading_photos(done, total)))
-        except (GraftError, OSError) as err:
-            common.show_error(err, "The label check could not run")
-        bar.empty()
+        result = current_run.check_labels(folder)
 elif result is None:
     st.info("The presenter has not run the label check on this dataset yet.")
 if result is not None:

@@ -15,7 +15,7 @@ from core.runs.folder import RunDir
 from core.train import jobs
 from core.train.config import TrainConfig
 from core.trust import audit, inbox
-from pages import common
+from pages import common, current_run
 from pages.common import escape_markdown as md
 from pages.current_run import thumbnail
 
@@ -63,13 +63,7 @@ run = store.run_dir(run_id) if run_id else None
 # ------------------------------------------------------------------ the label check (one source)
 checked = audit.cached(index)
 if checked is None and owner and st.button("Check the labels (adds the likely mislabels)", key="inbox_audit"):
-    bar = st.progress(0.0, text="Reading the photos with the pretrained network…")
-    try:
-        checked = audit.audit(folder, on_progress=lambda done, total: bar.progress(
-            done / max(total, 1), text=words.reading_photos(done, total)))
-    except (GraftError, OSError) as err:
-        common.show_error(err, "The label check could not run")
-    bar.empty()
+    checked = current_run.check_labels(folder)
 elif checked is None:
     st.caption("The label check has not run on the dataset as it is now: the likely mislabels listed are the last "
                "check's." if owner else "The presenter runs the label check; the likely mislabels listed are from "
