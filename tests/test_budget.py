@@ -133,7 +133,7 @@ def test_a_small_budget_tries_models_keeps_the_one_validation_picks_and_ends_in_
         assert card.features == kept["features"]
     assert row["test_acc"] is not None and run.metrics()["n"] > 0
     assert row["train_seconds"] > 0 and row["photos_per_s"] > 0 and row["size_mb"] > 1
-    assert board["final"]["test_acc"] == row["test_acc"] and board["used_s"] <= took
+    assert board["final"]["test_acc"] == row["test_acc"] and board["used_s"] <= took + 0.05  # used_s is rounded to 0.1 s
     photos = sorted(data.glob("*/*.png"))[:2]
     table = load_predictor(run_id, runs).predict_table(photos)
     assert list(table["error"]) == ["", ""] and set(table["label"]) <= set(card.labels)
