@@ -56,8 +56,9 @@ def test_class_counts_equal_the_files_on_disk(elpv_small, tmp_path):
     assert at.metric[1].value == str(sum(on_disk.values()))
 
 
-def test_min_per_class_changes_the_dropped_classes(tmp_path):
+def test_min_per_class_changes_the_dropped_classes(tmp_path, monkeypatch):
     root = make_subset(tmp_path / "ds", 12)
+    monkeypatch.setenv("GRAFT_HOME", str(tmp_path / "home"))  # the minimum the page saves stays in this test
     for f in sorted((root / "defect_067").glob("*.png"))[6:]:
         f.unlink()  # defect_067 now has 6 images
     at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"), min_per_class=5)
@@ -98,8 +99,9 @@ def test_sample_browser_shows_thumbnails_not_full_images(elpv_small, tmp_path):
         assert thumb.stat().st_size < 20_000
 
 
-def test_the_min_per_class_chosen_on_the_dataset_page_reaches_the_train_page(tmp_path):
+def test_the_min_per_class_chosen_on_the_dataset_page_reaches_the_train_page(tmp_path, monkeypatch):
     root = make_subset(tmp_path / "ds", 12)
+    monkeypatch.setenv("GRAFT_HOME", str(tmp_path / "home"))  # the minimum the page saves stays in this test
     for f in sorted((root / "defect_067").glob("*.png"))[6:]:
         f.unlink()
     at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"))
