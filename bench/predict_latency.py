@@ -27,14 +27,15 @@ from core.train.config import TrainConfig
 from core.train.session import fit
 
 
-def small_run(work: Path) -> Path:
+def small_run(work: Path, epochs: int = 5) -> Path:
+    """A small frozen-Lite0 run on 40 ELPV photos a class (also bench/serve_load.py's)."""
     elpv = samples.fetch("elpv")
     subset = work / "elpv"
     for cls in sorted(p for p in elpv.iterdir() if p.is_dir()):
         (subset / cls.name).mkdir(parents=True)
         for f in sorted(cls.glob("*.png"))[:40]:
             shutil.copy2(f, subset / cls.name / f.name)
-    run_id = fit(TrainConfig(data=str(subset), epochs=5), work / "runs", progress=False)
+    run_id = fit(TrainConfig(data=str(subset), epochs=epochs), work / "runs", progress=False)
     return work / "runs" / run_id
 
 

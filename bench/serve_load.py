@@ -37,18 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_run(work: Path) -> Path:
-    from core.data import samples
-    from core.train.config import TrainConfig
-    from core.train.session import fit
+    """bench/predict_latency.py's small run, 3 epochs (run as a script, bench/ is on the path)."""
+    from predict_latency import small_run as latency_run
 
-    elpv = samples.fetch("elpv")
-    subset = work / "elpv"
-    for cls in sorted(p for p in elpv.iterdir() if p.is_dir()):
-        (subset / cls.name).mkdir(parents=True)
-        for f in sorted(cls.glob("*.png"))[:40]:
-            shutil.copy2(f, subset / cls.name / f.name)
-    run_id = fit(TrainConfig(data=str(subset), epochs=3), work / "runs", progress=False)
-    return work / "runs" / run_id
+    return latency_run(work, epochs=3)
 
 
 def photos_of(run: Path, count: int = 64) -> list[tuple[str, bytes]]:
