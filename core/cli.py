@@ -39,7 +39,7 @@ def cmd_samples(args) -> int:
 def cmd_scan(args) -> int:
     from core.data import catalog
 
-    index = catalog.scan(args.data, progress=True)
+    index = catalog.scan(args.data, progress=True, decode=args.decode)
     split = catalog.split(index, tuple(args.fractions), args.seed, args.min_per_class)
     print(f"{index.root}: layout '{index.layout}', {len(index.items)} images, {len(index.classes)} classes, "
           f"{len(index.skipped)} skipped")
@@ -51,6 +51,9 @@ def cmd_scan(args) -> int:
     converted = index.items[index.items["conversions"] != ""]
     if len(converted):
         print(f"converted on load: {converted['conversions'].value_counts().to_dict()}")
+    if index.undecoded:
+        print(f"{index.undecoded} photos were read for their header and content hash only (a large first scan): "
+              f"`graft scan {args.data} --decode` checks that each one decodes and finds near-duplicates")
     return 0
 
 
@@ -455,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "scan", "classes, counts, skipped files and the split a folder would get", cmd_scan, runs=False)
     p.add_argument("data")
+    p.add_argument("--decode", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode every photo (truncation, conversions, near-duplicates); --no-decode reads headers "
+                        f"and content hashes only. Default: decode when at most {10_000:,} files are new")
     for name in ("fractions", "seed", "min_per_class"):  # as `train` reads them
         _add_setting(p, setting(name), default=setting(name).default)
 

@@ -284,6 +284,12 @@ def size_histogram(folder: str, signature: tuple):
     return health.size_histogram(scan(folder, signature).items)
 
 
+def forget_scans() -> None:
+    """Drop the cached scans and what came from them (the scan cache on disk changed: photos decoded)."""
+    for cached in (scan, split, check_health, size_histogram):
+        cached.clear()
+
+
 def current_dataset() -> tuple[str, tuple] | None:
     """(folder, signature) of the working dataset, or None with a message drawn."""
     folder = st.session_state.get("dataset", "").strip()

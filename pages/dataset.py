@@ -1,6 +1,7 @@
 """Dataset page: class counts by split, the min-per-class filter, a sample browser, data health
 and an augmentation preview."""
 import math
+import time
 
 import altair as alt
 import pandas as pd
@@ -8,7 +9,7 @@ import streamlit as st
 
 from core.base import settings
 from core.base.errors import GraftError
-from core.data import notes, thumbs
+from core.data import catalog, health, notes, thumbs
 from core.data.images import ImageError, load_rgb
 from core.data.notes import MAX_DESCRIPTION, MAX_NAME, display_names, load_class_notes, save_class_notes
 from core.models import backbones
@@ -126,7 +127,7 @@ report = common.check_health(folder, signature, int(min_per_class))
 summary = pd.DataFrame(list(report.summary().items()), columns=["check", "count"])
 if len(report.leakage):
     st.error(words.leakage_sentence(report.leakage["group"].nunique()))
-problems = summary[(summary["count"] > 0) & (summary["check"] != "converted on load")]
+problems = summary[(summary["count"] > 0) & ~summary["check"].isin(["converted on load", health.UNDECODED])]
 left, right = st.columns([2, 3])
 if problems.empty:
     left.success("No problems found: no broken or skipped files, no duplicates, no tiny images.")
@@ -134,6 +135,15 @@ else:
     left.dataframe(problems, hide_index=True, width="stretch")
 if len(report.converted):
     left.info(words.converted_sentence(len(report.converted)))
+if report.undecoded:
+    left.info(words.undecoded_sentence(report.undecoded))
+    if common.is_owner() and left.button("Decode every photo now", key="decode_all",
+                                         help="Reads each photo once more, fully: about a millisecond a photo on each core."):
+        bar, began = left.progress(0.0, text="Decoding…"), time.monotonic()
+        catalog.scan(folder, decode=True, on_progress=lambda done, total: bar.progress(
+            done / total, text=words.decoding_progress(done, total, time.monotonic() - began)))
+        common.forget_scans()
+        st.rerun()
 widths, heights = index.items["width"], index.items["height"]
 if widths.nunique() == 1 and heights.nunique() == 1:
     right.markdown(words.same_size_sentence(widths.iloc[0], heights.iloc[0]))

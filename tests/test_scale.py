@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from core.data import catalog
+from tests.helpers import run_cli
 
 
 @pytest.mark.slow
@@ -23,3 +24,98 @@ def test_scan_in_processes_equals_scan_in_threads(elpv_small, tmp_path, monkeypa
     assert len(processes.items) == 160 and len(processes.skipped) == 2
     pd.testing.assert_frame_equal(processes.items, threads.items)
     pd.testing.assert_frame_equal(processes.skipped, threads.skipped)
+
+
+def _with_a_truncated_photo(elpv_small, tmp_path) -> tuple:
+    root = tmp_path / "photos"
+    shutil.copytree(elpv_small, root)
+    victim = sorted((root / "defect_000").glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    return root, victim.relative_to(root).as_posix()
+
+
+def test_a_large_first_scan_reads_headers_and_decodes_when_asked(elpv_small, tmp_path, monkeypatch):
+    """Above DECODE_FILES new files the scan reads each file's header and content hash only: a truncated photo
+    passes it, undecoded; `decode=True` then decodes what it left and gives the index a full scan gives."""
+    from core.data import health
+
+    root, truncated = _with_a_truncated_photo(elpv_small, tmp_path)
+    full = catalog.scan(root, use_cache=False)
+    assert full.undecoded == 0 and truncated in set(full.skipped["path"])
+    assert full.skipped.set_index("path").loc[truncated, "reason"] == "truncated"
+
+    monkeypatch.setattr(catalog, "DECODE_FILES", 10)
+    quick = catalog.scan(root)
+    assert len(quick.items) == len(full.items) + 1 and quick.undecoded == len(quick.items)
+    assert truncated in set(quick.items["path"]) and quick.items["dhash"].isna().all()
+    same = quick.items.set_index("path").loc[full.items["path"], ["sha1", "width", "height", "mode"]]
+    pd.testing.assert_frame_equal(same.reset_index(drop=True), full.items[["sha1", "width", "height", "mode"]])
+    report = health.check(quick)
+    assert report.undecoded == len(quick.items) and report.near_duplicates.empty
+    assert report.summary()[health.UNDECODED] == len(quick.items)
+
+    heard = []
+    decoded = catalog.scan(root, decode=True, on_progress=lambda done, total: heard.append((done, total)))
+    assert heard[-1] == (len(quick.items), len(quick.items))  # only the undecoded photos were read again
+    assert decoded.undecoded == 0
+    pd.testing.assert_frame_equal(decoded.items, full.items)
+    pd.testing.assert_frame_equal(decoded.skipped, full.skipped)
+    heard.clear()
+    pd.testing.assert_frame_equal(catalog.scan(root, on_progress=lambda *a: heard.append(a)).items, full.items)
+    assert heard == []  # a rescan of an unchanged folder reads nothing
+
+
+def test_a_scan_stopped_midway_keeps_what_it_checked(elpv_small, tmp_path, monkeypatch):
+    """A long scan saves its index every SAVE_FILES files: stopped after the first block, the next scan reads
+    only the files it had not reached, and the index is the whole folder's."""
+    monkeypatch.setattr(catalog, "SAVE_FILES", 50)
+    root = tmp_path / "photos"
+    shutil.copytree(elpv_small, root)  # a folder no other test has scanned
+
+    class Stopped(Exception):
+        pass
+
+    def stop(done, total):
+        if done > 50:  # in the second block, the first one saved
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        catalog.scan(root, on_progress=stop)
+    heard = []
+    index = catalog.scan(root, on_progress=lambda done, total: heard.append((done, total)))
+    assert heard[-1] == (110, 110) and len(index.items) == 160
+    pd.testing.assert_frame_equal(index.items, catalog.scan(root, use_cache=False).items)
+
+
+@pytest.mark.slow
+def test_training_after_a_header_only_scan_names_a_photo_that_does_not_decode(elpv_small, tmp_path):
+    """A photo a header-only scan let through (truncated) is named and left out when training reads it; the
+    run still ends with a model."""
+    root, truncated = _with_a_truncated_photo(elpv_small, tmp_path)
+    scanned = run_cli("scan", str(root), "--no-decode")
+    assert scanned.returncode == 0, scanned.stderr
+    assert "160 photos were read for their header" in scanned.stdout and "--decode" in scanned.stdout
+    trained = run_cli("train", str(root), "--epochs", "2", "--runs", str(tmp_path / "runs"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert f"skipping {root / truncated}: truncated" in trained.stdout  # named by the reading, not the scan
+    assert f"skipped {truncated}" not in trained.stdout
+    assert "test_acc=" in trained.stdout
+    decoded = run_cli("scan", str(root), "--decode")
+    assert f"skipped {truncated}: truncated" in decoded.stdout and "read for their header" not in decoded.stdout
+
+
+def test_the_dataset_page_says_what_a_header_only_scan_left_and_the_owner_decodes_it(elpv_small, tmp_path):
+    """After a header-only scan the Dataset page opens on it, says how many photos are not decoded yet, and the
+    owner's button decodes them: the truncated photo is then a skipped file and the sentence is gone."""
+    from helpers import open_page
+
+    root, truncated = _with_a_truncated_photo(elpv_small, tmp_path)
+    catalog.scan(root, decode=False)
+    at = open_page("pages/dataset.py", str(root), str(tmp_path / "runs"))
+    assert not at.exception, at.exception
+    assert any("160 photos were read for their size and content only" in i.value for i in at.info)
+    at.button(key="decode_all").click().run()
+    assert not at.exception, at.exception
+    assert not any("read for their size and content only" in i.value for i in at.info)
+    skipped = next(df.value for df in at.dataframe if "reason" in df.value.columns and "path" in df.value.columns)
+    assert skipped.set_index("path").loc[truncated, "reason"] == "truncated"

@@ -11,6 +11,7 @@ existing image never changes split), and exact duplicates always land in the sam
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from core.data.filecheck import check_file as _check_file
 
 SPLITS = ("train", "val", "test")
 ITEM_COLUMNS = ["path", "label", "given_split", "bytes", "mtime_ns", "sha1", "dhash", "width", "height",
-                "mode", "conversions"]
+                "mode", "conversions", "decoded"]
 SKIP_COLUMNS = ["path", "reason", "detail", "bytes", "mtime_ns"]
 
 
@@ -46,6 +47,12 @@ class DatasetIndex:
 
     def counts(self) -> pd.Series:
         return self.items["label"].value_counts().sort_index()
+
+    @property
+    def undecoded(self) -> int:
+        """Photos read for their header and hash only (a large first scan): not yet checked for truncation,
+        conversions and near-duplicates (`scan(root, decode=True)` checks them)."""
+        return int((~self.items["decoded"]).sum())
 
 
 @dataclass
@@ -90,15 +97,15 @@ def detect_layout(root: Path) -> str:
 
 
 class _Walk:
-    """One pass over a dataset folder: `files` (relative path, label, given split, bytes, mtime_ns)
-    and `problems` (relative path, reason, detail) for what cannot be used. Never raises: files
+    """One pass over a dataset folder: `listing()` (relative path, label, given split, bytes, mtime_ns, one
+    list a column) and `problems` (relative path, reason, detail) for what cannot be used. Never raises: files
     outside a class folder, links to folders (not followed, so no loops), special files and
     unreadable entries are named with the reason. Hidden entries (`.graft/`, `.DS_Store`) are
     left out silently."""
 
     def __init__(self, root: Path, layout: str):
         self.root, self.base = root, len(str(root)) + 1
-        self.files: list[tuple] = []
+        self.columns: tuple[list, ...] = ([], [], [], [], [])  # LISTING's columns
         self.problems: list[tuple] = []
         if layout == "folders":
             self._folder(str(root), None, "")
@@ -112,6 +119,12 @@ class _Walk:
                     self._problem(entry.path, "folder outside train/val/test",
                                   "this dataset gives its own split, so only those three folders are used")
 
+    def listing(self) -> pd.DataFrame:
+        paths, labels, splits, sizes, mtimes = self.columns
+        return pd.DataFrame({"path": pd.array(paths, dtype="str"), "label": pd.array(labels, dtype="str"),
+                             "given_split": pd.array(splits, dtype="str"),
+                             "bytes": np.array(sizes, dtype=np.int64), "mtime_ns": np.array(mtimes, dtype=np.int64)})
+
     def _rel(self, path: str) -> str:
         return path[self.base:].replace(os.sep, "/") or "."
 
@@ -121,7 +134,7 @@ class _Walk:
     def _entries(self, folder: str) -> list[os.DirEntry]:
         try:
             with os.scandir(folder) as found:
-                return sorted((e for e in found if not e.name.startswith(".")), key=lambda e: e.name)
+                return sorted((e for e in found if not e.name.startswith(".")), key=_NAME)
         except OSError as err:
             self._problem(folder, "unreadable folder", err.strerror or type(err).__name__)
             return []
@@ -134,11 +147,24 @@ class _Walk:
 
     def _folder(self, folder: str, label: str | None, split: str) -> None:
         """Walk `folder`; below the top (label None) every sub-folder is a class."""
+        paths, labels, splits, sizes, mtimes = self.columns
         stack = [(folder, label)]
         while stack:
             current, current_label = stack.pop()
             subfolders = []
+            prefix = self._rel(current) + "/"
             for entry in self._entries(current):
+                try:  # the common case in as few calls as can be (a million files are rescanned in seconds)
+                    if current_label is not None and entry.is_file(follow_symlinks=False):
+                        info = entry.stat(follow_symlinks=False)
+                        paths.append(prefix + entry.name)
+                        labels.append(current_label)
+                        splits.append(split)
+                        sizes.append(info.st_size)
+                        mtimes.append(info.st_mtime_ns)
+                        continue
+                except OSError:
+                    pass  # named by `_file`
                 if self._is_dir(entry):
                     subfolders.append((entry.path, current_label or entry.name))
                 else:
@@ -146,13 +172,7 @@ class _Walk:
             stack.extend(reversed(subfolders))
 
     def _file(self, entry: os.DirEntry, label: str | None, split: str) -> None:
-        try:  # the common case first, in as few calls as can be (a million files are rescanned in seconds)
-            if label is not None and entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
-                self.files.append((self._rel(entry.path), label, split, info.st_size, info.st_mtime_ns))
-                return
-        except OSError:
-            pass  # named below
+        """A file that is not a regular file in a class folder, or could not be stat'ed: named, or listed."""
         try:
             if entry.is_symlink() and entry.is_dir():
                 return self._problem(entry.path, "link to a folder", "not followed (links can loop)")
@@ -165,41 +185,47 @@ class _Walk:
         if label is None:
             return self._problem(entry.path, "not in a class folder",
                                  "files must sit in ROOT/<class>/" + ("" if not split else f" (here {split}/<class>/)"))
-        self.files.append((self._rel(entry.path), label, split, info.st_size, info.st_mtime_ns))
+        for column, value in zip(self.columns, (self._rel(entry.path), label, split, info.st_size, info.st_mtime_ns)):
+            column.append(value)
 
 
+_NAME = operator.attrgetter("name")
 SCAN_WORKERS = 8  # at most this many threads or processes check files
-PROCESS_FILES = 20_000  # from this many files to check, processes check them (chunks of CHUNK_FILES)
+PROCESS_FILES = 20_000  # from this many files to decode, processes decode them (chunks of CHUNK_FILES)
 CHUNK_FILES = 500
+DECODE_FILES = 10_000  # a scan decodes its new files when there are at most this many (a few seconds);
+# more are read for their header and hash only, and decoded by `scan(root, decode=True)` when asked
+SAVE_FILES = 50_000  # a long scan saves what it has checked every this many files (a killed scan resumes)
 
 
-def _check_files(root: Path, fresh: pd.DataFrame, progress: bool) -> pd.DataFrame:
-    """`_check_file` for every row, in order, as a frame of ALL_COLUMNS. A few thousand files go to one
-    thread a core (Pillow and hashlib release the GIL for part of the work); more go to one process a
-    core in chunks, as the Python part of each file (the loader's checks, the hash strings) holds the
-    GIL. Processes are spawned, never forked: a training process or the dashboard has threads."""
+def _check_files(root: Path, rows: list[tuple], decode: bool, heard=None) -> list[tuple]:
+    """`check_file` for listing rows, in order, as tuples of ALL_COLUMNS. Header-only checks (tens of
+    microseconds a file) and a few thousand decodes go to one thread a core (Pillow and hashlib release the
+    GIL for part of the work); many decodes go to one process a core in chunks, as the Python part of each
+    file holds the GIL. Processes are spawned, never forked: a training process or the dashboard has threads.
+    `heard(n)` hears each chunk of n files checked."""
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
     from multiprocessing import get_context
 
     from core.base.cores import cpu_count
 
-    rows = list(fresh[LISTING].itertuples(index=False, name=None))
     workers = max(1, min(cpu_count(), SCAN_WORKERS))
-    processes = workers > 1 and len(rows) >= PROCESS_FILES
-    step = CHUNK_FILES if processes else 16
+    processes = decode and workers > 1 and len(rows) >= PROCESS_FILES
+    step = CHUNK_FILES if processes or not decode else 16
     chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
-    bar = tqdm(total=len(rows), desc="scan", unit="file", disable=not progress, leave=False)
     out: list[tuple] = []
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(workers)
-    with pool, bar:
-        for done in pool.map(check_chunk, [root] * len(chunks), chunks, [ALL_COLUMNS] * len(chunks)):
+    with pool:
+        for done in pool.map(check_chunk, [root] * len(chunks), chunks, [ALL_COLUMNS] * len(chunks),
+                             [decode] * len(chunks)):
             out += done
-            bar.update(len(done))
-    return pd.DataFrame(out, columns=ALL_COLUMNS)
+            if heard:
+                heard(len(done))
+    return out
 
 
 ALL_COLUMNS = list(dict.fromkeys(ITEM_COLUMNS + SKIP_COLUMNS))
-SCAN_VERSION = 3  # bump when a cached row would mean something else
+SCAN_VERSION = 4  # bump when a cached row would mean something else
 LISTING = ["path", "label", "given_split", "bytes", "mtime_ns"]
 
 
@@ -216,8 +242,12 @@ def _load_cache(path: Path) -> pd.DataFrame | None:
     return frame if list(frame.columns) == ALL_COLUMNS else None
 
 
-def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True) -> DatasetIndex:
-    """Index a dataset folder. Unchanged files (same size and mtime) come from the scan cache."""
+def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True, decode: bool | None = None,
+         on_progress=None) -> DatasetIndex:
+    """Index a dataset folder. Unchanged files (same size and mtime) come from the scan cache; new and changed
+    ones are read once for their SHA-1 and header, and decoded (truncation, conversions, dhash) when there are
+    at most DECODE_FILES of them (`decode` None). `decode=True` also decodes every photo a larger scan left
+    undecoded; `decode=False` reads headers only. `on_progress(done, total)` hears the files checked."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise NotFound(f"{root}: not a folder")
@@ -225,34 +255,101 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
         raise NotFound(f"{root}: this folder cannot be read (permission denied)")
     layout = detect_layout(root)
     walk = _Walk(root, layout)
-    listing = pd.DataFrame(walk.files, columns=LISTING)
+    listing = walk.listing()
     cache_path = _cache_file(root)
     cached = _load_cache(cache_path) if use_cache else None
-    if cached is not None and len(cached):
-        old = listing[["path", "label", "bytes", "mtime_ns"]].merge(
-            cached, on="path", how="left", suffixes=("", "_c"))
-        reuse = ((old["bytes_c"] == old["bytes"]) & (old["mtime_ns_c"] == old["mtime_ns"])
-                 & (old["reason"].notna() | (old["label_c"] == old["label"]))).to_numpy()
+    cached, unchanged, as_saved = _unchanged(listing, cached)
+    if decode is None:
+        decode_fresh = int((~unchanged).sum()) <= DECODE_FILES
     else:
-        reuse = pd.Series(False, index=listing.index).to_numpy()
-    fresh = listing[~reuse]
-    checked = _check_files(root, fresh, progress)
-    kept = cached.set_index("path").loc[listing["path"][reuse]].reset_index() if reuse.any() else None
-    parts = [p for p in (kept, checked) if p is not None and len(p)]
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ALL_COLUMNS)
-    frame = frame.reindex(columns=ALL_COLUMNS)
-    order = pd.Index(listing["path"]).get_indexer(frame["path"])  # the listing's order (its paths are unique)
-    frame = frame.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
-    if use_cache and (len(checked) or cached is None or len(cached) != len(frame)):
-        atomic_write(cache_path, lambda f: frame.to_parquet(f, index=False))
-    is_skip = frame["reason"].notna() & (frame["reason"].astype(str) != "")
+        decode_fresh = decode
+    reuse = unchanged
+    if decode and cached is not None:  # the photos a large scan read for their header only are decoded now
+        done = (cached["reason"].notna() | cached["decoded"].fillna(False).astype(bool)).to_numpy()
+        reuse = unchanged & done
+    if reuse.all() and as_saved:  # nothing to check or to save
+        frame = _typed(cached)
+    else:
+        frame = _checked_frame(root, listing, cached, reuse, decode_fresh, cache_path if use_cache else None,
+                               progress, on_progress)
+    return _index(root, layout, frame, walk.problems)
+
+
+def _unchanged(listing: pd.DataFrame, cached: pd.DataFrame | None) -> tuple[pd.DataFrame | None, np.ndarray, bool]:
+    """(the cache rows in the listing's order, aligned with it, or None; which listed files are unchanged:
+    the same size, mtime and class; whether the cache lists the same files in the same order). An unchanged
+    folder lists its files in the cache's order: compared column by column, without a join."""
+    if cached is None or not len(cached):
+        return None, np.zeros(len(listing), dtype=bool), False
+    if len(cached) != len(listing) or not (cached["path"].to_numpy() == listing["path"].to_numpy()).all():
+        positions = pd.Index(cached["path"]).get_indexer(listing["path"])
+        found = positions >= 0
+        aligned = cached.iloc[np.where(found, positions, 0)].reset_index(drop=True)
+        as_saved = False
+    else:
+        found, aligned, as_saved = np.ones(len(listing), dtype=bool), cached, True
+    same = ((aligned["bytes"].to_numpy() == listing["bytes"].to_numpy())
+            & (aligned["mtime_ns"].to_numpy() == listing["mtime_ns"].to_numpy())
+            & (aligned["reason"].notna() | (aligned["label"] == listing["label"])).to_numpy())
+    return aligned, found & same, as_saved
+
+
+def _checked_frame(root: Path, listing: pd.DataFrame, cached: pd.DataFrame | None, reuse: np.ndarray,
+                   decode: bool, cache_path: Path | None, progress: bool, on_progress) -> pd.DataFrame:
+    """The index rows of every listed file, in the listing's order: reused where `reuse`, checked again
+    otherwise (saved to `cache_path` every SAVE_FILES files, so a killed scan keeps what it checked)."""
+    rows = list(listing.loc[~reuse, LISTING].itertuples(index=False, name=None))
+    todo = np.flatnonzero(~reuse)
+    frame = cached.copy() if cached is not None else pd.DataFrame(index=range(len(listing)), columns=ALL_COLUMNS)
+    frame = frame.astype(object)
+    bar = tqdm(total=len(rows), desc="scan" if not decode else "scan (decoding)", unit="file",
+               disable=not progress, leave=False)
+    count = [0]
+
+    def heard(n: int) -> None:
+        count[0] += n
+        bar.update(n)
+        if on_progress:
+            on_progress(count[0], len(rows))
+
+    with bar:
+        for start in range(0, len(rows), SAVE_FILES):
+            checked = _check_files(root, rows[start:start + SAVE_FILES], decode, heard)
+            frame.iloc[todo[start:start + len(checked)]] = checked
+            if cache_path is not None:
+                done = frame.iloc[np.concatenate([np.flatnonzero(reuse), todo[:start + len(checked)]])] \
+                    if start + len(checked) < len(rows) else frame
+                _save(cache_path, done)
+    if not rows and cache_path is not None:  # files removed only
+        _save(cache_path, frame)
+    return _typed(frame)
+
+
+TEXT_COLUMNS = ("path", "label", "given_split", "sha1", "dhash", "mode", "conversions", "reason", "detail")
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """One dtype a column, however the rows were put together (checked now, or read back from Parquet)."""
+    types = {**{c: "str" for c in TEXT_COLUMNS}, "bytes": "int64", "mtime_ns": "int64", "width": "float64",
+             "height": "float64", "decoded": "boolean"}
+    return frame.astype(types)
+
+
+def _save(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda f: _typed(frame.reset_index(drop=True)).to_parquet(f, index=False))
+
+
+def _index(root: Path, layout: str, frame: pd.DataFrame, problems_found: list[tuple]) -> DatasetIndex:
+    """The index of the checked rows and the walk's problems, the owner's decisions applied."""
+    is_skip = (frame["reason"].notna() & (frame["reason"].astype(str) != "")).to_numpy()
     items = frame.loc[~is_skip, ITEM_COLUMNS].reset_index(drop=True)
     for col in ("given_split", "conversions"):
         items[col] = items[col].fillna("").astype(str)
     for col in ("bytes", "mtime_ns", "width", "height"):
         items[col] = items[col].astype("int64")
+    items["decoded"] = items["decoded"].fillna(False).astype(bool)
     problems = pd.DataFrame([{"path": p, "reason": r, "detail": d, "bytes": 0, "mtime_ns": 0}
-                             for p, r, d in walk.problems], columns=SKIP_COLUMNS)
+                             for p, r, d in problems_found], columns=SKIP_COLUMNS)
     skipped = pd.concat([frame.loc[is_skip, SKIP_COLUMNS], problems], ignore_index=True) if len(problems) \
         else frame.loc[is_skip, SKIP_COLUMNS].reset_index(drop=True)
     skipped["detail"] = skipped["detail"].fillna("").astype(str)

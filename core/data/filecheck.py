@@ -1,5 +1,7 @@
-"""One file of a dataset folder checked for the scan: its SHA-1, header, a draft decode for the health
-checks and its dhash. Kept apart from `catalog` (pandas) so the scan's worker processes start light."""
+"""One file of a dataset folder checked for the scan. The quick check reads the file once for its SHA-1 and
+its header (tens of microseconds); the full check also decodes it (a draft decode: truncation, conversions)
+and takes its dhash (near-duplicates), about a millisecond. Kept apart from `catalog` (pandas) so the scan's
+worker processes start light."""
 from __future__ import annotations
 
 import hashlib
@@ -9,11 +11,13 @@ from pathlib import Path
 import imagehash
 import numpy as np
 
-from core.data.images import IMAGE_EXTENSIONS, ImageError, open_image
+from core.data.images import IMAGE_EXTENSIONS, ImageError, open_image, read_header
 
 
-def check_file(root: Path, rel: str, label: str | None, split: str, size: int, mtime_ns: int) -> dict:
-    """One file's index row, or a skip row (has 'reason')."""
+def check_file(root: Path, rel: str, label: str | None, split: str, size: int, mtime_ns: int,
+               decode: bool = True) -> dict:
+    """One file's index row, or a skip row (has 'reason'). Without `decode`, the header only: `decoded`
+    is False and the dhash and conversions are left for the full check."""
     base = {"path": rel, "label": label, "given_split": split, "bytes": size, "mtime_ns": mtime_ns}
     if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
         return {**base, "reason": "not an image", "detail": f"extension {Path(rel).suffix or '(none)'}"}
@@ -21,6 +25,10 @@ def check_file(root: Path, rel: str, label: str | None, split: str, size: int, m
         return {**base, "reason": "zero bytes", "detail": ""}
     try:
         data = (root / rel).read_bytes()
+        if not decode:
+            header = read_header(io.BytesIO(data))
+            return {**base, "sha1": hashlib.sha1(data).hexdigest(), "width": header.size[0],
+                    "height": header.size[1], "mode": header.mode, "decoded": False}
         loaded = open_image(io.BytesIO(data), draft_size=64)
     except ImageError as err:
         return {**base, "reason": err.reason, "detail": err.detail}
@@ -29,7 +37,7 @@ def check_file(root: Path, rel: str, label: str | None, split: str, size: int, m
     width, height = loaded.original_size
     return {**base, "sha1": hashlib.sha1(data).hexdigest(), "dhash": dhash(loaded.image),
             "width": width, "height": height, "mode": loaded.original_mode,
-            "conversions": "+".join(loaded.conversions)}
+            "conversions": "+".join(loaded.conversions), "decoded": True}
 
 
 def dhash(image, size: int = 16) -> str:
@@ -40,7 +48,7 @@ def dhash(image, size: int = 16) -> str:
     return np.packbits(pixels[:, 1:] > pixels[:, :-1]).tobytes().hex()
 
 
-def check_chunk(root: Path, rows: list[tuple], columns: list[str]) -> list[tuple]:
+def check_chunk(root: Path, rows: list[tuple], columns: list[str], decode: bool = True) -> list[tuple]:
     """`check_file` for a chunk of listing rows (path, label, given split, bytes, mtime_ns) → compact tuples
     in `columns`' order (a scan worker's task)."""
-    return [tuple(checked.get(c) for c in columns) for checked in (check_file(root, *r) for r in rows)]
+    return [tuple(checked.get(c) for c in columns) for checked in (check_file(root, *r, decode) for r in rows)]

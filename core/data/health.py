@@ -14,6 +14,7 @@ import pandas as pd
 from core.data.catalog import DatasetIndex, Split
 
 TINY_PX = 32
+UNDECODED = "photos not decoded yet"
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Health:
     exact_duplicates: pd.DataFrame  # group, path, label, split
     near_duplicates: pd.DataFrame  # group, path, label, split
     leakage: pd.DataFrame  # group, kind, path, label, split — groups spanning several splits
+    undecoded: int = 0  # photos a large first scan read for their header only: damage and near-duplicates unchecked
 
     def summary(self) -> dict[str, int]:
         """Counts per kind (images, or groups for duplicates)."""
@@ -31,7 +33,8 @@ class Health:
                 f"tiny (< {TINY_PX} px)": len(self.tiny),
                 "exact-duplicate groups": self.exact_duplicates["group"].nunique(),
                 "near-duplicate groups": self.near_duplicates["group"].nunique(),
-                "groups leaking across splits": self.leakage["group"].nunique()}
+                "groups leaking across splits": self.leakage["group"].nunique(),
+                **({UNDECODED: self.undecoded} if self.undecoded else {})}
 
 
 def size_histogram(items: pd.DataFrame, bins: int = 30) -> pd.DataFrame:
@@ -54,10 +57,10 @@ def check(index: DatasetIndex, split: Split | None = None) -> Health:
     """Everything the Dataset page's health section shows, for a scanned (and split) folder."""
     items = index.items.copy()
     splits = split.manifest.set_index("path")["split"] if split is not None else pd.Series(dtype=str)
-    items["split"] = items["path"].map(splits).fillna("dropped" if split is not None else "")
+    items["split"] = items["path"].map(splits).astype(object).fillna("dropped" if split is not None else "")
     exact = _groups(items, "sha1")
     # near-duplicates: same perceptual hash but not byte-identical (one image per content kept)
-    distinct = items.drop_duplicates("sha1")
+    distinct = items[items["decoded"]].drop_duplicates("sha1")
     near = _groups(distinct, "dhash")
     near = near[near.groupby("group")["path"].transform("size") > 1]
     leaks = []
@@ -73,4 +76,5 @@ def check(index: DatasetIndex, split: Split | None = None) -> Health:
                   converted[["path", "label", "conversions"]].reset_index(drop=True),
                   tiny[["path", "label", "width", "height"]].reset_index(drop=True),
                   exact.drop(columns="sha1"), near.drop(columns="dhash"),
-                  leakage.reindex(columns=["group", "kind", "path", "label", "split"]).reset_index(drop=True))
+                  leakage.reindex(columns=["group", "kind", "path", "label", "split"]).reset_index(drop=True),
+                  index.undecoded)

@@ -126,15 +126,20 @@ def _check_budget(img: Image.Image) -> None:
                          f"the limit is {MAX_PIXELS / 1e6:.0f} (downscale it first)")
 
 
-def open_image(source: ImageSource, draft_size: int | None = None, grey: bool = False) -> LoadedImage:
-    """Open, fully decode, EXIF-transpose and convert to RGB (a greyscale image to L when `grey`), or
-    raise ImageError.
+@dataclass
+class Header:
+    """What a file's header says, without decoding its pixels (the quick scan's check)."""
 
-    `draft_size` lets JPEG decoding skip detail (fast health checks); the whole file is still read,
-    so truncation is still detected. `original_size` is always the size stored in the file. Images
-    over the pixel budget are reduced (see MAX_PIXELS, WORK_PIXELS).
-    """
-    name = _describe(source)
+    size: tuple[int, int]
+    mode: str
+    format: str
+
+
+def _opened(source: ImageSource, name: str, draft_size: int | None = None,
+            decode: bool = True) -> tuple[Image.Image, tuple[int, int], bool]:
+    """(the image opened: first frame, pixel budget checked, and when `decode` its pixels loaded, JPEGs at a
+    reduced scale; the size stored in the file; whether decoding reduced it). Every failure is an
+    ImageError with its reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -143,6 +148,8 @@ def open_image(source: ImageSource, draft_size: int | None = None, grey: bool = 
                 img.seek(0)  # animated GIF/TIFF: first frame
             original_size, reduced = img.size, False
             _check_budget(img)
+            if not decode:
+                return img, original_size, reduced
             if img.format == "JPEG":
                 factor = _reduction(img.size, WORK_PIXELS)
                 target = min(draft_size or 1 << 30, img.size[0] // factor), min(draft_size or 1 << 30, img.size[1] // factor)
@@ -150,6 +157,7 @@ def open_image(source: ImageSource, draft_size: int | None = None, grey: bool = 
                     img.draft(img.mode, target)
                     reduced = factor > 1 and not draft_size
             img.load()
+            return img, original_size, reduced
     except ImageError as err:
         err.source = name
         raise ImageError(err.reason, err.detail, name) from None
@@ -163,6 +171,26 @@ def open_image(source: ImageSource, draft_size: int | None = None, grey: bool = 
         raise ImageError(reason, text, name) from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as err:
         raise ImageError("unreadable", str(err) or type(err).__name__, name) from None
+
+
+def read_header(source: ImageSource) -> Header:
+    """The stored size, mode and format, read from the header alone (microseconds: no pixel is decoded, so
+    a truncated file passes; `open_image` names it). Raises ImageError for what the header already shows:
+    not an image, over the pixel budget, unreadable."""
+    img, _, _ = _opened(source, _describe(source), decode=False)
+    return Header(img.size, img.mode, img.format or "")
+
+
+def open_image(source: ImageSource, draft_size: int | None = None, grey: bool = False) -> LoadedImage:
+    """Open, fully decode, EXIF-transpose and convert to RGB (a greyscale image to L when `grey`), or
+    raise ImageError.
+
+    `draft_size` lets JPEG decoding skip detail (fast health checks); the whole file is still read,
+    so truncation is still detected. `original_size` is always the size stored in the file. Images
+    over the pixel budget are reduced (see MAX_PIXELS, WORK_PIXELS).
+    """
+    name = _describe(source)
+    img, original_size, reduced = _opened(source, name, draft_size)
     original_mode = img.mode
     conversions: list[str] = []
     try:

@@ -330,6 +330,18 @@ def converted_sentence(n: int) -> str:
             "turned into colour photos when loaded. Nothing to do: this is information, not a problem.")
 
 
+def undecoded_sentence(n: int) -> str:
+    return (f"{n:,} photos were read for their size and content only, so the page opened quickly: they have not "
+            "yet been decoded, so damaged files and near-duplicates among them are not known. Training skips a "
+            "photo that does not decode and names it.")
+
+
+def decoding_progress(done: int, total: int, elapsed: float) -> str:
+    """The decoding pass's progress bar text, with an honest time left (from the pace so far)."""
+    left = elapsed / done * (total - done) if done else None
+    return f"Decoded {done:,} of {total:,} photos · {_duration(left)}"
+
+
 def same_size_sentence(width: int, height: int) -> str:
     return f"Every image is **{width} × {height} pixels**."
 
