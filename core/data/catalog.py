@@ -398,9 +398,10 @@ def _mtime_ns(entry: os.DirEntry) -> int:
         return 0
 
 
-def _unit_hash(sha1: str, seed: int) -> float:
-    digest = hashlib.sha1(f"{seed}:{sha1}".encode()).hexdigest()
-    return int(digest[:13], 16) / 16 ** 13
+def _unit_hashes(shas: list[str], seed: int) -> np.ndarray:
+    """Each content hash's number in [0, 1): the first 13 hex digits of SHA-1("seed:sha1")."""
+    sha1, prefix, scale = hashlib.sha1, f"{seed}:", 16 ** 13
+    return np.array([int(sha1((prefix + s).encode()).hexdigest()[:13], 16) / scale for s in shas])
 
 
 def split(index: DatasetIndex, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
@@ -411,15 +412,15 @@ def split(index: DatasetIndex, fractions: tuple[float, float, float] = (0.7, 0.1
     counts = items["label"].value_counts()
     dropped = {c: int(n) for c, n in counts.items() if n < min_per_class}
     items = items[~items["label"].isin(dropped)].copy()
-    items["u"] = [_unit_hash(s, seed) for s in items["sha1"]]
+    items["u"] = _unit_hashes(items["sha1"].tolist(), seed)
     if index.layout == "splits":
         items["split"] = items["given_split"]
         if not (items["split"] == "val").any():  # carve val out of train
             share = val_f / (train_f + val_f)
             items.loc[(items["split"] == "train") & (items["u"] < share), "split"] = "val"
     else:
-        items["split"] = ["test" if u < test_f else "val" if u < test_f + val_f else "train"
-                          for u in items["u"]]
+        u = items["u"].to_numpy()
+        items["split"] = np.where(u < test_f, "test", np.where(u < test_f + val_f, "val", "train"))
         for _, group in items.groupby("label"):
             for name, frac in (("test", test_f), ("val", val_f)):
                 if frac > 0 and len(group) >= 3 and not (items.loc[group.index, "split"] == name).any():
