@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -147,3 +148,13 @@ def test_every_run_records_its_cost_beside_its_accuracy(trained_run):
     assert 1 < row["photos_per_s"] < 10_000  # a CPU reads a few to a few hundred photos a second
     frame = RunStore.open(runs).list()
     assert frame.loc[frame["id"] == run_id, "photos_per_s"].iloc[0] == row["photos_per_s"]
+
+
+def test_a_budgeted_run_does_not_bring_back_the_richer_view_it_set_aside():
+    """The time left after the choice fine-tunes the kept model; the richer view, a candidate of its own, is
+    not tried again as a stage (the model at the end is the one the leaderboard names)."""
+    from core.train.stages import rich_applies
+
+    config = TrainConfig(data="photos")
+    assert rich_applies(config) and rich_applies(replace(config, time_limit=900.0))
+    assert not rich_applies(replace(config, time_limit=900.0, budget=900.0))

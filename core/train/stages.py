@@ -56,9 +56,12 @@ def stages_for(input_size: int, rich: bool = True) -> list[Stage]:
 
 
 def rich_applies(config) -> bool:
-    """Whether the richer view is a stage of this run: a frozen EfficientNet-Lite run on one view."""
+    """Whether the richer view is a stage of this run: a frozen EfficientNet-Lite run on one view, not chosen
+    within a budget (`--budget` tried the richer view as a candidate of its own and set it aside: its run
+    only fine-tunes the model it kept, so the model at the end is the one its leaderboard names)."""
 
-    return config.freeze == "head" and config.features != "rich" and rich_view_available(config.backbone)
+    return config.freeze == "head" and config.features != "rich" and rich_view_available(config.backbone) \
+        and not config.budget
 
 
 class KeepBest(Step):
