@@ -122,7 +122,8 @@ def main() -> None:
                     print(f"  note: {s['name']} refitted to validation {s['val_acc']:.4f}, leaderboard "
                           f"{s['board_val_acc']:.4f}")
             final = board.get("final") or {}
-            ending = f"{board['kept']}" + (" then fine-tuned" if final.get("fine_tuned") else "")
+            ending = f"{board['kept']}" + (" then fine-tuned" if final.get("fine_tuned") else "") + \
+                (f" (the model at the end: {final['stage']})" if final.get("stage") else "")
             candidates = scored + [{"name": ending + " (the run's model)", "test_acc": acc, "test_bal": bal}]
             top = max(candidates, key=lambda s: s["test_acc"])
             for s in scored:
