@@ -2,7 +2,8 @@
 
     python bench/scale.py [SIZE ...] [--dir DIR] [--page] [--features N] [--score N] [--keep]
 
-SIZE: photos a folder (default 10000 100000; 200000 for the scan goals; 1000000 needs ~8 GB of disk).
+SIZE: photos a folder (default 10000 100000; 200000 for the scan goals; 1000000 needs ~8 GB of disk). Above
+10,000 new files a first scan reads headers and content hashes only; --decode also times the decoding pass.
 Each folder holds distinct 32x32 greyscale PNGs (random noise, so no two are alike) in 4 classes, made
 once under DIR (default: a temp folder) and removed afterwards unless --keep.
 
@@ -64,8 +65,9 @@ def peak_mb() -> tuple[float, float]:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
-def scan_worker(folder: str, page: bool) -> None:
-    """In a fresh process with a fresh GRAFT_HOME: scan, rescan, split (and the page); JSON on stdout."""
+def scan_worker(folder: str, page: bool, decode: bool = False) -> None:
+    """In a fresh process with a fresh GRAFT_HOME: scan, rescan, split (the page; the decoding pass); JSON on
+    stdout."""
     from core.data import catalog
 
     out = {}
@@ -81,6 +83,11 @@ def scan_worker(folder: str, page: bool) -> None:
     out["files"] = len(index.items)
     if page:
         out["page"] = open_page(folder)
+    if decode:
+        start = time.perf_counter()
+        index = catalog.scan(folder, decode=True)
+        out["decode"] = time.perf_counter() - start
+        out["undecoded"] = index.undecoded
     out["peak_mb"], out["workers_peak_mb"] = peak_mb()
     print(json.dumps(out))
 
@@ -199,11 +206,13 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=256, metavar="N", help="photos for the feature pass")
     parser.add_argument("--score", type=int, default=512, metavar="N", help="photos for local vs Ray scoring")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic folders")
+    parser.add_argument("--decode", action="store_true", help="also time the decoding pass a large first scan leaves "
+                        "(`graft scan --decode`: about a millisecond a photo a core)")
     parser.add_argument("--scan-worker", help=argparse.SUPPRESS)
     parser.add_argument("--features-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scan_worker:
-        return scan_worker(args.scan_worker, args.page)
+        return scan_worker(args.scan_worker, args.page, args.decode)
     if args.features_worker:
         return features_worker(*args.features_worker)
 
@@ -217,9 +226,9 @@ def main() -> None:
         make_folder(folder, size)
         print(f"\n{size:,} photos in {folder} (made in {time.perf_counter() - start:.0f} s)", flush=True)
         scan_home = tempfile.mkdtemp(prefix="graft-bench-scan-")  # a cold scan cache for each size
-        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--scan-worker", str(folder)]
-                             + (["--page"] if args.page else []), check=True, cwd=ROOT, capture_output=True,
-                             text=True, env={**env, "GRAFT_HOME": scan_home})
+        flags = (["--page"] if args.page else []) + (["--decode"] if args.decode else [])
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--scan-worker", str(folder), *flags],
+                             check=True, cwd=ROOT, capture_output=True, text=True, env={**env, "GRAFT_HOME": scan_home})
         row = {"size": size, **json.loads(out.stdout.strip().splitlines()[-1])}
         shutil.rmtree(scan_home, ignore_errors=True)
         print(f"  scan    {row['scan']:8.2f} s  {size / row['scan']:9.0f} files/s  "
@@ -228,6 +237,9 @@ def main() -> None:
         print(f"  split   {row['split']:8.2f} s")
         if args.page:
             print(f"  Dataset page {row['page']:.2f} s (goal <= 2 s)")
+        if args.decode:
+            print(f"  decoding pass {row['decode']:8.2f} s  {size / row['decode']:9.0f} files/s  "
+                  f"({row['undecoded']} left undecoded)")
         if args.features:
             row["features"] = features(folder, args.features, {**env, "GRAFT_HOME": str(home)})
             one, two = row["features"]["one"], row["features"]["two"]
