@@ -10,10 +10,13 @@ existing image never changes split), and exact duplicates always land in the sam
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import operator
 import os
 import stat as stat_module
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +206,19 @@ class _Walk:
             column.append(value)
 
 
+@contextlib.contextmanager
+def _plain_main():
+    """A spawned worker first imports its parent's `__main__` module; while the dashboard runs a page, that is
+    the page's script (Streamlit runs each script as `__main__`), which a worker must not run. The workers
+    start with a bare `__main__` in its place (they need nothing from it), and the real one comes back."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 _NAME = operator.attrgetter("name")
 SCAN_WORKERS = 8  # at most this many threads or processes check files
 PROCESS_FILES = 20_000  # from this many files to decode, processes decode them (chunks of CHUNK_FILES)
@@ -214,9 +230,9 @@ SAVE_FILES = 50_000  # a long scan saves what it has checked every this many fil
 
 def _check_files(root: Path, rows: list[tuple], decode: bool, heard=None) -> list[tuple]:
     """`check_file` for listing rows, in order, as tuples of ALL_COLUMNS. Header-only checks (tens of
-    microseconds a file) and a few thousand decodes go to one thread a core (Pillow and hashlib release the
-    GIL for part of the work); many decodes go to one process a core in chunks, as the Python part of each
-    file holds the GIL. Processes are spawned, never forked: a training process or the dashboard has threads.
+    microseconds a file) run here; a few thousand decodes go to one thread a core (Pillow and hashlib release
+    the GIL for part of the work); many decodes go to one process a core in chunks, as the Python part of
+    each file holds the GIL. Processes are spawned, never forked: a training process or the dashboard has threads.
     `heard(n)` hears each chunk of n files checked."""
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
     from multiprocessing import get_context
@@ -228,10 +244,18 @@ def _check_files(root: Path, rows: list[tuple], decode: bool, heard=None) -> lis
     step = CHUNK_FILES if processes or not decode else 16
     chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
     out: list[tuple] = []
+    if not decode:  # ~40 µs a file, mostly holding the GIL: threads only queue for it
+        for chunk in chunks:
+            out += check_chunk(root, chunk, ALL_COLUMNS, False)
+            if heard:
+                heard(len(chunk))
+        return out
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(workers)
     with pool:
-        for done in pool.map(check_chunk, [root] * len(chunks), chunks, [ALL_COLUMNS] * len(chunks),
-                             [decode] * len(chunks)):
+        with _plain_main() if processes else contextlib.nullcontext():  # the workers start as the tasks go in
+            results = pool.map(check_chunk, [root] * len(chunks), chunks, [ALL_COLUMNS] * len(chunks),
+                               [decode] * len(chunks))
+        for done in results:
             out += done
             if heard:
                 heard(len(done))
@@ -413,9 +437,13 @@ def _mtime_ns(entry: os.DirEntry) -> int:
 
 
 def _unit_hashes(shas: list[str], seed: int) -> np.ndarray:
-    """Each content hash's number in [0, 1): the first 13 hex digits of SHA-1("seed:sha1")."""
-    sha1, prefix, scale = hashlib.sha1, f"{seed}:", 16 ** 13
-    return np.array([int(sha1((prefix + s).encode()).hexdigest()[:13], 16) / scale for s in shas])
+    """Each content hash's number in [0, 1): the first 13 hex digits (52 bits) of SHA-1("seed:sha1")."""
+    base, from_bytes, numbers = hashlib.sha1(f"{seed}:".encode()), int.from_bytes, []
+    for sha in shas:
+        digest = base.copy()
+        digest.update(sha.encode())
+        numbers.append(from_bytes(digest.digest()[:7], "big"))
+    return (np.array(numbers, dtype=np.int64) >> 4) / 16 ** 13
 
 
 def split(index: DatasetIndex, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),

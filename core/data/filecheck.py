@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import imagehash
@@ -19,14 +20,16 @@ def check_file(root: Path, rel: str, label: str | None, split: str, size: int, m
     """One file's index row, or a skip row (has 'reason'). Without `decode`, the header only: `decoded`
     is False and the dhash and conversions are left for the full check."""
     base = {"path": rel, "label": label, "given_split": split, "bytes": size, "mtime_ns": mtime_ns}
-    if Path(rel).suffix.lower() not in IMAGE_EXTENSIONS:
-        return {**base, "reason": "not an image", "detail": f"extension {Path(rel).suffix or '(none)'}"}
+    suffix = os.path.splitext(rel)[1].lower()  # os.path, not pathlib: a tenth of a header check's time
+    if suffix not in IMAGE_EXTENSIONS:
+        return {**base, "reason": "not an image", "detail": f"extension {suffix or '(none)'}"}
     if size == 0:
         return {**base, "reason": "zero bytes", "detail": ""}
     try:
-        data = (root / rel).read_bytes()
+        with open(os.path.join(root, rel), "rb") as file:
+            data = file.read()
         if not decode:
-            header = read_header(io.BytesIO(data))
+            header = read_header(io.BytesIO(data), FORMATS.get(suffix))
             return {**base, "sha1": hashlib.sha1(data).hexdigest(), "width": header.size[0],
                     "height": header.size[1], "mode": header.mode, "decoded": False}
         loaded = open_image(io.BytesIO(data), draft_size=64)
@@ -38,6 +41,10 @@ def check_file(root: Path, rel: str, label: str | None, split: str, size: int, m
     return {**base, "sha1": hashlib.sha1(data).hexdigest(), "dhash": dhash(loaded.image),
             "width": width, "height": height, "mode": loaded.original_mode,
             "conversions": "+".join(loaded.conversions), "decoded": True}
+
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF",
+           ".tiff": "TIFF", ".webp": "WEBP"}  # the format an extension names: tried first by a header check
 
 
 def dhash(image, size: int = 16) -> str:

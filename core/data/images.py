@@ -12,6 +12,7 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -135,15 +136,15 @@ class Header:
     format: str
 
 
-def _opened(source: ImageSource, name: str, draft_size: int | None = None,
-            decode: bool = True) -> tuple[Image.Image, tuple[int, int], bool]:
+def _opened(source: ImageSource, name: str, draft_size: int | None = None, decode: bool = True,
+            likely: str | None = None) -> tuple[Image.Image, tuple[int, int], bool]:
     """(the image opened: first frame, pixel budget checked, and when `decode` its pixels loaded, JPEGs at a
     reduced scale; the size stored in the file; whether decoding reduced it). Every failure is an
-    ImageError with its reason."""
+    ImageError with its reason. `likely`: the format to try first (its extension's), then every format."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open(source)
+            img = _open_likely(source, likely) if likely else _open(source)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/TIFF: first frame
             original_size, reduced = img.size, False
@@ -173,11 +174,20 @@ def _opened(source: ImageSource, name: str, draft_size: int | None = None,
         raise ImageError("unreadable", str(err) or type(err).__name__, name) from None
 
 
-def read_header(source: ImageSource) -> Header:
-    """The stored size, mode and format, read from the header alone (microseconds: no pixel is decoded, so
-    a truncated file passes; `open_image` names it). Raises ImageError for what the header already shows:
-    not an image, over the pixel budget, unreadable."""
-    img, _, _ = _opened(source, _describe(source), decode=False)
+def _open_likely(source: BytesIO, likely: str) -> Image.Image:
+    """Pillow's open trying `likely` (a format name) first, then every format: a JPEG named .png still opens."""
+    try:
+        return Image.open(source, formats=(likely,))
+    except UnidentifiedImageError:
+        source.seek(0)
+        return _open(source)
+
+
+def read_header(source: BytesIO, likely: str | None = None) -> Header:
+    """The stored size, mode and format of an in-memory file, read from the header alone (microseconds: no
+    pixel is decoded, so a truncated file passes; `open_image` names it). Raises ImageError for what the
+    header already shows: not an image, over the pixel budget, unreadable. `likely`: the format to try first."""
+    img, _, _ = _opened(source, _describe(source), decode=False, likely=likely)
     return Header(img.size, img.mode, img.format or "")
 
 
