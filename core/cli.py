@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--decode", action=argparse.BooleanOptionalAction, default=None,
                    help="decode every photo (truncation, conversions, near-duplicates); --no-decode reads headers "
-                        f"and content hashes only. Default: decode when at most {10_000:,} files are new")
+                        "and content hashes only. Default: decode when at most 10,000 files are new")
     for name in ("fractions", "seed", "min_per_class"):  # as `train` reads them
         _add_setting(p, setting(name), default=setting(name).default)
 

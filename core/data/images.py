@@ -133,7 +133,6 @@ class Header:
 
     size: tuple[int, int]
     mode: str
-    format: str
 
 
 def _opened(source: ImageSource, name: str, draft_size: int | None = None, decode: bool = True,
@@ -184,11 +183,11 @@ def _open_likely(source: BytesIO, likely: str) -> Image.Image:
 
 
 def read_header(source: BytesIO, likely: str | None = None) -> Header:
-    """The stored size, mode and format of an in-memory file, read from the header alone (microseconds: no
+    """The stored size and mode of an in-memory file, read from the header alone (microseconds: no
     pixel is decoded, so a truncated file passes; `open_image` names it). Raises ImageError for what the
     header already shows: not an image, over the pixel budget, unreadable. `likely`: the format to try first."""
     img, _, _ = _opened(source, _describe(source), decode=False, likely=likely)
-    return Header(img.size, img.mode, img.format or "")
+    return Header(img.size, img.mode)
 
 
 def open_image(source: ImageSource, draft_size: int | None = None, grey: bool = False) -> LoadedImage:
