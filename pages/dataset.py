@@ -130,7 +130,8 @@ if len(report.leakage):
 problems = summary[(summary["count"] > 0) & ~summary["check"].isin(["converted on load", health.UNDECODED])]
 left, right = st.columns([2, 3])
 if problems.empty:
-    left.success("No problems found: no broken or skipped files, no duplicates, no tiny images.")
+    left.success("No problems found: no broken or skipped files, no duplicates, no tiny images." if not report.undecoded
+                 else "No problems found so far: no skipped files, exact duplicates or tiny images among what was read.")
 else:
     left.dataframe(problems, hide_index=True, width="stretch")
 if len(report.converted):
