@@ -46,6 +46,7 @@ def main() -> None:
     timings = []
     for attempt in range(2):
         st.cache_data.clear()
+        st.cache_resource.clear()
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
         at.session_state["dataset"] = str(folder)
         at.session_state["runs_dir"] = tempfile.mkdtemp()

@@ -101,6 +101,7 @@ def open_page(folder: str) -> float:
     seconds = []
     for _ in range(2):
         st.cache_data.clear()
+        st.cache_resource.clear()
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
         at.session_state["dataset"] = folder
         at.session_state["runs_dir"] = tempfile.mkdtemp()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from core.data import catalog
@@ -28,6 +29,20 @@ def test_split_is_stratified_deterministic_and_seeded(elpv_small):
     counts = catalog.split(index, seed=0).counts()
     assert (counts > 0).all().all()  # every class in every split
     assert 0.55 < counts["train"].sum() / counts.values.sum() < 0.85
+
+
+def test_the_scan_keeps_each_photos_number_for_the_default_split(elpv_small, tmp_path, monkeypatch):
+    """Seed 0's numbers come from the scan (no hashing at split time) and equal a fresh hash; a scan cache saved
+    before they were kept is brought up to date once, with the same split."""
+    monkeypatch.setenv("GRAFT_HOME", str(tmp_path / "home"))
+    index = catalog.scan(elpv_small)
+    assert np.array_equal(index.items["unit0"].to_numpy(), catalog._unit_hashes(index.items["sha1"].tolist(), 0))
+    before = catalog.split(index, seed=0).manifest
+    assert not before.equals(catalog.split(index, seed=1).manifest)
+    saved = catalog._cache_file(elpv_small)
+    pd.read_parquet(saved).drop(columns="unit0").to_parquet(saved, index=False)  # as an older Graft saved it
+    assert catalog.split(catalog.scan(elpv_small), seed=0).manifest.equals(before)
+    assert "unit0" in pd.read_parquet(saved).columns
 
 
 def test_split_is_stable_when_images_are_added(tmp_path):

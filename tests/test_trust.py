@@ -127,6 +127,18 @@ def mislabelled(tmp_path_factory) -> tuple[Path, set[str]]:
     return root, wrong
 
 
+def test_the_label_checks_cache_key_reads_every_row_as_the_plain_join_did(mislabelled, elpv_small):
+    """The key hashes the rows built by Arrow; a label check saved under the older Python join stays found."""
+    from core.trust import audit
+
+    def plain(items: pd.DataFrame) -> bytes:
+        return "".join("\0".join(row) for row in zip(items["path"], items["label"], items["sha1"])).encode()
+
+    named = pd.DataFrame({"path": ["défaut/ü 1.png", "ok/b.jpg"], "label": ["défaut", "ok"], "sha1": ["ab", "cd"]})
+    for items in (catalog.scan(elpv_small).items, catalog.scan(mislabelled[0]).items.iloc[3:17], named, named.iloc[:0]):
+        assert bytes(audit._rows_bytes(items[["path", "label", "sha1"]])) == plain(items)
+
+
 @pytest.mark.slow
 def test_the_label_check_ranks_the_misfiled_photos_first_in_its_csv(mislabelled, tmp_path):
     root, wrong = mislabelled

@@ -32,7 +32,7 @@ from core.data.filecheck import check_file as _check_file
 
 SPLITS = ("train", "val", "test")
 ITEM_COLUMNS = ["path", "label", "given_split", "bytes", "mtime_ns", "sha1", "dhash", "width", "height",
-                "mode", "conversions", "decoded"]
+                "mode", "conversions", "decoded", "unit0"]  # unit0: the photo's number for the seed-0 split
 SKIP_COLUMNS = ["path", "reason", "detail", "bytes", "mtime_ns"]
 
 
@@ -272,12 +272,19 @@ def _cache_file(root: Path) -> Path:
     return cache_home() / "scans" / f"{key}-v{SCAN_VERSION}.parquet"
 
 
-def _load_cache(path: Path) -> pd.DataFrame | None:
+def _load_cache(path: Path) -> tuple[pd.DataFrame | None, bool]:
+    """(the saved index rows or None, whether they were brought up to date here and should be saved again)."""
     try:
         frame = pd.read_parquet(path)
     except Exception:  # missing, torn or from another version: rescan
-        return None
-    return frame if list(frame.columns) == ALL_COLUMNS else None
+        return None, False
+    if list(frame.columns) == [c for c in ALL_COLUMNS if c != "unit0"]:  # saved before unit0: computed once
+        has_sha = frame["sha1"].notna().to_numpy()
+        unit0 = np.full(len(frame), np.nan)
+        unit0[has_sha] = _unit_hashes(frame.loc[has_sha, "sha1"].tolist(), 0)
+        frame.insert(ALL_COLUMNS.index("unit0"), "unit0", unit0)
+        return frame, True
+    return (frame, False) if list(frame.columns) == ALL_COLUMNS else (None, False)
 
 
 def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True, decode: bool | None = None,
@@ -295,8 +302,9 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     walk = _Walk(root, layout)
     listing = walk.listing()
     cache_path = _cache_file(root)
-    cached = _load_cache(cache_path) if use_cache else None
+    cached, migrated = _load_cache(cache_path) if use_cache else (None, False)
     cached, unchanged, as_saved = _unchanged(listing, cached)
+    as_saved = as_saved and not migrated
     if decode is None:
         decode_fresh = int((~unchanged).sum()) <= DECODE_FILES
     else:
@@ -369,7 +377,7 @@ TEXT_COLUMNS = ("path", "label", "given_split", "sha1", "dhash", "mode", "conver
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """One dtype a column, however the rows were put together (checked now, or read back from Parquet)."""
     types = {**{c: "str" for c in TEXT_COLUMNS}, "bytes": "int64", "mtime_ns": "int64", "width": "float64",
-             "height": "float64", "decoded": "boolean"}
+             "height": "float64", "decoded": "boolean", "unit0": "float64"}
     return frame.astype(types)
 
 
@@ -437,13 +445,21 @@ def _mtime_ns(entry: os.DirEntry) -> int:
 
 
 def _unit_hashes(shas: list[str], seed: int) -> np.ndarray:
-    """Each content hash's number in [0, 1): the first 13 hex digits (52 bits) of SHA-1("seed:sha1")."""
+    """Each content hash's `filecheck.unit_number` for `seed` (a microsecond a photo)."""
     base, from_bytes, numbers = hashlib.sha1(f"{seed}:".encode()), int.from_bytes, []
     for sha in shas:
         digest = base.copy()
         digest.update(sha.encode())
         numbers.append(from_bytes(digest.digest()[:7], "big"))
     return (np.array(numbers, dtype=np.int64) >> 4) / 16 ** 13
+
+
+def _unit_numbers(items: pd.DataFrame, seed: int) -> np.ndarray:
+    """The items' numbers for the split with `seed`: kept by the scan for seed 0, hashed for another seed."""
+    kept = items["unit0"].to_numpy(dtype=np.float64, na_value=np.nan)
+    if seed == 0 and not np.isnan(kept).any():
+        return kept
+    return _unit_hashes(items["sha1"].tolist(), seed)
 
 
 def split(index: DatasetIndex, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
@@ -454,7 +470,7 @@ def split(index: DatasetIndex, fractions: tuple[float, float, float] = (0.7, 0.1
     counts = items["label"].value_counts()
     dropped = {c: int(n) for c, n in counts.items() if n < min_per_class}
     items = items[~items["label"].isin(dropped)].copy()
-    items["u"] = _unit_hashes(items["sha1"].tolist(), seed)
+    items["u"] = _unit_numbers(items, seed)
     if index.layout == "splits":
         items["split"] = items["given_split"]
         if not (items["split"] == "val").any():  # carve val out of train

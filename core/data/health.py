@@ -47,10 +47,17 @@ def size_histogram(items: pd.DataFrame, bins: int = 30) -> pd.DataFrame:
 
 
 def _groups(items: pd.DataFrame, key: str) -> pd.DataFrame:
-    sizes = items.groupby(key)["path"].transform("size")
-    dup = items[sizes > 1].sort_values([key, "path"]).copy()
-    dup["group"] = dup.groupby(key).ngroup()
+    """The rows whose `key` is shared with another row, numbered by group (in the key's order)."""
+    dup = items[items[key].notna() & items[key].duplicated(keep=False)].sort_values([key, "path"])
+    dup = dup.assign(group=dup.groupby(key).ngroup())
     return dup[["group", key, "path", "label", "split"]].reset_index(drop=True)
+
+
+def _spanning(table: pd.DataFrame) -> pd.Series:
+    """Which rows belong to a group found in more than one split (dropped classes left aside)."""
+    used = table[table["split"] != "dropped"]
+    splits_per_group = used.groupby("group")["split"].nunique()
+    return table["group"].map(splits_per_group).fillna(0) > 1
 
 
 def check(index: DatasetIndex, split: Split | None = None) -> Health:
@@ -65,8 +72,7 @@ def check(index: DatasetIndex, split: Split | None = None) -> Health:
     near = near[near.groupby("group")["path"].transform("size") > 1]
     leaks = []
     for kind, table in (("exact", exact), ("near", near)):
-        spanning = table.groupby("group")["split"].transform(lambda s: s[s != "dropped"].nunique()) > 1
-        leaks.append(table[spanning].assign(kind=kind))
+        leaks.append(table[_spanning(table)].assign(kind=kind))
     leakage = pd.concat(leaks, ignore_index=True) if leaks else pd.DataFrame()
     if len(leakage):
         leakage["group"] = leakage["kind"] + "-" + leakage["group"].astype(str)

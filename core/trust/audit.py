@@ -88,10 +88,24 @@ def rank_label_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray
 def _key(index: catalog.DatasetIndex, backbone: str, seed: int) -> str:
     """What an audit depends on: every photo's path, label (after corrections) and content."""
     digest = hashlib.sha1(f"{backbone}:{seed}:{index.root.resolve()}".encode())
-    items = index.items
-    rows = zip(items["path"].tolist(), items["label"].tolist(), items["sha1"].tolist())
-    digest.update("".join("\0".join(row) for row in rows).encode())  # as one row after another (200,000 in 0.1 s)
+    digest.update(_rows_bytes(index.items[["path", "label", "sha1"]]))
     return digest.hexdigest()[:20]
+
+
+def _rows_bytes(table: pd.DataFrame) -> bytes | memoryview:
+    """The rows one after another, their fields joined by NUL, as UTF-8 (what `"".join("\\0".join(row) for row
+    in rows)` gives), built by Arrow in one pass: 200,000 photos in about 10 ms instead of 100."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.empty:
+        return b""
+    columns = [pa.array(table[c].astype(str), type=pa.large_string()) for c in table.columns]
+    joined = pc.binary_join_element_wise(*columns, pa.scalar("\0", pa.large_string()))
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
+    return memoryview(joined.buffers()[2]).cast("B")[offsets[joined.offset]:offsets[joined.offset + len(joined)]]
 
 
 def _cache_files(key: str) -> tuple[Path, Path]:
