@@ -26,6 +26,70 @@ def test_scan_in_processes_equals_scan_in_threads(elpv_small, tmp_path, monkeypa
     pd.testing.assert_frame_equal(processes.skipped, threads.skipped)
 
 
+def _awkward_folder(root, layout: str):
+    """Photos in several classes (one with a sub-folder) and everything a listing must name or leave out."""
+    import os
+
+    from PIL import Image
+
+    tops = [root / s for s in ("train", "val", "test")] if layout == "splits" else [root]
+    for top in tops:
+        for k, label in enumerate(("cracked", "fine", "ünïcode class")):
+            (top / label / "more").mkdir(parents=True)
+            for i in range(3 + k):
+                Image.new("RGB", (8 + i, 8), (40 * k, i, 9)).save(top / label / f"p{i}.png")
+            Image.new("L", (9, 9)).save(top / label / "more" / "deep.png")
+        (top / "cracked" / ".DS_Store").write_text("hidden")
+        (top / "loose.png").write_bytes(b"not in a class folder")
+        os.symlink(top / "fine", top / "cracked" / "loop")
+        os.symlink(top / "missing.png", top / "fine" / "dangling.png")
+        os.mkfifo(top / "fine" / "pipe.png")
+    if layout == "splits":
+        (root / "extra").mkdir()
+        (root / "readme.txt").write_text("a file at the top")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["folders", "splits"])
+def test_listing_the_classes_in_processes_equals_listing_them_in_one(tmp_path, monkeypatch, layout):
+    from core.data import walk
+
+    root = _awkward_folder(tmp_path / "photos", layout)
+    one, two = walk.walk(root, layout, workers=1), walk.walk(root, layout, workers=2)
+    assert one == two
+    reasons = {reason for _, reason, _ in one.problems}
+    assert reasons >= {"not in a class folder", "link to a folder", "broken link", "not a regular file"}
+    assert len(one.paths) == (3 if layout == "splits" else 1) * (3 + 4 + 5 + 3)
+    assert "ünïcode class/more/deep.png" in [p.split("/", 1)[-1] if layout == "splits" else p for p in one.paths]
+    serial = catalog.scan(root, use_cache=False)
+    monkeypatch.setattr(walk, "PROCESS_FILES", 1)  # any folder scanned before is listed in processes
+    monkeypatch.setenv("GRAFT_THREADS", "2")
+    catalog.scan(root)
+    parallel = catalog.scan(root)
+    pd.testing.assert_frame_equal(parallel.items, serial.items)
+    pd.testing.assert_frame_equal(parallel.skipped, serial.skipped)
+
+
+def test_a_plain_script_lists_and_decodes_in_processes_without_a_main_guard(tmp_path):
+    """Spawned workers must not run their parent's `__main__` (a page's script in the dashboard, a user's script
+    here): every worker starts with a bare one."""
+    import subprocess
+    import sys
+
+    root = _awkward_folder(tmp_path / "photos", "folders")
+    script = tmp_path / "no_guard.py"
+    script.write_text("from core.data import catalog, walk\n"
+                      "import core.data.catalog as c\n"
+                      "c.PROCESS_FILES = 1\n"
+                      f"listing = walk.walk(catalog.Path({str(root)!r}), 'folders', workers=2)\n"
+                      f"index = catalog.scan({str(root)!r}, decode=True)\n"
+                      "print('listed', len(listing.paths), 'decoded', len(index.items))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "GRAFT_THREADS": "2", "GRAFT_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["listed", "15", "decoded", "15"] and "bootstrapping" not in done.stderr
+
+
 def _with_a_truncated_photo(elpv_small, tmp_path) -> tuple:
     root = tmp_path / "photos"
     shutil.copytree(elpv_small, root)
