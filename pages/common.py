@@ -16,7 +16,7 @@ from PIL import Image
 from core.base import access, settings
 from core.base.errors import GraftError
 from core.base.storage import default_runs_root
-from core.data import catalog, health, samples
+from core.data import catalog, decoding, health, samples
 from core.present import words
 from core.runs.store import RunStore
 from pages import guard
@@ -286,12 +286,6 @@ def size_histogram(folder: str, signature: tuple):
     return health.size_histogram(scan(folder, signature).items)
 
 
-def forget_scans() -> None:
-    """Drop the cached scans and what came from them (the scan cache on disk changed: photos decoded)."""
-    for cached in (scan, split, check_health, size_histogram):
-        cached.clear()
-
-
 def current_dataset() -> tuple[str, tuple] | None:
     """(folder, signature) of the working dataset, or None with a message drawn."""
     folder = st.session_state.get("dataset", "").strip()
@@ -307,7 +301,7 @@ def current_dataset() -> tuple[str, tuple] | None:
     if not Path(folder).is_dir():
         st.error(words.not_a_folder(escape_markdown(folder)))
         return None
-    return folder, catalog.signature(folder)
+    return folder, catalog.signature(folder) + decoding.signature(folder)  # a decoding's end changes the index
 
 
 def runs_root() -> str:

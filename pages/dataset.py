@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.base import settings
 from core.base.errors import GraftError
-from core.data import catalog, health, notes, thumbs
+from core.data import decoding, health, notes, thumbs
 from core.data.images import ImageError, load_rgb
 from core.data.notes import MAX_DESCRIPTION, MAX_NAME, display_names, load_class_notes, save_class_notes
 from core.models import backbones
@@ -122,6 +122,16 @@ if shown:
     st.image(shown, caption=captions, width=150)
 
 # ------------------------------------------------------------------ health
+@st.fragment(run_every=1.0)
+def decoding_progress(folder: str) -> None:
+    """The background decoding's progress, read each second; the whole page again when it has ended."""
+    job = decoding.status(folder)
+    if job is None or not job.running:
+        st.rerun()
+    st.progress(job.done / max(job.total, 1), text=words.decoding_progress(job.done, job.total, time.time() - job.started)
+                if job.total else "Decoding: starting…")
+
+
 st.header("Data health")
 report = common.check_health(folder, signature, int(min_per_class))
 summary = pd.DataFrame(list(report.summary().items()), columns=["check", "count"])
@@ -138,12 +148,16 @@ if len(report.converted):
     left.info(words.converted_sentence(len(report.converted)))
 if report.undecoded:
     left.info(words.undecoded_sentence(report.undecoded))
-    if common.is_owner() and left.button("Decode every photo now", key="decode_all",
-                                         help="Reads each photo once more, fully: about a millisecond a photo on each core."):
-        bar, began = left.progress(0.0, text="Decoding…"), time.monotonic()
-        catalog.scan(folder, decode=True, on_progress=lambda done, total: bar.progress(
-            done / total, text=words.decoding_progress(done, total, time.monotonic() - began)))
-        common.forget_scans()
+    job = decoding.status(folder)
+    if job is not None and job.state == "failed":
+        left.warning(words.decoding_failed(md(job.error)))
+    if job is not None and job.running:
+        with left:
+            decoding_progress(folder)
+    elif common.is_owner() and left.button("Decode every photo now", key="decode_all",
+                                           help="Reads each photo once more, fully, in the background: about a "
+                                                "millisecond a photo on each core. You can leave this page meanwhile."):
+        decoding.start(folder)
         st.rerun()
 widths, heights = index.items["width"], index.items["height"]
 if widths.nunique() == 1 and heights.nunique() == 1:
@@ -160,7 +174,7 @@ for title, table in (("Leakage across splits", report.leakage), ("Skipped files"
                      ("Tiny images", report.tiny), ("Converted on load", report.converted)):
     if not len(table):
         continue  # nothing to show: no empty sections
-    with st.expander(f"{title} ({len(table)})", expanded=title == "Leakage across splits" and len(table) > 0):
+    with st.expander(f"{title} ({len(table):,})", expanded=title == "Leakage across splits" and len(table) > 0):
         st.dataframe(table.head(MAX_ROWS), hide_index=True, width="stretch")
         if len(table) > MAX_ROWS:
             st.caption(words.first_rows(MAX_ROWS, len(table)))

@@ -39,7 +39,7 @@ def test_the_scan_keeps_each_photos_number_for_the_default_split(elpv_small, tmp
     assert np.array_equal(index.items["unit0"].to_numpy(), catalog._unit_hashes(index.items["sha1"].tolist(), 0))
     before = catalog.split(index, seed=0).manifest
     assert not before.equals(catalog.split(index, seed=1).manifest)
-    saved = catalog._cache_file(elpv_small)
+    saved = catalog.index_file(elpv_small)
     pd.read_parquet(saved).drop(columns="unit0").to_parquet(saved, index=False)  # as an older Graft saved it
     assert catalog.split(catalog.scan(elpv_small), seed=0).manifest.equals(before)
     assert "unit0" in pd.read_parquet(saved).columns

@@ -171,7 +171,9 @@ def test_training_after_a_header_only_scan_names_a_photo_that_does_not_decode(el
 def test_the_dataset_page_says_what_a_header_only_scan_left_and_the_owner_decodes_it(elpv_small, tmp_path):
     """After a header-only scan the Dataset page opens on it, says how many photos are not decoded yet, and the
     owner's button decodes them: the truncated photo is then a skipped file and the sentence is gone."""
-    from helpers import open_page
+    from core.data import decoding
+
+    from helpers import open_page, wait_for
 
     root, truncated = _with_a_truncated_photo(elpv_small, tmp_path)
     catalog.scan(root, decode=False)
@@ -179,8 +181,45 @@ def test_the_dataset_page_says_what_a_header_only_scan_left_and_the_owner_decode
     assert not at.exception, at.exception
     assert any("160 photos were read for their size and content only" in i.value for i in at.info)
     assert not any(s.value.startswith("No problems found:") for s in at.success)  # not before every photo is decoded
-    at.button(key="decode_all").click().run()
+    at.button(key="decode_all").click().run()  # starts the decoding in a background process
+    assert not at.exception, at.exception
+    assert wait_for(lambda: not decoding.status(root).running, 180), decoding.status(root)
+    assert decoding.status(root).state == "done" and decoding.status(root).done == 159
+    at.run()
     assert not at.exception, at.exception
     assert not any("read for their size and content only" in i.value for i in at.info)
     skipped = next(df.value for df in at.dataframe if "reason" in df.value.columns and "path" in df.value.columns)
     assert skipped.set_index("path").loc[truncated, "reason"] == "truncated"
+
+
+def test_the_background_decoding_is_started_once_and_a_dead_one_reads_as_failed(tmp_path, monkeypatch):
+    """While a decoding process is alive a second start is refused; a state left by a process that died says so,
+    and changes the folder's signature (the pages read the index again)."""
+    import os
+    import time
+
+    from core.base.storage import write_json
+    from core.data import decoding
+    monkeypatch.setenv("GRAFT_HOME", str(tmp_path / "home"))
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    assert decoding.status(root) is None and decoding.signature(root) == ()
+    decoding.state_file(root).parent.mkdir(parents=True)
+    write_json(decoding.state_file(root), {"state": "running", "pid": os.getpid(), "done": 5, "total": 9,
+                                          "started": time.time()})
+    assert decoding.status(root).running and not decoding.start(root)  # this process is alive: not twice
+    running = decoding.signature(root)
+    dead = _dead_pid()
+    write_json(decoding.state_file(root), {"state": "running", "pid": dead, "done": 5, "total": 9,
+                                          "started": time.time()})
+    job = decoding.status(root)
+    assert job.state == "failed" and "ended before it finished" in job.error
+    assert decoding.signature(root) != running
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

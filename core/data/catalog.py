@@ -139,7 +139,9 @@ SCAN_VERSION = 4  # bump when a cached row would mean something else
 LISTING = ["path", "label", "given_split", "bytes", "mtime_ns"]
 
 
-def _cache_file(root: Path) -> Path:
+def index_file(root: str | os.PathLike) -> Path:
+    """Where the folder's scan index is kept (Parquet, in the Graft cache)."""
+    root = Path(root).expanduser()
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
     return cache_home() / "scans" / f"{key}-v{SCAN_VERSION}.parquet"
 
@@ -171,7 +173,7 @@ def scan(root: str | os.PathLike, progress: bool = False, use_cache: bool = True
     if not os.access(root, os.R_OK | os.X_OK):
         raise NotFound(f"{root}: this folder cannot be read (permission denied)")
     layout = detect_layout(root)
-    cache_path = _cache_file(root)
+    cache_path = index_file(root)
     cached, migrated = _load_cache(cache_path) if use_cache else (None, False)
     large = cached is not None and len(cached) >= walk.PROCESS_FILES
     found = walk.walk(root, layout, workers=min(cpu_count(), SCAN_WORKERS) if large else 1)

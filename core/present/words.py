@@ -326,7 +326,7 @@ def leakage_sentence(groups: int) -> str:
 
 
 def converted_sentence(n: int) -> str:
-    return (f"{n} images are stored in another colour format (for example greyscale) and are "
+    return (f"{n:,} images are stored in another colour format (for example greyscale) and are "
             "turned into colour photos when loaded. Nothing to do: this is information, not a problem.")
 
 
@@ -340,6 +340,11 @@ def decoding_progress(done: int, total: int, elapsed: float) -> str:
     """The decoding pass's progress bar text, with an honest time left (from the pace so far)."""
     left = elapsed / done * (total - done) if done else None
     return f"Decoded {done:,} of {total:,} photos · {_duration(left)}"
+
+
+def decoding_failed(error: str) -> str:
+    return (f"The decoding stopped before the end ({error}). What it decoded is kept: the button goes on from "
+            "there.")
 
 
 def same_size_sentence(width: int, height: int) -> str:
