@@ -84,6 +84,7 @@ def scan_worker(folder: str, page: bool) -> None:
     catalog.split(index)
     out["split"] = time.perf_counter() - start
     out["files"], out["peak_mb"] = len(index.items), peak_mb()
+    del index  # the page holds its own, as a dashboard server would
     if page:
         out["page"], out["page_apptest"] = open_page(folder)
         out["page_peak_mb"] = peak_mb()
