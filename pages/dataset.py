@@ -57,10 +57,10 @@ totals = counts.sum(axis=1).sort_values(ascending=False)
 ratio = totals.max() / max(totals.min(), 1)
 cols = st.columns(4)
 cols[0].metric("Classes", len(split.classes), help="One per sub-folder with at least the minimum number of photos.")
-cols[1].metric("Images used", int(totals.sum()), help="The readable photos of the classes kept.")
+cols[1].metric("Images used", f"{int(totals.sum()):,}", help="The readable photos of the classes kept.")
 cols[2].metric("Imbalance (largest / smallest)", f"{ratio:.1f}×",
                help="The largest class's photo count over the smallest's: above 3×, accuracy alone flatters the model.")
-cols[3].metric("Skipped files", len(index.skipped),
+cols[3].metric("Skipped files", f"{len(index.skipped):,}",
                help="Files that are not readable images; Data health lists each with the reason.")
 small = totals[totals < 10]
 if len(small):
@@ -78,7 +78,9 @@ chart = alt.Chart(long).mark_bar().encode(
 ).transform_calculate(split_order="indexof(['train','val','test'], datum.split)")
 left, right = st.columns([3, 2])
 left.altair_chart(chart, width="stretch")
-right.dataframe(counts.assign(total=counts.sum(axis=1)).loc[totals.index], width="stretch")
+count_table = counts.assign(total=counts.sum(axis=1)).loc[totals.index]
+right.dataframe(count_table, width="stretch",  # 174,885 rather than 174885
+                column_config={c: st.column_config.NumberColumn(format="localized") for c in count_table.columns})
 
 # ------------------------------------------------------------------ class names
 st.header("What the classes mean")

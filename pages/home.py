@@ -21,8 +21,8 @@ if current:
     else:
         cols = st.columns(4)
         cols[0].metric("Classes", len(index.classes), help="One per sub-folder of the dataset folder.")
-        cols[1].metric("Images", len(index.items), help="Photos that open and will be used.")
-        cols[2].metric("Skipped files", len(index.skipped),
+        cols[1].metric("Images", f"{len(index.items):,}", help="Photos that open and will be used.")
+        cols[2].metric("Skipped files", f"{len(index.skipped):,}",
                        help="Files that are not readable images; the Dataset page lists each with the reason.")
         cols[3].metric("Test photos", "from the folders" if index.layout == "splits" else "set aside",
                        help="From the folder's own train/val/test sub-folders, or set aside at random for each "
