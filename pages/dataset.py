@@ -130,8 +130,7 @@ def decoding_progress(folder: str) -> None:
     job = decoding.status(folder)
     if job is None or not job.running:
         st.rerun()
-    st.progress(job.done / max(job.total, 1), text=words.decoding_progress(job.done, job.total, time.time() - job.started)
-                if job.total else "Decoding: starting…")
+    st.progress(job.done / max(job.total, 1), text=words.decoding_progress(job.done, job.total, time.time() - job.started))
 
 
 st.header("Data health")

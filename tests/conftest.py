@@ -51,13 +51,13 @@ def isolated_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_stray_training():
-    """A training process a test started (through `jobs.start`) ends with the test, even when the test
-    failed before it could stop it: no worker keeps the CPUs busy for the tests after it."""
-    from core.train import jobs
+    """A detached process a test started (a training through `jobs.start`, a decoding) ends with the test, even
+    when the test failed before it could stop it: no worker keeps the CPUs busy for the tests after it."""
+    from core.base import processes
 
-    before = set(id(c) for c in jobs._children)
+    before = set(id(c) for c in processes.children)
     yield
-    for child in list(jobs._children):
+    for child in list(processes.children):
         if id(child) not in before and child.poll() is None:
             try:
                 os.killpg(child.pid, signal.SIGKILL)

@@ -20,11 +20,12 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from core.base.cores import cpu_count, spawned_pool
+from core.base.cores import cpu_count
 from core.base.errors import NotFound
+from core.base.processes import spawned_pool
 from core.base.storage import atomic_write, cache_home
 from core.data import notes, walk
-from core.data.filecheck import check_chunk, dhash  # noqa: F401  (dhash: catalog.dhash)
+from core.data.filecheck import check_chunk, dhash, unit_numbers  # noqa: F401  (dhash: catalog.dhash)
 from core.data.filecheck import check_file as _check_file
 
 SPLITS = walk.SPLITS
@@ -155,7 +156,7 @@ def _load_cache(path: Path) -> tuple[pd.DataFrame | None, bool]:
     if list(frame.columns) == [c for c in ALL_COLUMNS if c != "unit0"]:  # saved before unit0: computed once
         has_sha = frame["sha1"].notna().to_numpy()
         unit0 = np.full(len(frame), np.nan)
-        unit0[has_sha] = _unit_hashes(frame.loc[has_sha, "sha1"].tolist(), 0)
+        unit0[has_sha] = unit_numbers(frame.loc[has_sha, "sha1"].tolist(), 0)
         frame.insert(ALL_COLUMNS.index("unit0"), "unit0", unit0)
         return frame, True
     return (frame, False) if list(frame.columns) == ALL_COLUMNS else (None, False)
@@ -348,22 +349,12 @@ def _mtime_ns(entry: os.DirEntry) -> int:
         return 0
 
 
-def _unit_hashes(shas: list[str], seed: int) -> np.ndarray:
-    """Each content hash's `filecheck.unit_number` for `seed` (a microsecond a photo)."""
-    base, from_bytes, numbers = hashlib.sha1(f"{seed}:".encode()), int.from_bytes, []
-    for sha in shas:
-        digest = base.copy()
-        digest.update(sha.encode())
-        numbers.append(from_bytes(digest.digest()[:7], "big"))
-    return (np.array(numbers, dtype=np.int64) >> 4) / 16 ** 13
-
-
 def _unit_numbers(items: pd.DataFrame, seed: int) -> np.ndarray:
     """The items' numbers for the split with `seed`: kept by the scan for seed 0, hashed for another seed."""
     kept = items["unit0"].to_numpy(dtype=np.float64, na_value=np.nan)
     if seed == 0 and not np.isnan(kept).any():
         return kept
-    return _unit_hashes(items["sha1"].tolist(), seed)
+    return unit_numbers(items["sha1"].tolist(), seed)
 
 
 def split(index: DatasetIndex, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),

@@ -9,19 +9,16 @@ switch, a closed tab or a second viewer neither stops it nor starts it twice, an
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.base.processes import pid_alive, reap, start_detached
 from core.base.storage import read_json, write_json
 from core.data import catalog
 
 STARTING_S = 120  # a state written by `start` whose process has not written yet is taken as failed after this
-
-_children: list[subprocess.Popen] = []  # waited for in `status`, so a finished decoding leaves no zombie
-
 
 @dataclass
 class Decoding:
@@ -45,16 +42,14 @@ def state_file(root: str | os.PathLike) -> Path:
 
 def status(root: str | os.PathLike) -> Decoding | None:
     """The folder's last decoding, or None when none was started; "failed" when its process is gone."""
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
+    reap()
     try:
         saved = read_json(state_file(root))
         job = Decoding(**{k: saved[k] for k in ("state", "done", "total", "started", "ended", "error") if k in saved})
     except (OSError, ValueError, TypeError):
         return None
     pid = saved.get("pid")
-    if job.running and (not _alive(pid) if pid else time.time() - job.started > STARTING_S):
+    if job.running and (not pid_alive(pid) if pid else time.time() - job.started > STARTING_S):
         job.state, job.error = "failed", "the decoding process ended before it finished"
     return job
 
@@ -74,11 +69,7 @@ def start(root: str | os.PathLike) -> bool:
     file = state_file(root)
     file.parent.mkdir(parents=True, exist_ok=True)
     write_json(file, {"state": "running", "started": time.time()})  # before the process, which writes its own
-    with open(file.with_suffix(".log"), "ab") as log:
-        _children.append(subprocess.Popen(
-            [sys.executable, "-m", "core.data.decoding", str(root)], cwd=file.parent, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+    start_detached([sys.executable, "-m", "core.data.decoding", str(root)], file.with_suffix(".log"), file.parent)
     return True
 
 
@@ -102,14 +93,6 @@ def run(root: str | os.PathLike) -> None:
         write("failed", error=str(err) or type(err).__name__, ended=time.time())
         raise
     write("done", len(index.items), len(index.items), ended=time.time())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 if __name__ == "__main__":

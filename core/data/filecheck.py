@@ -31,7 +31,7 @@ def check_file(root: Path, rel: str, label: str | None, split: str, size: int, m
         if not decode:
             header = read_header(io.BytesIO(data), FORMATS.get(suffix))
             sha1 = hashlib.sha1(data).hexdigest()
-            return {**base, "sha1": sha1, "unit0": unit_number(sha1), "width": header.size[0],
+            return {**base, "sha1": sha1, "unit0": float(unit_numbers([sha1])[0]), "width": header.size[0],
                     "height": header.size[1], "mode": header.mode, "decoded": False}
         loaded = open_image(io.BytesIO(data), draft_size=64)
     except ImageError as err:
@@ -40,7 +40,7 @@ def check_file(root: Path, rel: str, label: str | None, split: str, size: int, m
         return {**base, "reason": "unreadable", "detail": str(err)}
     width, height = loaded.original_size
     sha1 = hashlib.sha1(data).hexdigest()
-    return {**base, "sha1": sha1, "unit0": unit_number(sha1), "dhash": dhash(loaded.image),
+    return {**base, "sha1": sha1, "unit0": float(unit_numbers([sha1])[0]), "dhash": dhash(loaded.image),
             "width": width, "height": height, "mode": loaded.original_mode,
             "conversions": "+".join(loaded.conversions), "decoded": True}
 
@@ -49,10 +49,16 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif"
            ".tiff": "TIFF", ".webp": "WEBP"}  # the format an extension names: tried first by a header check
 
 
-def unit_number(sha1: str, seed: int = 0) -> float:
-    """A photo's number in [0, 1) for the seeded split: the first 13 hex digits (52 bits) of SHA-1("seed:sha1").
-    The scan keeps seed 0's (the default split), so a split of a million photos hashes nothing again."""
-    return (int.from_bytes(hashlib.sha1(f"{seed}:{sha1}".encode()).digest()[:7], "big") >> 4) / 16 ** 13
+def unit_numbers(shas: list[str], seed: int = 0) -> np.ndarray:
+    """Each content hash's number in [0, 1) for the seeded split: the first 13 hex digits (52 bits) of
+    SHA-1("seed:sha1"), a microsecond a photo. The scan keeps seed 0's (the default split), so a split of a
+    million photos hashes nothing again."""
+    base, from_bytes, numbers = hashlib.sha1(f"{seed}:".encode()), int.from_bytes, []
+    for sha in shas:
+        digest = base.copy()
+        digest.update(sha.encode())
+        numbers.append(from_bytes(digest.digest()[:7], "big"))
+    return (np.array(numbers, dtype=np.int64) >> 4) / 16 ** 13
 
 
 def dhash(image, size: int = 16) -> str:

@@ -12,7 +12,7 @@ import stat as stat_module
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.base.cores import spawned_pool
+from core.base.processes import spawned_pool
 
 SPLITS = ("train", "val", "test")
 PROCESS_FILES = 100_000  # from this many files (as last scanned) the classes are listed in processes side by side

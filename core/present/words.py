@@ -338,6 +338,8 @@ def undecoded_sentence(n: int) -> str:
 
 def decoding_progress(done: int, total: int, elapsed: float) -> str:
     """The decoding pass's progress bar text, with an honest time left (from the pace so far)."""
+    if not total:
+        return "Decoding: starting…"
     left = elapsed / done * (total - done) if done else None
     return f"Decoded {done:,} of {total:,} photos · {_duration(left)}"
 

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from core.base.errors import BadInput, Busy, GraftError, NotFound, log
+from core.base.processes import pid_alive
 from core.base.storage import default_runs_root
 from core.models.choices import FREEZE_WORDS, backbone_title
 from core.runs.folder import RunDir
@@ -59,22 +60,6 @@ COST_COLUMNS = {"train_seconds": "REAL", "photos_per_s": "REAL", "size_mb": "REA
 def new_run_id() -> str:
     """Short, sortable: UTC time + random suffix."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (finished child not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _alive_here(pid: int | None, host: str | None) -> bool:

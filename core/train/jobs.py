@@ -11,29 +11,21 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Iterator
 
 from core.base.errors import Busy  # noqa: F401  (re-exported for the pages)
+from core.base.processes import pid_alive, reap, start_detached
 from core.base.storage import write_json
-from core.runs.store import RunStore, new_run_id, pid_alive
+from core.runs.store import RunStore, new_run_id
 from core.train.config import TrainConfig
-
-_children: list[subprocess.Popen] = []  # reaped in `active` so finished children leave no zombies
-
-
-def _reap() -> None:
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
 
 
 def active(runs_root: str | os.PathLike | None = None) -> str | None:
     """The id of the run whose training process is alive in this runs folder, if any."""
-    _reap()
+    reap()
     return RunStore.open(runs_root).active()
 
 
@@ -70,12 +62,7 @@ def start(config: TrainConfig, runs_root: str | os.PathLike | None = None) -> st
     try:
         run = store.run_dir(run_id)
         write_json(run.request_file, asdict(config))
-        with open(run.log_file, "ab") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "core.train.worker", str(run.path)], cwd=run.path, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        _children.append(child)
+        child = start_detached([sys.executable, "-m", "core.train.worker", str(run.path)], run.log_file, run.path)
         store.update(run_id, pid=child.pid, host=socket.gethostname())
         store.claim(run_id, child.pid, handover_from=os.getpid())
     except BaseException as err:
